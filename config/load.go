@@ -1,0 +1,280 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one thing wrong (or, with Warning, doubtful) in a config file.
+// It prints as FILE:LINE: field.path: message.
+type Problem struct {
+	File    string
+	Line    int
+	Path    string
+	Msg     string
+	Warning bool
+}
+
+func (p Problem) Error() string {
+	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File)
+		b.WriteByte(':')
+	}
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "%d:", p.Line)
+	}
+	if b.Len() > 0 {
+		b.WriteByte(' ')
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	if p.Warning {
+		b.WriteString("warning: ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems are every error found in a file; Error lists them one a line.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Overrides are command-line flags; they win over the file.
+type Overrides struct {
+	Listen   string
+	Admin    string
+	LogLevel string
+}
+
+// maxFileSize bounds what is read: a config is kilobytes.
+const maxFileSize = 4 << 20
+
+// Load reads, expands, decodes, defaults and validates the file at path.
+// On failure the error is a Problems holding every error found; warnings
+// are returned either way.
+func Load(path string, o Overrides) (*Config, []Problem, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, Problems{{File: path, Msg: "cannot read config: " + errors.Unwrap(err).Error()}}
+	}
+	if st.Size() > maxFileSize {
+		return nil, nil, Problems{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", maxFileSize)}}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, Problems{{File: path, Msg: "cannot read config: " + err.Error()}}
+	}
+	return Parse(path, data, os.LookupEnv, o)
+}
+
+// Parse is Load on bytes already read, with lookup for ${VAR}.
+func Parse(file string, data []byte, lookup func(string) (string, bool), o Overrides) (*Config, []Problem, error) {
+	text, expanded, problems := expand(file, string(data), lookup)
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &root); err != nil {
+		return nil, nil, append(Problems(problems), yamlProblem(file, err))
+	}
+	cfg := &Config{File: file}
+	d := &decoder{file: file, lines: map[string]int{}}
+	if len(root.Content) == 0 {
+		problems = append(problems, Problem{File: file, Msg: "file is empty"})
+	} else {
+		d.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	}
+	problems = append(problems, d.problems...)
+	if d.nodes > maxNodes || len(root.Content) == 0 {
+		return nil, nil, Problems(problems)
+	}
+	cfg.lines = d.lines
+	cfg.expanded = expanded
+	// Validate even a file that did not decode cleanly, so one run reports
+	// every mistake; a field that failed to decode is not judged again.
+	cfg.decodeProblems = problems
+	return finish(cfg, o)
+}
+
+// Quick builds quick mode's config: one catch-all route to upstreamURL
+// with the safe defaults.
+func Quick(upstreamURL string, o Overrides) (*Config, []Problem, error) {
+	cfg := &Config{
+		Upstreams: map[string]*Upstream{"default": {URL: upstreamURL}},
+		Routes:    []*Route{{Name: "default", Upstream: "default", Match: Match{PathPrefix: "/"}}},
+		lines:     map[string]int{},
+	}
+	return finish(cfg, o)
+}
+
+func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
+	if o.Listen != "" {
+		cfg.Listen = o.Listen
+	}
+	if o.Admin != "" {
+		cfg.Admin.Listen = o.Admin
+	}
+	if o.LogLevel != "" {
+		cfg.Log.Level = o.LogLevel
+		cfg.Log.markSet("level")
+	}
+	applyDefaults(cfg)
+	problems := cfg.decodeProblems
+	bad := map[string]bool{}
+	for _, p := range problems {
+		bad[p.Path] = true
+	}
+	for _, p := range validate(cfg) {
+		if !bad[p.Path] {
+			problems = append(problems, p)
+		}
+	}
+	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+	var errs, warns []Problem
+	for _, p := range problems {
+		if p.Warning {
+			warns = append(warns, p)
+		} else {
+			errs = append(errs, p)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, warns, Problems(errs)
+	}
+	cfg.Hash = cfg.hash()
+	return cfg, warns, nil
+}
+
+// hash fingerprints the effective config.
+func (c *Config) hash() string {
+	b, _ := json.Marshal(c.withoutHash())
+	// Secrets print redacted, so fold their values in separately: a new
+	// token is a new config.
+	h := sha256.New()
+	h.Write(b)
+	for _, s := range c.SecretValues() {
+		h.Write([]byte{0})
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func (c *Config) withoutHash() Config {
+	cp := *c
+	cp.Hash = ""
+	return cp
+}
+
+// SecretValues lists every secret value in the config: headers.set values,
+// the admin token, and the values of environment variables expanded into
+// them. Redact uses it as a last line of defence.
+func (c *Config) SecretValues() []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= 4 {
+			out = append(out, s)
+		}
+	}
+	add(c.Admin.Token.Reveal())
+	for _, u := range c.Upstreams {
+		for _, v := range u.Headers.Set {
+			add(v.Reveal())
+		}
+	}
+	secret := strings.Join(out, "\x00")
+	for _, v := range c.expanded {
+		if len(v) >= 4 && strings.Contains(secret, v) {
+			add(v) // a variable used inside a secret is a secret wherever else it shows up
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// Redact replaces every secret value in s with [REDACTED].
+func (c *Config) Redact(s string) string {
+	for _, v := range c.SecretValues() {
+		s = strings.ReplaceAll(s, v, Redacted)
+	}
+	return s
+}
+
+// JSON is the effective config with every secret redacted, for /config.
+func (c *Config) JSON() []byte {
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return []byte(c.Redact(string(b)))
+}
+
+// Line returns the line where path (or its nearest parent) was written.
+func (c *Config) Line(path string) int {
+	for path != "" {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expand replaces ${VAR} and ${VAR:-default} ($$ is a literal $). It returns
+// the values it expanded, so that those used inside a secret can be
+// redacted wherever else they show up.
+func expand(file, text string, lookup func(string) (string, bool)) (string, []string, []Problem) {
+	var problems []Problem
+	var values []string
+	out := envRef.ReplaceAllStringFunc(text, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		sub := envRef.FindStringSubmatch(m)
+		if v, ok := lookup(sub[1]); ok && v != "" {
+			values = append(values, v)
+			return v
+		} else if ok && sub[2] == "" {
+			return v
+		}
+		if sub[2] != "" {
+			return sub[3]
+		}
+		idx := strings.Index(text, m)
+		problems = append(problems, Problem{File: file, Line: strings.Count(text[:max(idx, 0)], "\n") + 1,
+			Path: "${" + sub[1] + "}", Msg: "environment variable is not set (write ${" + sub[1] + ":-default} to give a default)"})
+		return ""
+	})
+	return out, values, problems
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func yamlProblem(file string, err error) Problem {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		var line int
+		fmt.Sscan(m[1], &line)
+		return Problem{File: file, Line: line, Msg: "invalid YAML: " + m[2]}
+	}
+	return Problem{File: file, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
