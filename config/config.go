@@ -135,10 +135,10 @@ type Policies struct {
 
 // Route matches requests and sends them to one upstream.
 type Route struct {
-	Name        string `yaml:"name" json:"name"`
-	Match       Match  `yaml:"match" json:"match"`
-	Upstream    string `yaml:"upstream" json:"upstream"`
-	StripPrefix string `yaml:"strip_prefix" json:"strip_prefix,omitempty"`
+	Name        string                    `yaml:"name" json:"name"`
+	Match       Match                     `yaml:"match" json:"match"`
+	Upstream    string                    `yaml:"upstream" json:"upstream"`
+	StripPrefix string                    `yaml:"strip_prefix" json:"strip_prefix,omitempty"`
 	Policies    `yaml:",inline" json:"-"` // as written; Effective is what applies
 
 	// Effective holds the resolved policies (after inheritance and safe
