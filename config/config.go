@@ -25,8 +25,10 @@ type Config struct {
 	// redacted JSON form); it changes whenever any setting changes.
 	Hash string `yaml:"-" json:"hash"`
 
-	lines          map[string]int // field path → line, for errors found after decoding
-	expanded       []string       // values of ${VAR}s, to redact those used in secrets
+	lines map[string]int // field path → line, for errors found after decoding
+	// expanded holds the values of ${VAR}s, to redact those used in
+	// secrets. They are Secrets because fmt prints unexported fields raw.
+	expanded       []Secret
 	decodeProblems []Problem
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -24,6 +25,8 @@ type decoder struct {
 	problems []Problem
 	lines    map[string]int
 	nodes    int
+	// bomb is the problem reported when the walk was abandoned.
+	bomb *Problem
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
@@ -41,8 +44,9 @@ var (
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 	d.nodes++
 	if d.nodes > maxNodes {
-		if d.nodes == maxNodes+1 {
-			d.fail(n, path, "document expands to more than %d nodes (an alias bomb?)", maxNodes)
+		if d.bomb == nil {
+			d.bomb = &Problem{File: d.file, Line: n.Line, Path: path,
+				Msg: fmt.Sprintf("document expands to more than %d nodes through its aliases (an alias bomb?)", maxNodes)}
 		}
 		return false
 	}
@@ -93,9 +97,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
+		if !d.merge(n, v, path) {
+			return false
+		}
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
+			if isMergeKey(k) {
+				continue
+			}
 			if seen[k.Value] {
 				d.fail(k, path+"."+k.Value, "duplicate key")
 				continue
@@ -137,7 +147,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 		v.SetInt(int64(i))
 	case reflect.Float64:
 		f, err := strconv.ParseFloat(n.Value, 64)
-		if err != nil {
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			// NaN slips through every range check and makes the config
+			// unmarshalable to JSON (so /config and Hash would be empty).
 			d.fail(n, path, "want a number, got %q", clip(n.Value))
 		}
 		v.SetFloat(f)
@@ -158,18 +170,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) bool 
 		d.fail(n, path, "want a mapping, got a %s", kindName(n))
 		return true
 	}
-	// Merge keys (<<: *base) first, so the mapping's own keys override them.
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "<<" && n.Content[i].Tag == "!!merge" {
-			if !d.decode(n.Content[i+1], v, path) {
-				return false
-			}
-		}
+	if !d.merge(n, v, path) {
+		return false
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
-		if k.Value == "<<" && k.Tag == "!!merge" {
+		if isMergeKey(k) {
 			continue
 		}
 		fpath := k.Value
@@ -192,6 +199,36 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) bool 
 		}
 		if !d.decode(val, field, fpath) {
 			return false
+		}
+	}
+	return true
+}
+
+func isMergeKey(k *yaml.Node) bool { return k.Value == "<<" && k.Tag == "!!merge" }
+
+// merge decodes the merge keys of mapping n (<<: *base, or <<: [*a, *b])
+// into v first, so that the mapping's own keys override them. In a list,
+// an earlier mapping's keys win over a later one's, so they are decoded
+// last.
+func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !isMergeKey(n.Content[i]) {
+			continue
+		}
+		val := n.Content[i+1]
+		if val.Kind == yaml.AliasNode {
+			val = val.Alias
+		}
+		if val.Kind != yaml.SequenceNode {
+			if !d.decode(n.Content[i+1], v, path) {
+				return false
+			}
+			continue
+		}
+		for j := len(val.Content) - 1; j >= 0; j-- {
+			if !d.decode(val.Content[j], v, path) {
+				return false
+			}
 		}
 	}
 	return true

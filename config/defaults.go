@@ -151,6 +151,12 @@ func resolve(r *Route, u *Upstream, defaults, safe, blocks *Policies) Effective 
 		e.SharedBreaker = true
 	} else {
 		noUp := []*Policies{&r.Policies, defaults, safe}
+		if u.CircuitBreaker != nil && u.CircuitBreaker.Off {
+			// `circuit_breaker: off` on the upstream turns breaking off for
+			// routes that do not set their own, like any other block; it
+			// fills no keys of the routes' own breakers.
+			noUp = []*Policies{&r.Policies, &u.Policies, defaults, safe}
+		}
 		e.CircuitBreaker = resolveBlock(noUp, blocks, func(p *Policies) *CircuitBreaker { return p.CircuitBreaker })
 	}
 	e.Bulkhead = resolveBlock(chain, blocks, func(p *Policies) *Bulkhead { return p.Bulkhead })

@@ -1,14 +1,17 @@
 package config
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -101,12 +104,19 @@ func Parse(file string, data []byte, lookup func(string) (string, bool), o Overr
 	} else {
 		d.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
 	}
+	if d.bomb != nil {
+		// The problems found on the way are mostly the same few repeated
+		// thousands of times; the bomb is the one worth reading.
+		return nil, nil, append(Problems(problems), *d.bomb)
+	}
 	problems = append(problems, d.problems...)
-	if d.nodes > maxNodes || len(root.Content) == 0 {
+	if len(root.Content) == 0 {
 		return nil, nil, Problems(problems)
 	}
 	cfg.lines = d.lines
-	cfg.expanded = expanded
+	for _, v := range expanded {
+		cfg.expanded = append(cfg.expanded, NewSecret(v))
+	}
 	// Validate even a file that did not decode cleanly, so one run reports
 	// every mistake; a field that failed to decode is not judged again.
 	cfg.decodeProblems = problems
@@ -149,6 +159,7 @@ func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
 	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
 	var errs, warns []Problem
 	for _, p := range problems {
+		p.Msg, p.Path = cfg.redactEcho(p.Msg), cfg.Redact(p.Path)
 		if p.Warning {
 			warns = append(warns, p)
 		} else {
@@ -165,13 +176,17 @@ func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
 // hash fingerprints the effective config.
 func (c *Config) hash() string {
 	b, _ := json.Marshal(c.withoutHash())
-	// Secrets print redacted, so fold their values in separately: a new
-	// token is a new config.
+	// Secrets print redacted, so fold their values in separately, each
+	// after where it is set: a new token is a new config, however short,
+	// and the order is fixed so that the same file always hashes the same.
 	h := sha256.New()
 	h.Write(b)
-	for _, s := range c.SecretValues() {
-		h.Write([]byte{0})
-		h.Write([]byte(s))
+	fmt.Fprintf(h, "\x00admin.token\x00%s", c.Admin.Token.Reveal())
+	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
+		set := c.Upstreams[name].Headers.Set
+		for _, k := range slices.Sorted(maps.Keys(set)) {
+			fmt.Fprintf(h, "\x00upstreams.%s.headers.set.%s\x00%s", name, k, set[k].Reveal())
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
@@ -199,21 +214,43 @@ func (c *Config) SecretValues() []string {
 		}
 	}
 	secret := strings.Join(out, "\x00")
-	for _, v := range c.expanded {
-		if len(v) >= 4 && strings.Contains(secret, v) {
+	for _, e := range c.expanded {
+		if v := e.Reveal(); len(v) >= 4 && strings.Contains(secret, v) {
 			add(v) // a variable used inside a secret is a secret wherever else it shows up
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	// Longest first, so that a secret containing another is redacted whole.
+	slices.SortFunc(out, func(a, b string) int {
+		if n := cmp.Compare(len(b), len(a)); n != 0 {
+			return n
+		}
+		return strings.Compare(a, b)
+	})
 	return out
 }
 
-// Redact replaces every secret value in s with [REDACTED].
+// Redact replaces every secret value in s with [REDACTED], also where it
+// is written JSON-escaped (json.Marshal writes "<" as \u003c).
 func (c *Config) Redact(s string) string {
 	for _, v := range c.SecretValues() {
+		if q, _ := json.Marshal(v); string(q[1:len(q)-1]) != v {
+			s = strings.ReplaceAll(s, string(q[1:len(q)-1]), Redacted)
+		}
 		s = strings.ReplaceAll(s, v, Redacted)
 	}
 	return s
+}
+
+// redactEcho redacts a problem message, which may echo a misplaced secret
+// (a ${TOKEN} written where a duration belongs) whole or clipped.
+func (c *Config) redactEcho(msg string) string {
+	msg = c.Redact(msg)
+	for _, v := range c.SecretValues() {
+		for n := min(len(v), 40); n >= 4; n-- {
+			msg = strings.ReplaceAll(msg, v[:n]+`..."`, Redacted+`"`)
+		}
+	}
+	return msg
 }
 
 // JSON is the effective config with every secret redacted, for /config.
@@ -245,7 +282,10 @@ var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}
 func expand(file, text string, lookup func(string) (string, bool)) (string, []string, []Problem) {
 	var problems []Problem
 	var values []string
+	from := 0 // where m is searched for: matches come in order
 	out := envRef.ReplaceAllStringFunc(text, func(m string) string {
+		idx := from + strings.Index(text[from:], m)
+		from = idx + len(m)
 		if m == "$$" {
 			return "$"
 		}
@@ -259,8 +299,7 @@ func expand(file, text string, lookup func(string) (string, bool)) (string, []st
 		if sub[2] != "" {
 			return sub[3]
 		}
-		idx := strings.Index(text, m)
-		problems = append(problems, Problem{File: file, Line: strings.Count(text[:max(idx, 0)], "\n") + 1,
+		problems = append(problems, Problem{File: file, Line: strings.Count(text[:idx], "\n") + 1,
 			Path: "${" + sub[1] + "}", Msg: "environment variable is not set (write ${" + sub[1] + ":-default} to give a default)"})
 		return ""
 	})

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // scalar is implemented by the config value types that parse from one YAML
@@ -126,8 +128,8 @@ func ParseRate(v string) (Rate, error) {
 		return Rate{}, bad
 	}
 	per = strings.TrimSpace(per)
-	if per != "" && (per[0] < '0' || per[0] > '9') {
-		per = "1" + per
+	if r, _ := utf8.DecodeRuneInString(per); unicode.IsLetter(r) {
+		per = "1" + per // "5/s"; but ".5s" is a duration already
 	}
 	d, err := time.ParseDuration(per)
 	if err != nil || d <= 0 {
@@ -171,7 +173,7 @@ func (p *Percent) parseScalar(v string) error {
 		return fmt.Errorf("want a percentage such as 50%%, got %q", clip(v))
 	}
 	*p = Percent(f / div)
-	if *p <= 0 || *p > 1 {
+	if !(*p > 0 && *p <= 1) { // written so that NaN fails too
 		return errors.New("must be above 0% and at most 100%")
 	}
 	return nil
@@ -185,24 +187,34 @@ func (p Percent) MarshalJSON() ([]byte, error) {
 // Secret is a string that never prints: fmt, zerolog (through String and
 // MarshalJSON) and JSON answers all see [REDACTED]. Reveal gives the value
 // to the one place that must send it.
-type Secret struct{ value string }
+//
+// The value sits behind a pointer: where fmt cannot call Format (inside an
+// unexported field, or under a verb that does not suit an enclosing value,
+// like %s of a *Config) it prints the fields raw, and a pointer prints as
+// an address. Compare secrets with Reveal, not ==.
+type Secret struct{ value *string }
 
 // NewSecret wraps v.
-func NewSecret(v string) Secret { return Secret{value: v} }
+func NewSecret(v string) Secret { return Secret{value: &v} }
 
 // Redacted is what a secret prints as.
 const Redacted = "[REDACTED]"
 
-func (s *Secret) parseScalar(v string) error { s.value = v; return nil }
+func (s *Secret) parseScalar(v string) error { s.value = &v; return nil }
 
 // Reveal returns the secret value, for sending upstream.
-func (s Secret) Reveal() string { return s.value }
+func (s Secret) Reveal() string {
+	if s.value == nil {
+		return ""
+	}
+	return *s.value
+}
 
 // IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return s.value == "" }
+func (s Secret) IsZero() bool { return s.Reveal() == "" }
 
 func (s Secret) String() string {
-	if s.value == "" {
+	if s.IsZero() {
 		return ""
 	}
 	return Redacted

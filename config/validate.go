@@ -109,12 +109,13 @@ func (v *validator) admin() {
 	if a.Listen == v.c.Listen {
 		v.errorf("admin.listen", "the admin listener must not share the data port %s", a.Listen)
 	}
-	if !IsLoopback(a.Listen) {
-		if !a.AllowRemote {
-			v.errorf("admin.listen", "%s is not loopback: set admin.allow_remote: true (and admin.token) to expose the admin API", a.Listen)
-		} else if a.Token.IsZero() {
-			v.errorf("admin.token", "a token is required when admin.allow_remote is true")
-		}
+	if !IsLoopback(a.Listen) && !a.AllowRemote {
+		v.errorf("admin.listen", "%s is not loopback: set admin.allow_remote: true (and admin.token) to expose the admin API", a.Listen)
+	}
+	// SPEC: the token is "required with allow_remote", whatever the address
+	// (a -admin flag may move a loopback listener elsewhere).
+	if a.AllowRemote && a.Token.IsZero() {
+		v.errorf("admin.token", "a token is required when admin.allow_remote is true")
 	}
 }
 
@@ -315,15 +316,12 @@ func (v *validator) policies(path string, p *Policies) {
 		v.conditions(cp+".on", cb.On, false)
 	}
 	if b := p.Bulkhead; b != nil && !b.Off {
-		if !b.IsSet("max_concurrent") || b.MaxConcurrent < 1 {
+		if b.IsSet("max_concurrent") && b.MaxConcurrent < 1 {
 			v.errorf(path+".bulkhead.max_concurrent", "must be at least 1")
 		}
 	}
 	if rl := p.RateLimit; rl != nil && !rl.Off {
 		lp := path + ".rate_limit"
-		if rl.Rate.IsZero() {
-			v.errorf(lp+".rate", "a rate limit needs a rate such as 10/1s")
-		}
 		if rl.IsSet("burst") && rl.Burst < 0 {
 			v.errorf(lp+".burst", "must not be negative")
 		}
@@ -378,7 +376,14 @@ func (v *validator) conditions(path string, on []string, retry bool) {
 func (v *validator) effective(path string, r *Route) {
 	e := r.Effective
 	total := e.Timeout.D()
-	if rt := e.Retry; rt != nil && rt.Attempts > 1 && rt.PerTryTimeout > 0 {
+	// A rate limit's rate may come from the upstream or defaults, so it is
+	// checked once resolved (a decode error here was reported already).
+	if e.RateLimit != nil && e.RateLimit.Rate.IsZero() {
+		v.errorf(path+".rate_limit.rate", "a rate limit needs a rate such as 10/1s")
+	}
+	// Attempts above 10 are an error reported already; not looping over
+	// them keeps a bogus attempts: 1e18 from hanging validation.
+	if rt := e.Retry; rt != nil && rt.Attempts > 1 && rt.Attempts <= 10 && rt.PerTryTimeout > 0 {
 		need := time.Duration(rt.Attempts) * rt.PerTryTimeout.D()
 		wait := rt.Backoff.Initial.D()
 		for i := 1; i < rt.Attempts; i++ {

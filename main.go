@@ -1,0 +1,326 @@
+// Command breakwater is a sidecar reverse proxy that adds retries, circuit
+// breakers, bulkheads, rate limits, quotas, timeouts, hedging, caching and
+// fallbacks in front of any HTTP API, configured from one YAML file.
+//
+// main is thin wiring: flags, signals, listeners. The data plane is in
+// proxy/, the policies in policy/, the file format in config/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/breakwater-proxy/breakwater/admin"
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/proxy"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `breakwater — a resilience sidecar for HTTP APIs
+
+usage:
+  breakwater [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-upstream URL] [-log-level LEVEL]
+  breakwater validate [-config FILE]
+  breakwater version
+
+The config file defaults to $BREAKWATER_CONFIG, else ./breakwater.yaml.
+-upstream URL without a config file proxies everything to URL with safe defaults.
+`
+
+// Main runs a command and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return run(args, stderr)
+	case "validate":
+		return validate(args, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "breakwater %s\n", version)
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "breakwater: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+type flags struct {
+	config, upstream string
+	over             config.Overrides
+}
+
+func parseFlags(name string, args []string, stderr io.Writer, runFlags bool) (*flags, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	f := &flags{}
+	fs.StringVar(&f.config, "config", "", "config file (default $BREAKWATER_CONFIG, else ./breakwater.yaml)")
+	if runFlags {
+		fs.StringVar(&f.over.Listen, "listen", "", "data-plane address, overrides the file's listen")
+		fs.StringVar(&f.over.Admin, "admin", "", "admin address, overrides admin.listen")
+		fs.StringVar(&f.upstream, "upstream", "", "quick mode: proxy everything to this URL with safe defaults")
+		fs.StringVar(&f.over.LogLevel, "log-level", "", "debug, info, warn or error")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if f.upstream != "" && f.config != "" {
+		return nil, errors.New("-upstream and -config cannot be used together: -upstream is quick mode, without a file")
+	}
+	if f.upstream == "" && f.config == "" {
+		f.config = os.Getenv("BREAKWATER_CONFIG")
+		if f.config == "" {
+			f.config = "breakwater.yaml"
+		}
+	}
+	return f, nil
+}
+
+func (f *flags) load() (*config.Config, []config.Problem, error) {
+	if f.upstream != "" {
+		return config.Quick(f.upstream, f.over)
+	}
+	return config.Load(f.config, f.over)
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags("validate", args, stderr, false)
+	if err != nil {
+		fmt.Fprintf(stderr, "breakwater: %v\n", err)
+		return 2
+	}
+	cfg, warns, err := f.load()
+	for _, w := range warns {
+		fmt.Fprintln(stderr, w.Error())
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err.Error())
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (config %s)\n%s", f.config, cfg.Hash, config.Summary(cfg))
+	return 0
+}
+
+func run(args []string, stderr io.Writer) int {
+	f, err := parseFlags("run", args, stderr, true)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "breakwater: %v\n", err)
+		return 2
+	}
+	cfg, warns, err := f.load()
+	if err != nil {
+		fmt.Fprintln(stderr, err.Error())
+		return 1
+	}
+	log := proxy.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
+	for _, w := range warns {
+		log.Warn().Msg(w.Error())
+	}
+	hub := proxy.NewHub()
+	metrics := proxy.NewMetrics(version, hub)
+	srv := proxy.New(log, metrics, hub)
+	if err := srv.Load(cfg); err != nil {
+		log.Error().Err(err).Msg("cannot start with this config")
+		return 1
+	}
+	metrics.Reloaded(true)
+
+	var reloadMu sync.Mutex
+	reload := func(why string) error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		return doReload(f, srv, metrics, hub, log, why)
+	}
+	var adm *admin.Handler
+	var reloadFn func() error
+	if f.upstream == "" {
+		reloadFn = func() error {
+			err := reload("admin")
+			adm.RecordLoad(srv.Config(), err)
+			return err
+		}
+	}
+	adm = admin.New(srv, metrics, hub, reloadFn)
+	adm.RecordLoad(cfg, nil)
+	if !config.IsLoopback(cfg.Admin.Listen) {
+		log.Warn().Str("admin", cfg.Admin.Listen).Msg("admin listener is reachable beyond loopback (admin.allow_remote)")
+	}
+
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		log.Error().Err(err).Str("addr", cfg.Admin.Listen).Msg("cannot bind the admin listener")
+		return 1
+	}
+	dataLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		adminLn.Close()
+		log.Error().Err(err).Str("addr", cfg.Listen).Msg("cannot bind the data listener")
+		return 1
+	}
+	inflight := &inflightHandler{next: srv}
+	dataSrv := &http.Server{
+		Handler:           inflight,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.Server.IdleTimeout.D(),
+		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+		// No WriteTimeout: it would cut SSE streams and long downloads;
+		// route timeout and stream_idle_timeout bound work instead.
+		ErrorLog: newStdLogger(log),
+	}
+	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, ErrorLog: newStdLogger(log)}
+	go func() { _ = adminSrv.Serve(adminLn) }()
+	go func() { _ = dataSrv.Serve(dataLn) }()
+	adm.Ready.Store(true)
+	log.Info().Str("version", version).Str("listen", dataLn.Addr().String()).Str("admin", adminLn.Addr().String()).
+		Str("config", f.config).Str("config_hash", cfg.Hash).Msg("breakwater started")
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	stopWatch := func() {}
+	if f.upstream == "" {
+		stopWatch = watchFile(f.config, log, func() {
+			adm.RecordLoad(srv.Config(), reload("file changed"))
+		})
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			if f.upstream != "" {
+				log.Warn().Msg("SIGHUP ignored: quick mode has no config file")
+				continue
+			}
+			adm.RecordLoad(srv.Config(), reload("SIGHUP"))
+			continue
+		}
+		log.Info().Str("signal", sig.String()).Msg("shutting down: draining")
+		break
+	}
+	stopWatch()
+	go func() {
+		for sig := range sigs {
+			if sig != syscall.SIGHUP {
+				log.Warn().Str("signal", sig.String()).Msg("second signal: exiting at once")
+				os.Exit(1)
+			}
+		}
+	}()
+	cur := srv.Config()
+	shutdown(cur, adm, dataSrv, adminSrv, inflight, log)
+	return 0
+}
+
+// shutdown: /readyz turns 503, drain_delay passes (still serving), the
+// listener stops accepting, in-flight requests and WebSockets get up to
+// shutdown_timeout; the admin listener closes last.
+func shutdown(cfg *config.Config, adm *admin.Handler, dataSrv, adminSrv *http.Server, inflight *inflightHandler, log zerolog.Logger) {
+	adm.Ready.Store(false)
+	if d := cfg.Server.DrainDelay.D(); d > 0 {
+		time.Sleep(d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
+	defer cancel()
+	if err := dataSrv.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("shutdown timeout: closing remaining connections")
+		_ = dataSrv.Close()
+	}
+	// Shutdown does not wait for hijacked connections (WebSockets); their
+	// handlers are still running, so wait for those too.
+	if !inflight.wait(ctx) {
+		log.Warn().Int64("in_flight", inflight.n.Load()).Msg("shutdown timeout: upgraded connections cut")
+	}
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer acancel()
+	_ = adminSrv.Shutdown(actx)
+	log.Info().Msg("stopped")
+}
+
+// inflightHandler counts running handlers, upgraded connections included.
+type inflightHandler struct {
+	next http.Handler
+	wg   sync.WaitGroup
+	n    atomic.Int64
+}
+
+func (h *inflightHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.wg.Add(1)
+	h.n.Add(1)
+	defer func() { h.n.Add(-1); h.wg.Done() }()
+	h.next.ServeHTTP(w, r)
+}
+
+func (h *inflightHandler) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// doReload parses and validates the file, then swaps it in; a bad file
+// keeps the running config.
+func doReload(f *flags, srv *proxy.Server, metrics *proxy.Metrics, hub *proxy.Hub, log zerolog.Logger, why string) error {
+	cfg, warns, err := config.Load(f.config, f.over)
+	if err == nil {
+		for _, w := range warns {
+			log.Warn().Msg(w.Error())
+		}
+		old := srv.Config()
+		if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen {
+			log.Warn().Msg("listen addresses changed: they take effect at the next restart")
+		}
+		err = srv.Load(cfg)
+	}
+	if err != nil {
+		metrics.Reloaded(false)
+		var ps config.Problems
+		var lines []string
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				lines = append(lines, p.Error())
+				log.Error().Str("reason", why).Msg("reload rejected: " + p.Error())
+			}
+		} else {
+			lines = []string{err.Error()}
+			log.Error().Err(err).Str("reason", why).Msg("reload rejected")
+		}
+		hub.Publish("reload", map[string]any{"ok": false, "reason": why, "errors": lines})
+		return err
+	}
+	metrics.Reloaded(true)
+	hub.Publish("reload", map[string]any{"ok": true, "reason": why, "config_hash": cfg.Hash})
+	log.Info().Str("reason", why).Str("config_hash", cfg.Hash).Msg("config reloaded")
+	return nil
+}

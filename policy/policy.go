@@ -1,0 +1,127 @@
+// Package policy turns a route's validated config into a resilient
+// http.RoundTripper built from failsafe-go policies. It knows failsafe-go
+// and *http.Response, not routing, ResponseWriters, Prometheus or zerolog:
+// what happens is reported through an Observer that the proxy implements.
+//
+// The composition, outermost first (SPEC.md, Semantics → Order):
+//
+//	total timeout → bulkhead → retry (with budget) → hedge → circuit breaker → upstream quota → per-try timeout → transport
+//
+// In failsafe's notation the middle is failsafe.With(retry, hedge)(attempt),
+// and attempt does breaker → quota → per-try timeout → transport itself,
+// because a proxy needs what failsafe's executors do not give: a breaker
+// that never records client cancellations or quota waits, a quota that is
+// spent only by attempts actually sent, per-attempt contexts that outlive
+// the executor (a streamed body is read after it returns), and bodies of
+// discarded responses drained and closed.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors the pipeline returns instead of a response. The proxy maps each to
+// an error kind and a status in one place.
+var (
+	// ErrCircuitOpen: the breaker is open (or half-open with every probe out).
+	ErrCircuitOpen = errors.New("circuit breaker open")
+	// ErrBulkheadFull: no slot within bulkhead.max_wait.
+	ErrBulkheadFull = errors.New("bulkhead full")
+	// ErrQuotaExhausted: no upstream quota token within max_wait or the route's time.
+	ErrQuotaExhausted = errors.New("upstream quota exhausted")
+	// ErrTimeout: the route's total timeout passed before response headers.
+	ErrTimeout = errors.New("route timeout")
+	// ErrAttemptTimeout: one attempt passed retry.per_try_timeout.
+	ErrAttemptTimeout = errors.New("attempt timed out")
+)
+
+// RejectedError carries a sentinel above with the time after which trying
+// again makes sense (0 when unknown).
+type RejectedError struct {
+	Err        error
+	RetryAfter time.Duration
+}
+
+func (e *RejectedError) Error() string {
+	if e.RetryAfter > 0 {
+		return fmt.Sprintf("%v (retry after %s)", e.Err, e.RetryAfter.Round(time.Millisecond))
+	}
+	return e.Err.Error()
+}
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// RetryAfterOf returns the RetryAfter an error carries, if any.
+func RetryAfterOf(err error) time.Duration {
+	var re *RejectedError
+	if errors.As(err, &re) {
+		return re.RetryAfter
+	}
+	return 0
+}
+
+// Observer receives what the pipeline does. Calls are synchronous on the
+// request's goroutine (or a hedge's): implementations must be quick and
+// must not block.
+type Observer interface {
+	// Attempt reports one attempt sent upstream; result is a status class
+	// ("2xx"…"5xx") or an error kind ("connect_error", "timeout", "canceled", "error").
+	Attempt(route, upstream, result string, d time.Duration)
+	// Retry reports a retry about to be sent and why ("503", "connect_error", "timeout"…).
+	Retry(route, reason string)
+	// BudgetExhausted reports a retry or hedge refused by the budget.
+	BudgetExhausted(route string)
+	// Hedge reports a hedged attempt: result is "sent", "won" or "lost".
+	Hedge(route, result string)
+	// BreakerChanged reports a breaker transition.
+	BreakerChanged(breaker string, from, to State)
+	// BulkheadInFlight reports the route's bulkhead occupancy after a change.
+	BulkheadInFlight(route string, n int)
+	// BulkheadRejected reports a request turned away by a full bulkhead.
+	BulkheadRejected(route string)
+	// QuotaWaited reports time spent waiting for an upstream quota token.
+	QuotaWaited(upstream string, d time.Duration)
+	// QuotaExhausted reports a request that could not get a token in time.
+	QuotaExhausted(upstream, route string, retryAfter time.Duration)
+	// QuotaPaused reports an upstream paused by its own Retry-After.
+	QuotaPaused(upstream string, d time.Duration)
+}
+
+// NopObserver ignores everything.
+type NopObserver struct{}
+
+func (NopObserver) Attempt(string, string, string, time.Duration) {}
+func (NopObserver) Retry(string, string)                          {}
+func (NopObserver) BudgetExhausted(string)                        {}
+func (NopObserver) Hedge(string, string)                          {}
+func (NopObserver) BreakerChanged(string, State, State)           {}
+func (NopObserver) BulkheadInFlight(string, int)                  {}
+func (NopObserver) BulkheadRejected(string)                       {}
+func (NopObserver) QuotaWaited(string, time.Duration)             {}
+func (NopObserver) QuotaExhausted(string, string, time.Duration)  {}
+func (NopObserver) QuotaPaused(string, time.Duration)             {}
+
+// Trace is what one request went through, for its access-log line. The
+// proxy puts one in the request's context with WithTrace; the pipeline
+// fills it. Fields are written by the request's own goroutine, except
+// Attempts, which hedges update atomically through the pipeline.
+type Trace struct {
+	Attempts int    // attempts sent upstream
+	Breaker  string // breaker state when the request was decided ("" = none)
+	Retries  int
+}
+
+type traceKey struct{}
+
+// WithTrace returns ctx carrying t.
+func WithTrace(ctx context.Context, t *Trace) context.Context {
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+func traceFrom(ctx context.Context) *Trace {
+	t, _ := ctx.Value(traceKey{}).(*Trace)
+	return t
+}

@@ -1,0 +1,259 @@
+package policy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/budget"
+	"github.com/failsafe-go/failsafe-go/hedgepolicy"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
+)
+
+// retrySpec is a route's retry block, parsed for the hot path.
+type retrySpec struct {
+	attempts   int
+	on         conditions
+	methods    map[string]bool
+	initial    time.Duration
+	maxDelay   time.Duration
+	multiplier float64
+	jitter     float64
+	raHonor    bool
+	raMax      time.Duration
+}
+
+func newRetrySpec(c *config.Retry) *retrySpec {
+	s := &retrySpec{
+		attempts: c.Attempts, on: parseConditions(c.On), methods: map[string]bool{},
+		initial: c.Backoff.Initial.D(), maxDelay: c.Backoff.Max.D(),
+		multiplier: c.Backoff.Multiplier, jitter: c.Backoff.Jitter,
+		raHonor: c.RetryAfter.Honor, raMax: c.RetryAfter.Max.D(),
+	}
+	for _, m := range c.Methods {
+		s.methods[m] = true
+	}
+	return s
+}
+
+// Attempt error kinds, as reported to the Observer and the breaker.
+const (
+	kindConnect  = "connect_error" // the connection was never made: nothing was sent
+	kindTimeout  = "timeout"       // per_try_timeout, or the route's timeout, during the attempt
+	kindCanceled = "canceled"      // the client left (or a hedge lost)
+	kindError    = "error"         // any other transport error (reset, EOF before headers…)
+)
+
+// attemptError is a failed attempt with what the retry decision needs;
+// failsafe's predicates see only (response, error), so it travels inside
+// the error.
+type attemptError struct {
+	err    error
+	kind   string
+	unsent bool // provably nothing was sent: safe to retry any method
+	st     *reqState
+}
+
+func (e *attemptError) Error() string { return e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+func unwrapAttempt(err error) error {
+	var ae *attemptError
+	if errors.As(err, &ae) {
+		if ae.kind == kindTimeout {
+			return &RejectedError{Err: ErrAttemptTimeout}
+		}
+		if ae.kind == kindCanceled {
+			return ae.st.ctxError()
+		}
+		return ae.err
+	}
+	return err
+}
+
+func (st *reqState) attemptError(err error, timedOut bool) *attemptError {
+	ae := &attemptError{err: err, st: st, kind: kindError}
+	switch {
+	case timedOut || errors.Is(err, ErrAttemptTimeout):
+		ae.kind = kindTimeout
+	case st.ctx.Err() != nil:
+		if errors.Is(context.Cause(st.ctx), ErrTimeout) && st.req.Context().Err() == nil {
+			ae.kind = kindTimeout // the route ran out of time waiting on the upstream
+		} else {
+			ae.kind = kindCanceled
+		}
+	case isDialError(err):
+		ae.kind = kindConnect
+		ae.unsent = st.once == nil || !st.once.read.Load()
+	}
+	return ae
+}
+
+// isDialError reports errors that prove the request never left: the
+// connection (or its TLS handshake) was not established.
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return true
+	}
+	var rhe tls.RecordHeaderError
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var cie x509.CertificateInvalidError
+	return errors.As(err, &rhe) || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &cie)
+}
+
+// eligible reports whether a request may be sent again: its method is
+// listed and its body can be replayed.
+func (s *retrySpec) eligible(req *http.Request) bool {
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	return replayable && s.methods[req.Method]
+}
+
+// shouldRetry is the retry policy's failure predicate.
+func (s *retrySpec) shouldRetry(resp *http.Response, err error) bool {
+	if err != nil {
+		var ae *attemptError
+		if !errors.As(err, &ae) {
+			return false // a rejection (breaker, quota, timeout, cancellation) is returned as it is
+		}
+		switch ae.kind {
+		case kindConnect:
+			// A refused connection sent nothing: any method may go again,
+			// provided its body still can.
+			return s.on.connectError && (ae.unsent || s.eligible(ae.st.req))
+		case kindTimeout:
+			return s.on.timeout && s.eligible(ae.st.req) && ae.st.ctx.Err() == nil
+		case kindError:
+			return s.on.connectError && s.eligible(ae.st.req)
+		}
+		return false
+	}
+	return resp != nil && s.on.status(resp.StatusCode) && s.eligible(resp.Request)
+}
+
+// retryAfter returns the capped wait an upstream asked for, if honoured.
+func (s *retrySpec) retryAfter(resp *http.Response) (time.Duration, bool) {
+	if !s.raHonor || resp == nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
+		return 0, false
+	}
+	ra, ok := ratelimit.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if !ok {
+		return 0, false
+	}
+	return min(ra, s.raMax), true
+}
+
+// backoff is the exponential delay before retry n (1-based), without jitter.
+func (s *retrySpec) backoff(n int) time.Duration {
+	d := float64(s.initial) * math.Pow(s.multiplier, float64(n-1))
+	return time.Duration(min(d, float64(s.maxDelay)))
+}
+
+// delay is the wait before the next attempt. A Retry-After wait is not
+// jittered (the upstream asked for exactly that); a backoff is. failsafe's
+// own jitter is not configured: it would jitter Retry-After too.
+func (s *retrySpec) delay(e failsafe.ExecutionAttempt[*http.Response]) time.Duration {
+	if ra, ok := s.retryAfter(e.LastResult()); ok {
+		return ra
+	}
+	d := s.backoff(e.Attempts())
+	if s.jitter > 0 {
+		d = time.Duration(float64(d) * (1 + s.jitter*(2*rand.Float64()-1)))
+	}
+	return d
+}
+
+// abort ends the retry loop on a failure whose wait cannot fit in the
+// route's remaining time: the upstream's answer is passed through at once
+// rather than after a wait that ends in a timeout.
+func (s *retrySpec) abort(resp *http.Response, err error) bool {
+	var ctx context.Context
+	var wait time.Duration
+	if resp != nil {
+		ctx = resp.Request.Context()
+		if ra, ok := s.retryAfter(resp); ok {
+			wait = ra
+		}
+	} else {
+		var ae *attemptError
+		if !errors.As(err, &ae) {
+			return true
+		}
+		ctx = ae.st.ctx
+	}
+	if wait == 0 {
+		wait = time.Duration(float64(s.initial) * (1 - s.jitter))
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && time.Until(deadline) < wait
+}
+
+func (p *Pipeline) buildRetry(bud budget.Budget) failsafe.Policy[*http.Response] {
+	s := p.retry
+	b := retrypolicy.NewBuilder[*http.Response]().
+		WithMaxAttempts(s.attempts).
+		HandleIf(s.shouldRetry).
+		AbortIf(s.abort).
+		ReturnLastFailure().
+		WithDelayFunc(s.delay).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[*http.Response]) {
+			// Free the connection now rather than after the wait; the
+			// response stays whole in case the budget refuses the retry.
+			if r := e.LastResult(); r != nil {
+				if rb, ok := r.Body.(*respBody); ok {
+					rb.park()
+				}
+			}
+			p.obs.Retry(p.route, retryReason(e.LastResult(), e.LastError()))
+		})
+	if bud != nil {
+		b = b.WithBudget(bud)
+	}
+	return b.Build()
+}
+
+func retryReason(resp *http.Response, err error) string {
+	if resp != nil {
+		return strconv.Itoa(resp.StatusCode)
+	}
+	var ae *attemptError
+	if errors.As(err, &ae) {
+		return ae.kind
+	}
+	return kindError
+}
+
+func (p *Pipeline) buildHedge(h *config.Hedge, bud budget.Budget) failsafe.Policy[*http.Response] {
+	good := func(resp *http.Response, err error) bool {
+		if err != nil || resp == nil {
+			return false
+		}
+		if p.retry != nil {
+			return !p.retry.on.status(resp.StatusCode)
+		}
+		return resp.StatusCode < 500
+	}
+	b := hedgepolicy.NewBuilderWithDelay[*http.Response](h.Delay.D()).
+		WithMaxHedges(h.Max).
+		CancelIf(good)
+	if bud != nil {
+		b = b.WithBudget(bud)
+	}
+	return b.Build()
+}

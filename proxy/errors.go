@@ -1,0 +1,230 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
+)
+
+// Kind is an error kind of SPEC.md's table: the value of X-Breakwater-Error.
+type Kind string
+
+// The kinds. kindClientClosed is never sent (the client is gone); it
+// labels the access log's 499.
+const (
+	KindNoRoute             Kind = "no_route"
+	KindBodyTooLarge        Kind = "body_too_large"
+	KindRateLimited         Kind = "rate_limited"
+	KindQuotaExhausted      Kind = "quota_exhausted"
+	KindCircuitOpen         Kind = "circuit_open"
+	KindBulkheadFull        Kind = "bulkhead_full"
+	KindTimeout             Kind = "timeout"
+	KindUpstreamUnreachable Kind = "upstream_unreachable"
+	kindClientClosed        Kind = "client_closed"
+)
+
+// StatusClientClosed is nginx's 499, logged when the client left first.
+const StatusClientClosed = 499
+
+// errBodyTooLarge is returned by the request body reader past server.max_body.
+var errBodyTooLarge = errors.New("request body too large")
+
+// classify is the one place that maps any error to a kind and a status.
+func classify(err error) (Kind, int) {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return KindBodyTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, errRateLimited):
+		return KindRateLimited, http.StatusTooManyRequests
+	case errors.Is(err, policy.ErrCircuitOpen):
+		return KindCircuitOpen, http.StatusServiceUnavailable
+	case errors.Is(err, policy.ErrBulkheadFull):
+		return KindBulkheadFull, http.StatusServiceUnavailable
+	case errors.Is(err, policy.ErrQuotaExhausted):
+		return KindQuotaExhausted, http.StatusServiceUnavailable
+	case errors.Is(err, policy.ErrTimeout), errors.Is(err, policy.ErrAttemptTimeout):
+		return KindTimeout, http.StatusGatewayTimeout
+	case errors.Is(err, errNoRoute):
+		return KindNoRoute, http.StatusNotFound
+	case errors.Is(err, context.Canceled):
+		return kindClientClosed, StatusClientClosed
+	}
+	return KindUpstreamUnreachable, http.StatusBadGateway
+}
+
+var (
+	errNoRoute     = errors.New("no route matches")
+	errRateLimited = errors.New("rate limited")
+)
+
+var titles = map[Kind]string{
+	KindNoRoute:             "No route matches this request",
+	KindBodyTooLarge:        "Request body too large",
+	KindRateLimited:         "Too many requests",
+	KindQuotaExhausted:      "Upstream quota exhausted",
+	KindCircuitOpen:         "Upstream circuit open",
+	KindBulkheadFull:        "Too many concurrent requests",
+	KindTimeout:             "Upstream timed out",
+	KindUpstreamUnreachable: "Upstream unreachable",
+}
+
+// details say plainly what happened; a JSON-RPC message is often read by a
+// language model deciding what to do next.
+var details = map[Kind]string{
+	KindNoRoute:             "breakwater has no route for this method and path.",
+	KindBodyTooLarge:        "The request body is larger than this proxy accepts.",
+	KindRateLimited:         "This client sent too many requests to this route.",
+	KindQuotaExhausted:      "The upstream API's request quota is used up for now.",
+	KindCircuitOpen:         "The upstream API is failing, so breakwater has stopped calling it for a while.",
+	KindBulkheadFull:        "Too many requests to this route are in progress.",
+	KindTimeout:             "The upstream API did not answer in time.",
+	KindUpstreamUnreachable: "The upstream API could not be reached.",
+}
+
+// jsonrpcCodes lie outside JSON-RPC's reserved range, as MCP asks of intermediaries.
+var jsonrpcCodes = map[Kind]int{
+	KindRateLimited:         -31429,
+	KindQuotaExhausted:      -31429,
+	KindCircuitOpen:         -31503,
+	KindBulkheadFull:        -31503,
+	KindUpstreamUnreachable: -31503,
+	KindTimeout:             -31504,
+	KindNoRoute:             -31404,
+	KindBodyTooLarge:        -31413,
+}
+
+// errorReply is everything an error response needs.
+type errorReply struct {
+	kind       Kind
+	status     int
+	retryAfter time.Duration
+	route      string
+	requestID  string
+	mode       string          // auto | problem | jsonrpc
+	rpc        *jsonrpcRequest // nil when the request was not JSON-RPC
+}
+
+// write sends an error response made by breakwater itself.
+func (e errorReply) write(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("X-Breakwater-Error", string(e.kind))
+	h.Set("Cache-Control", "no-store")
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.retryAfter), 10))
+	}
+	var body []byte
+	if e.mode == "jsonrpc" || (e.mode != "problem" && e.rpc != nil) {
+		h.Set("Content-Type", "application/json")
+		body = e.jsonrpcBody()
+	} else {
+		h.Set("Content-Type", "application/problem+json")
+		body = e.problemBody()
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(e.status)
+	_, _ = w.Write(body)
+}
+
+func (e errorReply) retrySeconds() *int64 {
+	if e.retryAfter <= 0 {
+		return nil
+	}
+	s := ratelimit.RetryAfterSeconds(e.retryAfter)
+	return &s
+}
+
+// problemBody is RFC 9457 problem details.
+func (e errorReply) problemBody() []byte {
+	b, _ := json.Marshal(struct {
+		Type       string `json:"type"`
+		Title      string `json:"title"`
+		Status     int    `json:"status"`
+		Detail     string `json:"detail"`
+		Route      string `json:"route,omitempty"`
+		RequestID  string `json:"request_id"`
+		RetryAfter *int64 `json:"retry_after_seconds,omitempty"`
+	}{
+		Type:  "https://breakwater.dev/errors/" + string(e.kind),
+		Title: titles[e.kind], Status: e.status, Detail: details[e.kind],
+		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(),
+	})
+	return b
+}
+
+// jsonrpcBody is a JSON-RPC 2.0 error response to the request's id.
+func (e errorReply) jsonrpcBody() []byte {
+	id := json.RawMessage("null")
+	if e.rpc != nil && e.rpc.id != nil {
+		id = e.rpc.id
+	}
+	msg := details[e.kind]
+	if s := e.retrySeconds(); s != nil {
+		msg += " Try again in " + strconv.FormatInt(*s, 10) + " seconds."
+	} else if e.kind == KindTimeout || e.kind == KindUpstreamUnreachable {
+		msg += " Trying again later may work."
+	}
+	b, _ := json.Marshal(rpcResponse{JSONRPC: "2.0", ID: id, Error: rpcError{
+		Code: jsonrpcCodes[e.kind], Message: msg,
+		Data: rpcErrorData{Kind: e.kind, RetryAfter: e.retrySeconds(), RequestID: e.requestID, Route: e.route},
+	}})
+	return b
+}
+
+type rpcResponse struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   rpcError        `json:"error"`
+}
+
+type rpcError struct {
+	Code    int          `json:"code"`
+	Message string       `json:"message"`
+	Data    rpcErrorData `json:"data"`
+}
+
+type rpcErrorData struct {
+	Kind       Kind   `json:"kind"`
+	RetryAfter *int64 `json:"retry_after_seconds"`
+	RequestID  string `json:"request_id"`
+	Route      string `json:"route,omitempty"`
+}
+
+// jsonrpcRequest is what breakwater learned about a JSON-RPC request body.
+type jsonrpcRequest struct {
+	id json.RawMessage // nil for a batch (answered with "id": null)
+}
+
+// detectJSONRPC reads a buffered body: a single JSON-RPC 2.0 request with
+// an id is JSON-RPC; so is a batch (answered with id null). A notification
+// (no id) or anything else is not.
+func detectJSONRPC(body []byte) *jsonrpcRequest {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil
+	}
+	if body[0] == '[' {
+		var batch []struct {
+			JSONRPC string `json:"jsonrpc"`
+		}
+		if json.Unmarshal(body, &batch) == nil && len(batch) > 0 && batch[0].JSONRPC == "2.0" {
+			return &jsonrpcRequest{}
+		}
+		return nil
+	}
+	var msg struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Method  string          `json:"method"`
+	}
+	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != "2.0" || len(msg.ID) == 0 || msg.Method == "" {
+		return nil
+	}
+	return &jsonrpcRequest{id: msg.ID}
+}

@@ -1,0 +1,248 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/breakwater-proxy/breakwater/cache"
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
+)
+
+// table is one config's routing: immutable once built, swapped atomically
+// on reload. Requests in flight keep the table they started with.
+type table struct {
+	cfg        *config.Config
+	routes     []*route
+	upstreams  map[string]*upstream
+	breakers   []*policy.Breaker // sorted by scope, then name
+	trusted    trustedNets
+	maxBody    int64
+	transports map[*http.Transport]bool
+}
+
+// upstream is one config upstream, ready to send to.
+type upstream struct {
+	name           string
+	target         *url.URL
+	hostFromClient bool
+	set            [][2]string // header name, value (secrets revealed here only)
+	remove         []string
+	transport      *http.Transport
+	quota          *ratelimit.Quota
+}
+
+// route is one config route with its policies built.
+type route struct {
+	name     string
+	cfg      *config.Route
+	match    matcher
+	up       *upstream
+	strip    string
+	proxy    *httputil.ReverseProxy
+	pipeline *policy.Pipeline
+	breaker  *policy.Breaker
+	bulkhead *policy.Bulkhead
+	limiter  *ratelimit.Limiter
+	limit    *config.RateLimit
+	cache    *routeCache
+	fallback *config.Fallback
+	errors   string
+	timeout  time.Duration
+	// replayMax is how much of a body is buffered for replay (retry.max_body)
+	// and JSON-RPC detection; 0 = never buffer.
+	replayMax    int64
+	retryMethods map[string]bool
+}
+
+// routeCache is a route's cache: policy, store and coalescing group.
+type routeCache struct {
+	policy cache.Policy
+	store  cache.Store
+	group  *cache.Group
+}
+
+// maxCoalesceWaiters bounds how many requests wait on one upstream miss.
+const maxCoalesceWaiters = 1000
+
+// build makes a table from a validated config, taking stateful policies
+// from reg so that unchanged ones keep their state across a reload.
+func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error) {
+	t := &table{
+		cfg: cfg, upstreams: map[string]*upstream{},
+		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
+		transports: map[*http.Transport]bool{},
+	}
+	names := make([]string, 0, len(cfg.Upstreams))
+	for name := range cfg.Upstreams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		u := cfg.Upstreams[name]
+		target, err := url.Parse(u.URL)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", name, err)
+		}
+		var buildErr error
+		tr := policy.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() *http.Transport {
+			tr, err := newTransport(settingsOf(u, target.Scheme))
+			buildErr = err
+			return tr
+		})
+		if buildErr != nil {
+			return nil, fmt.Errorf("upstream %s: %w", name, buildErr)
+		}
+		t.transports[tr] = true
+		up := &upstream{name: name, target: target, hostFromClient: u.HostHeader == "client", transport: tr, remove: u.Headers.Remove}
+		for k, v := range u.Headers.Set {
+			up.set = append(up.set, [2]string{http.CanonicalHeaderKey(k), v.Reveal()})
+		}
+		if u.Quota != nil {
+			q := *u.Quota
+			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+		}
+		t.upstreams[name] = up
+	}
+	seenBreaker := map[*policy.Breaker]bool{}
+	for _, rc := range cfg.Routes {
+		e := rc.Effective
+		up := t.upstreams[rc.Upstream]
+		rt := &route{
+			name: rc.Name, cfg: rc, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
+			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
+		}
+		if cb := e.CircuitBreaker; cb != nil {
+			if e.SharedBreaker {
+				rt.breaker = policy.Get(reg, "breaker/upstream", up.name, cb, func() *policy.Breaker {
+					return policy.NewBreaker(up.name, "upstream", cb, s.metrics)
+				})
+			} else {
+				rt.breaker = policy.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
+					return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
+				})
+			}
+			if !seenBreaker[rt.breaker] {
+				seenBreaker[rt.breaker] = true
+				t.breakers = append(t.breakers, rt.breaker)
+			}
+		}
+		if b := e.Bulkhead; b != nil {
+			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(b) })
+		}
+		if l := e.RateLimit; l != nil {
+			rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(l.Rate, l.Burst) })
+		}
+		if c := e.Cache; c != nil {
+			store := policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+			rt.cache = &routeCache{
+				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary},
+				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
+			}
+		}
+		if r := e.Retry; r != nil {
+			rt.replayMax = int64(r.MaxBody)
+			rt.retryMethods = map[string]bool{}
+			for _, m := range r.Methods {
+				rt.retryMethods[m] = true
+			}
+		}
+		rt.pipeline = policy.NewPipeline(rc, up.transport, policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Quota: up.quota}, s.metrics)
+		rt.proxy = &httputil.ReverseProxy{
+			Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
+			Transport:      rt.pipeline,
+			ModifyResponse: s.modifyResponse,
+			ErrorHandler:   s.errorHandler,
+			BufferPool:     s.buffers,
+			ErrorLog:       log.New(io.Discard, "", 0), // every error is logged once, in the access log
+		}
+		t.routes = append(t.routes, rt)
+	}
+	sort.Slice(t.breakers, func(i, j int) bool {
+		a, b := t.breakers[i], t.breakers[j]
+		if a.Scope != b.Scope {
+			return a.Scope > b.Scope // upstream before route
+		}
+		return a.Name < b.Name
+	})
+	return t, nil
+}
+
+// match finds the first route for r, in file order.
+func (t *table) match(r *http.Request, urlPath string) *route {
+	for _, rt := range t.routes {
+		if rt.match.match(r, urlPath) {
+			return rt
+		}
+	}
+	return nil
+}
+
+// rewrite builds the upstream request: ReverseProxy has already removed
+// hop-by-hop headers (also those the client named in Connection) and the
+// client's X-Forwarded-* headers.
+func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
+	in, out := pr.In, pr.Out
+	trustedPeer := trusted.contains(in.RemoteAddr)
+	if trustedPeer {
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := in.Header[h]; len(v) > 0 && !namedInConnection(in.Header, h) {
+				out.Header[h] = v
+			}
+		}
+	}
+	host, proto := out.Header["X-Forwarded-Host"], out.Header["X-Forwarded-Proto"]
+	pr.SetXForwarded()
+	if trustedPeer {
+		if len(host) > 0 {
+			out.Header["X-Forwarded-Host"] = host
+		}
+		if len(proto) > 0 {
+			out.Header["X-Forwarded-Proto"] = proto
+		}
+	}
+	if rt.strip != "" {
+		out.URL.Path = stripPrefix(out.URL.Path, rt.strip)
+		out.URL.RawPath = ""
+	}
+	pr.SetURL(rt.up.target)
+	if rt.up.hostFromClient {
+		out.Host = in.Host
+	}
+	for _, h := range rt.up.remove {
+		out.Header.Del(h)
+	}
+	for _, kv := range rt.up.set {
+		out.Header[kv[0]] = []string{kv[1]}
+	}
+	if rq := requestFrom(in.Context()); rq != nil {
+		out.Header.Set("X-Request-Id", rq.id)
+	}
+}
+
+// upstreamNames lists the upstreams, for /health.
+func (t *table) upstreamNames() []string {
+	names := make([]string, 0, len(t.upstreams))
+	for n := range t.upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func isJSON(contentType string) bool {
+	ct := strings.ToLower(contentType)
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = strings.TrimSpace(ct)
+	return ct == "application/json" || strings.HasSuffix(ct, "+json")
+}

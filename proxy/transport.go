@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/breakwater-proxy/breakwater/config"
+)
+
+// transportSettings are the upstream keys that shape its connections; a
+// reload that leaves them alone keeps the transport and its pool.
+type transportSettings struct {
+	Scheme                string
+	TLS                   config.TLS
+	ConnectTimeout        config.Duration
+	ResponseHeaderTimeout config.Duration
+	MaxConns              int
+	MaxIdleConns          int
+	IdleConnTimeout       config.Duration
+}
+
+func settingsOf(u *config.Upstream, scheme string) transportSettings {
+	return transportSettings{scheme, u.TLS, u.ConnectTimeout, u.ResponseHeaderTimeout, u.MaxConns, u.MaxIdleConns, u.IdleConnTimeout}
+}
+
+// newTransport builds one upstream's transport. Every field is set on
+// purpose; Go's zero values suit a browser, not a proxy.
+func newTransport(s transportSettings) (*http.Transport, error) {
+	dialer := &net.Dialer{Timeout: s.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:       nil, // never a proxy from the environment: a sidecar talks to its upstream directly
+		DialContext: dialer.DialContext,
+		// Per host, not Go's default of 2: a busy route would otherwise
+		// open and close a connection for most requests.
+		MaxIdleConnsPerHost: s.MaxIdleConns,
+		MaxIdleConns:        0,
+		MaxConnsPerHost:     s.MaxConns,
+		// Closed before a typical upstream's own keep-alive timeout, so a
+		// request rarely lands on a connection the upstream just closed.
+		IdleConnTimeout:       s.IdleConnTimeout.D(),
+		ResponseHeaderTimeout: s.ResponseHeaderTimeout.D(),
+		TLSHandshakeTimeout:   s.ConnectTimeout.D(),
+		ExpectContinueTimeout: time.Second,
+		// A proxy must not add Accept-Encoding nor decompress: bodies pass
+		// through byte for byte.
+		DisableCompression: true,
+		ForceAttemptHTTP2:  s.Scheme == "https",
+		WriteBufferSize:    32 << 10,
+		ReadBufferSize:     32 << 10,
+	}
+	if s.Scheme == "https" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify} //nolint:gosec // opt-in by config
+		if s.TLS.CAFile != "" {
+			pem, err := os.ReadFile(s.TLS.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("no certificates in %s", s.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		t.TLSClientConfig = tc
+	}
+	return t, nil
+}

@@ -1,0 +1,276 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/breakwater-proxy/breakwater/config"
+)
+
+// Quota is an upstream's own limit: one per upstream, shared by every route
+// to it, and spent by every attempt actually sent (first tries, retries,
+// hedges, probes). It is a token bucket whose waiters queue in order of
+// arrival, plus a pause that the upstream can impose with Retry-After.
+// The zero value is not usable; call NewQuota.
+//
+// Why not golang.org/x/time/rate here, as Limiter does: a Quota must give a
+// token back without holding its Reservation (Refund), and must grant tokens
+// no earlier than a pause's end. rate.Limiter can do neither: a reservation
+// made "at" a future time and one made now would count the time between
+// twice. The bucket below is the same arithmetic, evaluated at a time that
+// never goes backwards.
+type Quota struct {
+	perSec   float64 // tokens per second; 0 means no limit, only pauses
+	burst    float64
+	maxWait  time.Duration
+	honor    bool
+	maxPause time.Duration
+	rate     string
+	now      func() time.Time
+
+	mu          sync.Mutex
+	tokens      float64   // may be negative: tokens promised to waiters
+	last        time.Time // when tokens was computed; never goes backwards
+	pausedUntil time.Time
+	pauseCh     chan struct{} // closed, and replaced, when a pause is extended
+
+	waiting   atomic.Int64
+	exhausted atomic.Uint64
+}
+
+// ExhaustedError is returned by Quota.Wait when no token can be had within
+// the wait allowed; nothing was spent.
+type ExhaustedError struct {
+	// RetryAfter is the time until a token would have been granted. Whoever
+	// prints it rounds it up to whole seconds (RetryAfterSeconds).
+	RetryAfter time.Duration
+	// Paused is true when the upstream's own Retry-After pause was in force.
+	Paused bool
+}
+
+func (e *ExhaustedError) Error() string {
+	if e.Paused {
+		return fmt.Sprintf("upstream asked to slow down: paused, retry in %ds", RetryAfterSeconds(e.RetryAfter))
+	}
+	return fmt.Sprintf("upstream quota exhausted: retry in %ds", RetryAfterSeconds(e.RetryAfter))
+}
+
+// QuotaSnapshot is a Quota's state, for the admin API and the dashboard.
+type QuotaSnapshot struct {
+	// Tokens available now; 0 while callers wait for theirs.
+	Tokens float64
+	Burst  int
+	// Rate as configured ("100/1m"); "" when the quota has no rate.
+	Rate string
+	// PausedFor is what remains of an upstream-imposed pause; 0 when none.
+	PausedFor time.Duration
+	// Waiting is how many callers are sleeping for a token now.
+	Waiting int
+	// Exhausted counts the Waits that failed with *ExhaustedError.
+	Exhausted uint64
+}
+
+// NewQuota returns a Quota for cfg. Its bucket starts full. A zero rate
+// means no token limit (only pauses apply); burst < 1 means 1; max_wait <= 0
+// means never wait: a token must be free at once. With honor_retry_after,
+// Pause is capped at max_pause, and max_pause <= 0 means no pause at all.
+// Only WithClock applies.
+func NewQuota(cfg config.Quota, opts ...Option) *Quota {
+	o := buildOptions(opts)
+	q := &Quota{
+		perSec:   cfg.Rate.PerSecond(),
+		burst:    float64(max(cfg.Burst, 1)),
+		maxWait:  max(cfg.MaxWait.D(), 0),
+		honor:    cfg.HonorRetryAfter,
+		maxPause: cfg.MaxPause.D(),
+		rate:     cfg.Rate.String(),
+		now:      o.clock,
+		pauseCh:  make(chan struct{}),
+	}
+	q.tokens = q.burst
+	q.last = q.now()
+	return q
+}
+
+// Wait blocks until a token is granted, and reports how long it waited. It
+// never waits longer than max_wait, nor past ctx's deadline: when the
+// token would come later than that, it fails at once — rather than queue in
+// vain — with *ExhaustedError, and nothing is spent. While the upstream is
+// paused (Pause) no token is granted before the pause ends; a pause that
+// begins or grows while a caller waits is honoured too, and fails it with
+// Paused set if it no longer fits. If ctx is done while waiting, the
+// reserved token is given back and ctx.Err() returned.
+func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	start := q.now()
+	budget := q.maxWait
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, dl.Sub(start))
+	}
+	for {
+		now, grantAt, pauseCh, err := q.reserve(start, budget)
+		if err != nil {
+			return 0, err
+		}
+		if !grantAt.After(now) {
+			return max(now.Sub(start), 0), nil
+		}
+		retry, err := q.sleep(ctx, grantAt.Sub(now), grantAt, pauseCh)
+		if err != nil {
+			return q.now().Sub(start), err
+		}
+		if !retry {
+			return max(q.now().Sub(start), 0), nil
+		}
+		// A pause now ends after our grant: the token we hold was given back;
+		// queue again behind the pause, within what is left of the budget.
+	}
+}
+
+// reserve takes a token and says when it may be used (and what time it was
+// then); or, if that is later than start+budget, takes nothing and returns
+// *ExhaustedError.
+func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt time.Time, pauseCh <-chan struct{}, err error) {
+	now = q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	// Tokens are reckoned at a time that never goes backwards and is never
+	// inside a pause: during one, every reservation is made as of its end,
+	// so the waiters it releases are spread at the rate, not let go at once.
+	at := now
+	if q.pausedUntil.After(at) {
+		at = q.pausedUntil
+	}
+	grantAt = at
+	if q.perSec > 0 {
+		q.advance(at)
+		if q.last.After(grantAt) {
+			grantAt = q.last
+		}
+		q.tokens--
+		if q.tokens < 0 {
+			grantAt = grantAt.Add(q.durationFor(-q.tokens))
+		}
+	}
+	if grantAt.Sub(start) > budget {
+		if q.perSec > 0 {
+			q.tokens++ // nothing else happened under the lock: an exact undo
+		}
+		q.exhausted.Add(1)
+		return now, time.Time{}, nil, &ExhaustedError{RetryAfter: max(grantAt.Sub(now), 0), Paused: q.pausedUntil.After(now)}
+	}
+	return now, grantAt, q.pauseCh, nil
+}
+
+// sleep waits d, until grantAt. It returns retry=true when a pause that ends
+// after grantAt began meanwhile: the token is then given back, for the caller
+// to queue again. On ctx's end it gives the token back and returns ctx.Err().
+func (q *Quota) sleep(ctx context.Context, d time.Duration, grantAt time.Time, pauseCh <-chan struct{}) (retry bool, err error) {
+	q.waiting.Add(1)
+	defer q.waiting.Add(-1)
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			// The timer and a new pause may be ready at once, and select
+			// picks either: look at the pause before going.
+			if q.pausedAfter(grantAt) {
+				q.Refund()
+				return true, nil
+			}
+			return false, nil
+		case <-ctx.Done():
+			q.Refund()
+			return false, ctx.Err()
+		case <-pauseCh:
+			q.mu.Lock()
+			later := q.pausedUntil.After(grantAt)
+			pauseCh = q.pauseCh
+			q.mu.Unlock()
+			if later {
+				q.Refund()
+				return true, nil
+			}
+		}
+	}
+}
+
+// pausedAfter reports whether a pause lasts beyond t.
+func (q *Quota) pausedAfter(t time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pausedUntil.After(t)
+}
+
+// advance adds the tokens earned between q.last and at. q.mu is held.
+func (q *Quota) advance(at time.Time) {
+	if !at.After(q.last) {
+		return
+	}
+	q.tokens = min(q.tokens+at.Sub(q.last).Seconds()*q.perSec, q.burst)
+	q.last = at
+}
+
+func (q *Quota) durationFor(tokens float64) time.Duration {
+	return time.Duration(tokens / q.perSec * float64(time.Second))
+}
+
+// Pause honours an upstream's Retry-After: no token is granted until now+d,
+// d being capped at max_pause. A shorter pause never shortens a longer one
+// already in force. It does nothing when honor_retry_after is false or
+// d <= 0. Waiting callers whose token would come before the new end wait
+// on, or fail with a Paused *ExhaustedError when it no longer fits.
+func (q *Quota) Pause(d time.Duration) {
+	if !q.honor || d <= 0 || q.maxPause <= 0 {
+		return
+	}
+	until := q.now().Add(min(d, q.maxPause))
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if until.After(q.pausedUntil) {
+		q.pausedUntil = until
+		close(q.pauseCh)
+		q.pauseCh = make(chan struct{})
+	}
+}
+
+// Refund gives back a token that Wait granted for an attempt that was never
+// sent (cancelled before it was dialled, say). The bucket never holds more
+// than burst tokens.
+func (q *Quota) Refund() {
+	if q.perSec <= 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.tokens = min(q.tokens+1, q.burst)
+}
+
+// Snapshot returns the Quota's state now.
+func (q *Quota) Snapshot() QuotaSnapshot {
+	now := q.now()
+	q.mu.Lock()
+	tokens := q.tokens
+	if q.perSec > 0 && now.After(q.last) {
+		tokens = min(tokens+now.Sub(q.last).Seconds()*q.perSec, q.burst)
+	}
+	paused := max(q.pausedUntil.Sub(now), 0)
+	q.mu.Unlock()
+	if q.perSec <= 0 {
+		tokens = q.burst
+	}
+	return QuotaSnapshot{
+		Tokens:    max(tokens, 0),
+		Burst:     int(q.burst),
+		Rate:      q.rate,
+		PausedFor: paused,
+		Waiting:   int(q.waiting.Load()),
+		Exhausted: q.exhausted.Load(),
+	}
+}
