@@ -10,7 +10,7 @@ const DefaultMaxKeys = 100_000
 const DefaultIdleTTL = time.Minute
 
 // Option tunes a Limiter or a Quota. Options that do not apply to one of
-// them are ignored by it.
+// them are ignored by it, and so is a nil Option.
 type Option func(*options)
 
 type options struct {
