@@ -170,6 +170,9 @@ func TestCaptureAbandons(t *testing.T) {
 		read    func(io.Reader) ([]byte, error)
 		wantErr error
 		wantAll bool // the client still gets every byte
+		// early is true when the capture must be abandoned as soon as the
+		// body fails or outgrows max, not only at Close.
+		early bool
 	}{
 		{
 			name: "early Close",
@@ -187,6 +190,7 @@ func TestCaptureAbandons(t *testing.T) {
 			max:     int64(len(data)),
 			read:    io.ReadAll,
 			wantErr: boom,
+			early:   true,
 		},
 		{
 			name: "truncated body",
@@ -196,6 +200,7 @@ func TestCaptureAbandons(t *testing.T) {
 			max:     int64(len(data)),
 			read:    io.ReadAll,
 			wantErr: io.ErrUnexpectedEOF,
+			early:   true,
 		},
 		{
 			name:    "over max by one byte",
@@ -203,6 +208,7 @@ func TestCaptureAbandons(t *testing.T) {
 			max:     int64(len(data)) - 1,
 			read:    io.ReadAll,
 			wantAll: true,
+			early:   true,
 		},
 		{
 			name:    "far over max",
@@ -210,6 +216,7 @@ func TestCaptureAbandons(t *testing.T) {
 			max:     4096,
 			read:    io.ReadAll,
 			wantAll: true,
+			early:   true,
 		},
 	}
 	for _, tt := range tests {
@@ -226,6 +233,11 @@ func TestCaptureAbandons(t *testing.T) {
 			}
 			if tt.wantAll && len(got) != len(data) {
 				t.Fatalf("client got %d of %d bytes: streaming must go on past max", len(got), len(data))
+			}
+			if tt.early {
+				rec.want(t, 0, 1)
+			} else {
+				rec.want(t, 0, 0)
 			}
 			_ = body.Close()
 			_ = body.Close()
@@ -342,4 +354,16 @@ func TestCaptureOverRealSockets(t *testing.T) {
 		}
 		rec.want(t, 0, 1)
 	})
+}
+
+func TestCompactDropsSpareCapacity(t *testing.T) {
+	buf := make([]byte, 100, 1000)
+	buf[99] = 7
+	if got := compact(buf); len(got) != 100 || cap(got) != 100 || got[99] != 7 {
+		t.Fatalf("compact: len %d cap %d", len(got), cap(got))
+	}
+	tight := make([]byte, 100, 105)
+	if got := compact(tight); &got[0] != &tight[0] {
+		t.Fatal("compact copied a buffer with little spare room")
+	}
 }

@@ -45,10 +45,11 @@
 //		defer flight.Done(nil) // releases waiters on every path, panics included
 //		in ModifyResponse:
 //			if !policy.Storable(resp) { flight.Done(nil); return }
+//			status, header := resp.StatusCode, resp.Header.Clone() // hop-by-hop already gone
+//			answered := time.Now()
 //			resp.Body = cache.CaptureNotify(resp.Body, policy.MaxEntrySize,
 //				func(body []byte) {
-//					e := &cache.Entry{Status: resp.StatusCode,
-//						Header: resp.Header.Clone(), Body: body, Stored: answeredAt}
+//					e := &cache.Entry{Status: status, Header: header, Body: body, Stored: answered}
 //					st.Set(key, e) // first Set, then Done: see Flight.Done
 //					flight.Done(e)
 //				},
@@ -61,6 +62,9 @@
 // leader knows the outcome: at response headers when the response cannot be
 // shared, at the body's EOF when it can (before the leader's client has been
 // sent the last bytes), or when the capture is abandoned.
+//
+// A hit or a shared entry is served with Entry.CopyHeader, Status and Body,
+// and never modified. A HEAD is answered from a GET's entry without the body.
 //
 // Group.Do wraps Join and Done for a caller whose whole upstream exchange
 // fits in one function; a streaming proxy is better served by Join, since Do

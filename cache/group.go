@@ -79,7 +79,7 @@ func (g *Group) Join(ctx context.Context, key string) (f *Flight, shared *Entry,
 		g.mu.Unlock()
 		return f, nil, false
 	}
-	if false {
+	if g.maxWaiters >= 0 && f.waiters >= g.maxWaiters {
 		g.mu.Unlock()
 		return nil, nil, false
 	}
@@ -117,9 +117,9 @@ func (f *Flight) Done(e *Entry) {
 	}
 	f.finished = true
 	f.entry = e
-	if g.flights[f.key] == f {
-		delete(g.flights, f.key)
-	}
+	// Only an unfinished flight is in the map, so this is f's own slot,
+	// never a newer flight's for the same key.
+	delete(g.flights, f.key)
 	g.mu.Unlock()
 	close(f.done)
 }

@@ -81,35 +81,34 @@ func (p Policy) Key(route string, r *http.Request) string {
 	if r.URL != nil {
 		path, query = r.URL.EscapedPath(), r.URL.RawQuery
 	}
-	var b strings.Builder
-	b.Grow(len(route) + len(host) + len(path) + len(query) + 96)
 	// Length-prefixed fields: a route name, a host or a path can hold any
 	// separator we might pick, and "a|b" + "c" must not equal "a" + "b|c".
-	writeField(&b, route)
-	writeField(&b, methodClass(r.Method))
-	writeField(&b, strings.ToLower(host))
-	writeField(&b, path)
-	writeField(&b, query)
+	b := make([]byte, 0, 128+len(route)+len(host)+len(path)+len(query))
+	b = appendField(b, route)
+	b = appendField(b, methodClass(r.Method))
+	b = appendField(b, strings.ToLower(host))
+	b = appendField(b, path)
+	b = appendField(b, query)
 	if len(p.Vary) > 0 {
-		b.WriteString("vary:")
+		b = append(b, "vary:"...)
 		for i, name := range p.Vary {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			b.WriteString(textproto.CanonicalMIMEHeaderKey(name))
+			b = append(b, textproto.CanonicalMIMEHeaderKey(name)...)
 		}
-		b.WriteByte('=')
-		b.WriteString(p.varyDigest(r.Header))
+		b = append(b, '=')
+		b = p.appendVaryDigest(b, r.Header)
 	}
-	return b.String()
+	return string(b)
 }
 
-// writeField appends s to b as "len:s|".
-func writeField(b *strings.Builder, s string) {
-	b.WriteString(strconv.Itoa(len(s)))
-	b.WriteByte(':')
-	b.WriteString(s)
-	b.WriteByte('|')
+// appendField appends s to b as "len:s|".
+func appendField(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	b = append(b, s...)
+	return append(b, '|')
 }
 
 // methodClass maps HEAD to GET, whose entries it shares.
@@ -120,16 +119,16 @@ func methodClass(method string) string {
 	return method
 }
 
-// varyDigest hashes the values of the Vary headers in h: per header, its
-// canonical name, whether it is present, and each value length-prefixed, so
-// that absent, empty, "a,b" and ["a" "b"] all differ.
-func (p Policy) varyDigest(h http.Header) string {
-	var buf []byte
+// appendVaryDigest appends to dst the hex digest of the values of the Vary
+// headers in h: per header, its canonical name, whether it is present, and
+// each value length-prefixed, so that absent, empty, "a,b" and ["a" "b"]
+// all differ.
+func (p Policy) appendVaryDigest(dst []byte, h http.Header) []byte {
+	var scratch [256]byte // enough for most; append moves to the heap past it
+	buf := scratch[:0]
 	for _, name := range p.Vary {
 		name = textproto.CanonicalMIMEHeaderKey(name)
-		buf = strconv.AppendInt(buf, int64(len(name)), 10)
-		buf = append(buf, ':')
-		buf = append(buf, name...)
+		buf = appendField(buf, name)
 		values, present := h[name]
 		if !present {
 			buf = append(buf, '-')
@@ -137,15 +136,13 @@ func (p Policy) varyDigest(h http.Header) string {
 		}
 		buf = append(buf, '+')
 		buf = strconv.AppendInt(buf, int64(len(values)), 10)
+		buf = append(buf, ' ') // without it, count 1 + "23:…" reads as count 12 + "3:…"
 		for _, v := range values {
-			buf = append(buf, ' ')
-			buf = strconv.AppendInt(buf, int64(len(v)), 10)
-			buf = append(buf, ':')
-			buf = append(buf, v...)
+			buf = appendField(buf, v)
 		}
 	}
 	sum := sha256.Sum256(buf)
-	return hex.EncodeToString(sum[:16]) // 128 bits: collisions stay out of reach
+	return hex.AppendEncode(dst, sum[:16]) // 128 bits: collisions stay out of reach
 }
 
 // varies reports whether the Policy keys on header name (canonical).
