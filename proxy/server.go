@@ -125,6 +125,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := t.match(r, urlPath)
 	if rt == nil {
+		rq.rpc = sniffJSONRPC(r, min(t.maxBody, 1<<20))
 		s.reject(lw, rq, errNoRoute, 0)
 		return
 	}
@@ -164,8 +165,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(policy.WithTrace(r.Context(), &rq.trace), requestKey{}, rq)
 	r = r.WithContext(ctx)
-	if rt.cache != nil && s.serveCached(lw, r, rq, rt) {
-		return
+	if rt.cache != nil {
+		if s.serveCached(lw, r, rq, rt) {
+			return
+		}
+		if cp, _ := r.Context().Value(captureKey{}).(*capture); cp != nil {
+			// Waiters are released on every path, an aborted stream's panic included.
+			defer cp.release()
+		}
 	}
 	rt.proxy.ServeHTTP(lw, r)
 }
@@ -195,8 +202,9 @@ func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request
 		}
 	}
 	if !store || !lookup {
-		r2 := withCapture(r, &capture{c: c, key: key})
-		*r = *r2
+		if store { // a client's no-cache: fetch afresh, but keep the answer
+			*r = *withCapture(r, &capture{c: c, key: key})
+		}
 		return false
 	}
 	// Concurrent misses for one key send one request upstream; the others
@@ -299,6 +307,13 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		err = errBodyTooLarge
 	}
 	kind, _ := classify(err)
+	if kind == kindClientClosed && r.Context().Err() == nil {
+		// The client is still here, so the cancellation was the pipeline's
+		// own: the route timeout, which failsafe's executor reports as a
+		// bare context.Canceled. Writing nothing would hand the client an
+		// empty 200.
+		err, kind = &policy.RejectedError{Err: policy.ErrTimeout}, KindTimeout
+	}
 	if errors.Is(err, errUpstreamFailed) {
 		kind = ""
 	}
@@ -378,6 +393,21 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	r.ContentLength = int64(len(buf))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	return nil
+}
+
+// sniffJSONRPC reads a JSON POST that no route takes, up to limit, so
+// that a JSON-RPC client is told "no route" in JSON-RPC; nil when the body
+// is not a JSON-RPC request or is too large to tell.
+func sniffJSONRPC(r *http.Request, limit int64) *jsonrpcRequest {
+	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody ||
+		r.ContentLength > limit || !isJSON(r.Header.Get("Content-Type")) {
+		return nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil || int64(len(buf)) > limit {
+		return nil
+	}
+	return detectJSONRPC(buf)
 }
 
 type readCloser struct {

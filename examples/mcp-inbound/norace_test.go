@@ -1,0 +1,5 @@
+//go:build !race
+
+package mcpinbound_test
+
+const raceEnabled = false
