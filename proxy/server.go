@@ -151,6 +151,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ratelimit.SetHeaders(lw.Header(), rt.name, rt.limit.Rate, rt.limit.Burst, d)
 		if !d.Allowed {
 			s.metrics.routeRateLimited(rt.name)
+			if rt.errors != "problem" {
+				// Rejected before its body was read: learn its JSON-RPC id
+				// so the error comes in the caller's own protocol.
+				limit := rt.replayMax
+				if limit <= 0 {
+					limit = 1 << 20
+				}
+				rq.rpc = sniffJSONRPC(r, limit)
+			}
 			s.reject(lw, rq, errRateLimited, d.RetryAfter)
 			return
 		}
