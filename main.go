@@ -26,7 +26,9 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/dashboard"
 	"github.com/breakwater-proxy/breakwater/proxy"
+	"github.com/breakwater-proxy/breakwater/reload"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -150,29 +152,28 @@ func run(args []string, stderr io.Writer) int {
 	hub := proxy.NewHub()
 	metrics := proxy.NewMetrics(version, hub)
 	srv := proxy.New(log, metrics, hub)
-	if err := srv.Load(cfg); err != nil {
+	file := f.config
+	if f.upstream != "" {
+		file = "" // quick mode: no file to reload
+	}
+	rl := reload.New(file, f.over, srv, metrics, hub, log)
+	if err := rl.Start(cfg, warns); err != nil {
 		log.Error().Err(err).Msg("cannot start with this config")
 		return 1
 	}
-	metrics.Reloaded(true)
-
-	var reloadMu sync.Mutex
-	reload := func(why string) error {
-		reloadMu.Lock()
-		defer reloadMu.Unlock()
-		return doReload(f, srv, metrics, hub, log, why)
-	}
-	var adm *admin.Handler
-	var reloadFn func() error
-	if f.upstream == "" {
-		reloadFn = func() error {
-			err := reload("admin")
-			adm.RecordLoad(srv.Config(), err)
-			return err
-		}
-	}
-	adm = admin.New(srv, metrics, hub, reloadFn)
-	adm.RecordLoad(cfg, nil)
+	adm := admin.New(srv, metrics, hub, rl)
+	// The dashboard offers actions on a loopback admin listener, or beyond
+	// it with allow_remote and a token (read live: a reload may change it).
+	// cfg.Admin.Listen is what gets bound; a reload does not move it.
+	dash := dashboard.Handler(dashboard.Options{
+		Actions: func() bool {
+			a := srv.Config().Admin
+			return config.IsLoopback(cfg.Admin.Listen) || (a.AllowRemote && !a.Token.IsZero())
+		},
+		TokenRequired: func() bool { return !srv.Config().Admin.Token.IsZero() },
+	})
+	adm.Mux().Handle("GET /", dash)
+	adm.Mux().Handle("GET /ui/", dash)
 	if !config.IsLoopback(cfg.Admin.Listen) {
 		log.Warn().Str("admin", cfg.Admin.Listen).Msg("admin listener is reachable beyond loopback (admin.allow_remote)")
 	}
@@ -199,27 +200,24 @@ func run(args []string, stderr io.Writer) int {
 		ErrorLog: newStdLogger(log),
 	}
 	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, ErrorLog: newStdLogger(log)}
+	// Signals are caught before /readyz can say 200: a SIGTERM sent as
+	// soon as the process is ready must drain it, not kill it.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() { _ = adminSrv.Serve(adminLn) }()
 	go func() { _ = dataSrv.Serve(dataLn) }()
 	adm.Ready.Store(true)
 	log.Info().Str("version", version).Str("listen", dataLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("config", f.config).Str("config_hash", cfg.Hash).Msg("breakwater started")
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	stopWatch := func() {}
-	if f.upstream == "" {
-		stopWatch = watchFile(f.config, log, func() {
-			adm.RecordLoad(srv.Config(), reload("file changed"))
-		})
-	}
+	stopWatch := rl.Watch(reload.PollEvery)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			if f.upstream != "" {
 				log.Warn().Msg("SIGHUP ignored: quick mode has no config file")
 				continue
 			}
-			adm.RecordLoad(srv.Config(), reload("SIGHUP"))
+			_, _ = rl.Reload("SIGHUP")
 			continue
 		}
 		log.Info().Str("signal", sig.String()).Msg("shutting down: draining")
@@ -287,40 +285,4 @@ func (h *inflightHandler) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// doReload parses and validates the file, then swaps it in; a bad file
-// keeps the running config.
-func doReload(f *flags, srv *proxy.Server, metrics *proxy.Metrics, hub *proxy.Hub, log zerolog.Logger, why string) error {
-	cfg, warns, err := config.Load(f.config, f.over)
-	if err == nil {
-		for _, w := range warns {
-			log.Warn().Msg(w.Error())
-		}
-		old := srv.Config()
-		if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen {
-			log.Warn().Msg("listen addresses changed: they take effect at the next restart")
-		}
-		err = srv.Load(cfg)
-	}
-	if err != nil {
-		metrics.Reloaded(false)
-		var ps config.Problems
-		var lines []string
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				lines = append(lines, p.Error())
-				log.Error().Str("reason", why).Msg("reload rejected: " + p.Error())
-			}
-		} else {
-			lines = []string{err.Error()}
-			log.Error().Err(err).Str("reason", why).Msg("reload rejected")
-		}
-		hub.Publish("reload", map[string]any{"ok": false, "reason": why, "errors": lines})
-		return err
-	}
-	metrics.Reloaded(true)
-	hub.Publish("reload", map[string]any{"ok": true, "reason": why, "config_hash": cfg.Hash})
-	log.Info().Str("reason", why).Str("config_hash", cfg.Hash).Msg("config reloaded")
-	return nil
 }

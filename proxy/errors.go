@@ -147,7 +147,7 @@ func (e errorReply) problemBody() []byte {
 		Title      string `json:"title"`
 		Status     int    `json:"status"`
 		Detail     string `json:"detail"`
-		Route      string `json:"route,omitempty"`
+		Route      string `json:"route"`
 		RequestID  string `json:"request_id"`
 		RetryAfter *int64 `json:"retry_after_seconds,omitempty"`
 	}{

@@ -60,6 +60,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	switch {
 	case rq.errKind == kindClientClosed:
 		status = StatusClientClosed
+	case rec != nil && r.Context().Err() != nil:
+		// The client left mid-response and ReverseProxy aborted the copy.
+		status, rq.errKind = StatusClientClosed, kindClientClosed
 	case rec != nil && status == 0:
 		status = http.StatusBadGateway
 	case status == 0:
@@ -75,7 +78,7 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	}
 	if t := s.table.Load(); t == nil || t.cfg.Log.AccessLog {
 		ev := s.log.Info()
-		if status >= 500 || rec != nil {
+		if status >= 500 || (rec != nil && rq.errKind != kindClientClosed) {
 			ev = s.log.Warn()
 		}
 		if ev.Enabled() {

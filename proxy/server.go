@@ -135,7 +135,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &limitedBody{rc: r.Body, left: t.maxBody, rq: rq}
+		// A body that grows past max_body ends the request: cancelling it
+		// tells the pipeline the attempt failed on our side, so that no
+		// breaker counts a client's oversized upload against the upstream.
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		r = r.WithContext(ctx)
+		r.Body = &limitedBody{rc: r.Body, left: t.maxBody, rq: rq, cancel: cancel}
 	}
 	refuseUpgrade(r)
 
@@ -426,9 +432,10 @@ type readCloser struct {
 
 // limitedBody enforces server.max_body on bodies of unknown length.
 type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
-	rq   *request
+	rc     io.ReadCloser
+	left   int64
+	rq     *request
+	cancel context.CancelCauseFunc // the request's
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -442,6 +449,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	b.left -= int64(n)
 	if b.left < 0 {
 		b.rq.tooLarge.Store(true)
+		b.cancel(errBodyTooLarge)
 		return n, errBodyTooLarge
 	}
 	return n, err

@@ -210,8 +210,14 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
 		}
 	}
 	if rt.strip != "" {
-		out.URL.Path = stripPrefix(out.URL.Path, rt.strip)
-		out.URL.RawPath = ""
+		// Strip the escaped form too, so that an escaped slash (a%2Fb)
+		// reaches the upstream escaped; url.URL drops a RawPath that no
+		// longer encodes Path.
+		raw := out.URL.RawPath
+		if raw != "" {
+			raw = stripPrefix(raw, rt.strip)
+		}
+		out.URL.Path, out.URL.RawPath = stripPrefix(out.URL.Path, rt.strip), raw
 	}
 	pr.SetURL(rt.up.target)
 	if rt.up.hostFromClient {

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/breakwater-proxy/breakwater/config"
+)
+
+// testProxy is a Server loaded from YAML behind a real listener.
+type testProxy struct {
+	*httptest.Server
+	srv     *Server
+	metrics *Metrics
+	logs    *syncBuffer // the access log, one JSON object a line
+}
+
+// startProxy parses yaml, loads it into a new Server and serves it. Every
+// {{NAME}} in yaml is replaced by vars[NAME] first (upstream URLs, files).
+func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
+	t.Helper()
+	for k, v := range vars {
+		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
+	}
+	cfg, _, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatalf("config.Parse:\n%v\n--- yaml ---\n%s", err, yaml)
+	}
+	logs := &syncBuffer{}
+	hub := NewHub()
+	metrics := NewMetrics("test", hub)
+	srv := New(zerolog.New(logs), metrics, hub)
+	if err := srv.Load(cfg); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	return &testProxy{Server: ts, srv: srv, metrics: metrics, logs: logs}
+}
+
+// startUpstream starts a real upstream server for h.
+func startUpstream(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// deadURL is an address that refuses connections: listened on, then closed.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+// do sends req through the proxy's client and reads the whole body.
+func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL, err)
+	}
+	return resp, body
+}
+
+func newRequest(t *testing.T, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// get is a plain GET through the proxy.
+func (p *testProxy) get(t *testing.T, path string) (*http.Response, []byte) {
+	t.Helper()
+	return do(t, p.Client(), newRequest(t, http.MethodGet, p.URL+path, nil))
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink that tests read while handlers write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines decodes every JSON log line written so far.
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	text := b.buf.String()
+	b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// accessLine returns the access-log line of the request with id, or nil.
+func (b *syncBuffer) accessLine(t *testing.T, id string) map[string]any {
+	t.Helper()
+	for _, l := range b.lines(t) {
+		if l["message"] == "request" && l["request_id"] == id {
+			return l
+		}
+	}
+	return nil
+}
+
+// metricValue sums the samples of a counter or gauge whose labels include
+// every pair in labels.
+func metricValue(t *testing.T, m *Metrics, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, s := range f.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range s.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case s.Counter != nil:
+				sum += s.GetCounter().GetValue()
+			case s.Gauge != nil:
+				sum += s.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// problem is an application/problem+json body.
+type problem struct {
+	Type       string `json:"type"`
+	Title      string `json:"title"`
+	Status     int    `json:"status"`
+	Detail     string `json:"detail"`
+	Route      string `json:"route"`
+	RequestID  string `json:"request_id"`
+	RetryAfter *int   `json:"retry_after_seconds"`
+}
+
+// rpcReply is a JSON-RPC error response.
+type rpcReply struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Data    struct {
+			Kind      string `json:"kind"`
+			RequestID string `json:"request_id"`
+		} `json:"data"`
+	} `json:"error"`
+}

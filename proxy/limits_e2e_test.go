@@ -1,0 +1,819 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/proxy"
+)
+
+// Issue 4, limits and graceful degradation, end to end: the route rate
+// limit, the upstream quota and the cache (cache_e2e_test.go), each seen
+// from a client in front of a real listener, with upstreams we control.
+
+// limProxy is a proxy.Server serving one config behind a real listener.
+type limProxy struct {
+	*httptest.Server
+	srv     *proxy.Server
+	metrics *proxy.Metrics
+	hub     *proxy.Hub
+	client  *http.Client
+}
+
+// startLim serves yaml, in which every {{NAME}} is first replaced by
+// vars[NAME].
+func startLim(t testing.TB, yaml string, vars map[string]string) *limProxy {
+	t.Helper()
+	for k, v := range vars {
+		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
+	}
+	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	hub := proxy.NewHub()
+	metrics := proxy.NewMetrics("t", hub)
+	srv := proxy.New(zerolog.Nop(), metrics, hub)
+	if err := srv.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		ts.Close()
+	})
+	return &limProxy{Server: ts, srv: srv, metrics: metrics, hub: hub, client: &http.Client{Transport: tr}}
+}
+
+// limUpstream is an upstream whose handler gets the hit number (from 1).
+type limUpstream struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+func startLimUpstream(t testing.TB, h func(n int64, w http.ResponseWriter, r *http.Request)) *limUpstream {
+	t.Helper()
+	u := &limUpstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h(u.hits.Add(1), w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// okUpstream answers every request 200 "ok".
+func okUpstream(t testing.TB) *limUpstream {
+	return startLimUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})
+}
+
+// call sends one request through the proxy and reads the whole answer.
+func (p *limProxy) call(t testing.TB, c *http.Client, method, path string, header http.Header, body string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, p.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if c == nil {
+		c = p.client
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, path, err)
+	}
+	return resp, b
+}
+
+func (p *limProxy) get(t testing.TB, path string, kv ...string) (*http.Response, []byte) {
+	t.Helper()
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return p.call(t, nil, http.MethodGet, path, h, "")
+}
+
+// metric sums the samples of a counter or gauge whose labels include every
+// pair in labels, scraped from the proxy's own registry.
+func (p *limProxy) metric(t testing.TB, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := p.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// quota is the upstream's quota as /health reports it.
+func (p *limProxy) quota(t testing.TB, upstream string) proxy.QuotaStatus {
+	t.Helper()
+	for _, h := range p.srv.Health() {
+		if h.Name == upstream && h.Quota != nil {
+			return *h.Quota
+		}
+	}
+	t.Fatalf("upstream %s has no quota", upstream)
+	return proxy.QuotaStatus{}
+}
+
+// limProblem is an application/problem+json body.
+type limProblem struct {
+	Status     int    `json:"status"`
+	Type       string `json:"type"`
+	Route      string `json:"route"`
+	RequestID  string `json:"request_id"`
+	RetryAfter *int   `json:"retry_after_seconds"`
+}
+
+func decodeProblem(t testing.TB, resp *http.Response, body []byte) limProblem {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type = %q, want application/problem+json; body %s", ct, body)
+	}
+	var p limProblem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("problem body %q: %v", body, err)
+	}
+	return p
+}
+
+// limRPC is a JSON-RPC error response.
+type limRPC struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Data    struct {
+			Kind       string `json:"kind"`
+			RetryAfter *int   `json:"retry_after_seconds"`
+			RequestID  string `json:"request_id"`
+		} `json:"data"`
+	} `json:"error"`
+}
+
+const rpcCall = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"send","arguments":{}}}`
+
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
+func decodeRPC(t testing.TB, resp *http.Response, body []byte) limRPC {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type = %q, want application/json; body %s", ct, body)
+	}
+	var r limRPC
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("JSON-RPC body %q: %v", body, err)
+	}
+	return r
+}
+
+// --- route rate limit -------------------------------------------------------
+
+func TestLimitsRateLimitBurstThenRejects(t *testing.T) {
+	u := okUpstream(t)
+	p := startLim(t, `
+upstreams:
+  up: { url: "{{UP}}" }
+routes:
+  - name: ingress
+    match: { path_prefix: / }
+    upstream: up
+    rate_limit: { rate: 5/1s, burst: 5 }
+`, map[string]string{"UP": u.URL})
+
+	const policyHeader = `"ingress";q=5;w=1`
+	start := time.Now()
+	var resps []*http.Response
+	var bodies [][]byte
+	for range 10 {
+		resp, body := p.get(t, "/x")
+		resps, bodies = append(resps, resp), append(bodies, body)
+	}
+	elapsed := time.Since(start)
+	// The bucket refills one token per 200ms: on a machine so slow that
+	// ten loopback requests take that long, more than five get through.
+	allowed := 5 + int(elapsed/(200*time.Millisecond))
+	if allowed != 5 {
+		t.Logf("10 requests took %s: up to %d may be allowed", elapsed, allowed)
+	}
+	ok, limited := 0, 0
+	for i, resp := range resps {
+		if got := resp.Header.Get("RateLimit-Policy"); got != policyHeader {
+			t.Errorf("request %d: RateLimit-Policy = %q, want %q", i, got, policyHeader)
+		}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			ok++
+			if i < 5 {
+				want := fmt.Sprintf(`"ingress";r=%d;t=1`, 4-i)
+				if got := resp.Header.Get("RateLimit"); got != want {
+					t.Errorf("request %d (allowed): RateLimit = %q, want %q", i, got, want)
+				}
+			}
+			if resp.Header.Get("Retry-After") != "" {
+				t.Errorf("request %d (allowed) has Retry-After %q", i, resp.Header.Get("Retry-After"))
+			}
+		case http.StatusTooManyRequests:
+			limited++
+			if i < 5 {
+				t.Errorf("request %d was limited within the burst", i)
+			}
+			if got := resp.Header.Get("X-Breakwater-Error"); got != "rate_limited" {
+				t.Errorf("request %d: X-Breakwater-Error = %q", i, got)
+			}
+			if got := resp.Header.Get("Retry-After"); got != "1" {
+				t.Errorf("request %d: Retry-After = %q, want 1", i, got)
+			}
+			if got := resp.Header.Get("RateLimit"); got != `"ingress";r=0;t=1` {
+				t.Errorf("request %d (limited): RateLimit = %q, want r=0;t=1", i, got)
+			}
+			pb := decodeProblem(t, resp, bodies[i])
+			if pb.Status != 429 || pb.Route != "ingress" || pb.RetryAfter == nil || *pb.RetryAfter != 1 ||
+				pb.RequestID == "" || pb.RequestID != resp.Header.Get("X-Request-Id") {
+				t.Errorf("request %d: problem = %+v", i, pb)
+			}
+		default:
+			t.Errorf("request %d: status %d: %s", i, resp.StatusCode, bodies[i])
+		}
+	}
+	if ok < 5 || ok > allowed || ok+limited != 10 {
+		t.Errorf("%d allowed and %d limited, want 5 and 5", ok, limited)
+	}
+	if got := u.hits.Load(); got != int64(ok) {
+		t.Errorf("upstream saw %d requests, want %d (only the allowed ones)", got, ok)
+	}
+	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"route": "ingress", "scope": "route"}); got != float64(limited) {
+		t.Errorf("breakwater_rate_limited_total{scope=route} = %v, want %d", got, limited)
+	}
+	if got := p.metric(t, "breakwater_requests_total", map[string]string{"route": "ingress", "code": "429", "outcome": "rejected"}); got != float64(limited) {
+		t.Errorf("breakwater_requests_total{code=429,outcome=rejected} = %v, want %d", got, limited)
+	}
+}
+
+func TestLimitsRateLimitKeysAreIsolated(t *testing.T) {
+	u := okUpstream(t)
+	t.Run("header", func(t *testing.T) {
+		p := startLim(t, `
+upstreams:
+  up: { url: "{{UP}}" }
+routes:
+  - name: keyed
+    match: { path_prefix: / }
+    upstream: up
+    rate_limit: { rate: 5/10s, burst: 3, key: "header:X-Client" }
+`, map[string]string{"UP": u.URL})
+		count := func(client string) (ok, limited int) {
+			for range 4 {
+				resp, _ := p.get(t, "/x", "X-Client", client)
+				switch resp.StatusCode {
+				case 200:
+					ok++
+				case 429:
+					limited++
+				}
+			}
+			return ok, limited
+		}
+		for _, client := range []string{"alice", "bob", "carol"} {
+			if ok, limited := count(client); ok != 3 || limited != 1 {
+				t.Errorf("client %s: %d allowed, %d limited; want its own burst: 3 and 1", client, ok, limited)
+			}
+		}
+		// Requests without the header share one bucket (key "").
+		if ok, limited := count(""); ok != 3 || limited != 1 {
+			t.Errorf("no X-Client: %d allowed, %d limited; want 3 and 1", ok, limited)
+		}
+	})
+	t.Run("client_ip", func(t *testing.T) {
+		p := startLim(t, `
+upstreams:
+  up: { url: "{{UP}}" }
+routes:
+  - name: byip
+    match: { path_prefix: / }
+    upstream: up
+    rate_limit: { rate: 5/10s, burst: 3, key: client_ip }
+`, map[string]string{"UP": u.URL})
+		// Two clients on two loopback source addresses.
+		clientFrom := func(ip string) *http.Client {
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			tr := &http.Transport{DialContext: d.DialContext}
+			t.Cleanup(tr.CloseIdleConnections)
+			return &http.Client{Transport: tr}
+		}
+		one, two := clientFrom("127.0.0.1"), clientFrom("127.0.0.2")
+		if _, err := two.Get(p.URL + "/probe"); err != nil {
+			t.Skipf("cannot send from 127.0.0.2: %v", err)
+		}
+		count := func(c *http.Client, xff string) (ok, limited int) {
+			for range 4 {
+				h := http.Header{}
+				if xff != "" {
+					// Not from a trusted proxy: must not pick the bucket.
+					h.Set("X-Forwarded-For", xff)
+				}
+				resp, _ := p.call(t, c, http.MethodGet, "/x", h, "")
+				switch resp.StatusCode {
+				case 200:
+					ok++
+				case 429:
+					limited++
+				}
+			}
+			return ok, limited
+		}
+		if ok, limited := count(one, "10.0.0.1"); ok != 3 || limited != 1 {
+			t.Errorf("127.0.0.1: %d allowed, %d limited; want 3 and 1", ok, limited)
+		}
+		if ok, limited := count(one, "10.0.0.2"); ok != 0 || limited != 4 {
+			t.Errorf("127.0.0.1 with another X-Forwarded-For: %d allowed, %d limited; want 0 and 4 (same bucket)", ok, limited)
+		}
+		// 127.0.0.2 spent one token on the probe.
+		if ok, limited := count(two, ""); ok != 2 || limited != 2 {
+			t.Errorf("127.0.0.2: %d allowed, %d limited; want its own bucket: 2 and 2", ok, limited)
+		}
+	})
+}
+
+func TestLimitsRateLimitMaxWaitLetsACallerThroughLater(t *testing.T) {
+	u := okUpstream(t)
+	p := startLim(t, `
+upstreams:
+  up: { url: "{{UP}}" }
+routes:
+  - name: patient
+    match: { path_prefix: / }
+    upstream: up
+    rate_limit: { rate: 2/1s, burst: 1, key: none, max_wait: 700ms }
+`, map[string]string{"UP": u.URL})
+	if resp, _ := p.get(t, "/first"); resp.StatusCode != 200 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	// Two at once: one token comes in 500ms (within max_wait), the next
+	// in 1s (beyond it).
+	type result struct {
+		status     int
+		retryAfter string
+		took       time.Duration
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			start := time.Now()
+			resp, err := p.client.Get(p.URL + "/x")
+			if err != nil {
+				t.Error(err)
+				results <- result{}
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			results <- result{resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)}
+		}()
+	}
+	var waited, rejected *result
+	for range 2 {
+		r := <-results
+		switch r.status {
+		case 200:
+			waited = &r
+		case 429:
+			rejected = &r
+		default:
+			t.Errorf("status %d", r.status)
+		}
+	}
+	if waited == nil || rejected == nil {
+		t.Fatalf("want one caller let through after a wait and one rejected; got %+v, %+v", waited, rejected)
+	}
+	if waited.took < 350*time.Millisecond || waited.took > 1500*time.Millisecond {
+		t.Errorf("the waiting caller took %s, want about 500ms", waited.took)
+	}
+	if rejected.took > 300*time.Millisecond {
+		t.Errorf("the rejected caller took %s, want at once", rejected.took)
+	}
+	if rejected.retryAfter != "1" {
+		t.Errorf("Retry-After = %q, want 1", rejected.retryAfter)
+	}
+	if got := u.hits.Load(); got != 2 {
+		t.Errorf("upstream saw %d requests, want 2", got)
+	}
+}
+
+// --- upstream quota ---------------------------------------------------------
+
+// slidingLimit is an upstream that answers 429 to any request beyond max
+// in a sliding window, counting the requests it refused too.
+//
+// The window is a second less jitter: a quota of exactly the upstream's
+// rate grants its tokens exactly 1/rate apart, so eleven grants span
+// exactly one second, and a few milliseconds of scheduling and transport
+// jitter between grant and arrival (observed up to ~25ms with -race on a
+// busy machine) would put eleven arrivals in one strict second. peak
+// reports the strict count, for the log.
+type slidingLimit struct {
+	max      int
+	jitter   time.Duration
+	mu       sync.Mutex
+	arrivals []time.Time
+	peak     int // most arrivals in one strict second
+	refused  atomic.Int64
+}
+
+func (s *slidingLimit) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	now := time.Now()
+	s.mu.Lock()
+	kept := s.arrivals[:0]
+	inWindow := 1
+	for _, a := range s.arrivals {
+		if age := now.Sub(a); age < time.Second {
+			kept = append(kept, a)
+			if age < time.Second-s.jitter {
+				inWindow++
+			}
+		}
+	}
+	s.arrivals = append(kept, now)
+	s.peak = max(s.peak, len(s.arrivals))
+	s.mu.Unlock()
+	if inWindow > s.max {
+		s.refused.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return
+	}
+	_, _ = io.WriteString(w, "ok")
+}
+
+func TestLimitsQuotaKeepsConcurrentCallersWithinTheUpstreamLimit(t *testing.T) {
+	lim := &slidingLimit{max: 10, jitter: 30 * time.Millisecond}
+	u := httptest.NewServer(lim)
+	t.Cleanup(u.Close)
+	p := startLim(t, `
+upstreams:
+  api:
+    url: "{{UP}}"
+    quota: { rate: 10/1s, burst: 1 }
+routes:
+  - name: q
+    match: { path_prefix: / }
+    upstream: api
+`, map[string]string{"UP": u.URL})
+
+	// One request first, so that the measured ones find an idle
+	// connection: a dial on the first attempt only would let the next
+	// ones catch up with it at the upstream. Then the bucket refills.
+	if resp, _ := p.get(t, "/warm"); resp.StatusCode != 200 {
+		t.Fatalf("warm-up: %d", resp.StatusCode)
+	}
+	time.Sleep(1100 * time.Millisecond)
+
+	const clients, each = 8, 5
+	var ok, other atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				resp, err := p.client.Get(p.URL + "/x")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					ok.Add(1)
+				} else {
+					other.Add(1)
+					t.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	t.Logf("%d requests in %s; at most %d in any strict second at the upstream", clients*each, elapsed, lim.peak)
+	if got := lim.refused.Load(); got != 0 {
+		t.Errorf("the upstream refused %d requests with 429, want 0", got)
+	}
+	if ok.Load() != clients*each || other.Load() != 0 {
+		t.Errorf("%d succeeded, %d failed; want all %d to succeed", ok.Load(), other.Load(), clients*each)
+	}
+	// 40 tokens at 10/s with a burst of 1: the first at once, 39 × 100ms.
+	if elapsed < 3*time.Second || elapsed > 6*time.Second {
+		t.Errorf("took %s, want about 3.9s (3s–6s)", elapsed)
+	}
+	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"scope": "quota"}); got != 0 {
+		t.Errorf("breakwater_rate_limited_total{scope=quota} = %v, want 0: every caller waited", got)
+	}
+}
+
+func TestLimitsRetriesAndProbesSpendQuota(t *testing.T) {
+	// Every other attempt fails with 503: a request takes two attempts.
+	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n%2 == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	// A quota that refills once an hour: the tokens left count the
+	// tokens spent exactly.
+	p := startLim(t, `
+upstreams:
+  api:
+    url: "{{UP}}"
+    quota: { rate: 1/1h, burst: 20, max_wait: 1s }
+routes:
+  - name: q
+    match: { path_prefix: / }
+    upstream: api
+    retry: { attempts: 3, backoff: { initial: 1ms, max: 1ms }, on: [503] }
+    circuit_breaker: { failure_threshold: 100 }
+`, map[string]string{"UP": u.URL})
+
+	spent := func() float64 { return 20 - p.quota(t, "api").Tokens }
+	for i := range 5 {
+		if resp, body := p.get(t, "/x"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	attempts := u.hits.Load()
+	if attempts != 10 {
+		t.Errorf("upstream saw %d attempts, want 10 (5 requests × 2)", attempts)
+	}
+	if got := spent(); math.Abs(got-float64(attempts)) > 0.05 {
+		t.Errorf("quota spent %.2f tokens for %d attempts; want one token per attempt", got, attempts)
+	}
+	if got := p.metric(t, "breakwater_upstream_attempts_total", map[string]string{"route": "q"}); got != float64(attempts) {
+		t.Errorf("breakwater_upstream_attempts_total = %v, want %d", got, attempts)
+	}
+
+	// An open breaker spends nothing.
+	if found, ok := p.srv.ForceBreaker("q", policy.Open); !found || !ok {
+		t.Fatalf("ForceBreaker: found %v ok %v", found, ok)
+	}
+	before := spent()
+	resp, _ := p.get(t, "/x")
+	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "circuit_open" {
+		t.Fatalf("with the breaker open: %d %s", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
+	}
+	if got := spent(); math.Abs(got-before) > 0.05 {
+		t.Errorf("an open breaker spent %.2f tokens, want 0", got-before)
+	}
+	p.srv.ForceBreaker("q", policy.Closed)
+
+	// Spend the rest: 10 tokens left, two per request. The sixth request's
+	// first attempt finds none and is quota_exhausted, never retried.
+	for i := range 5 {
+		if resp, body := p.get(t, "/x"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", 5+i, resp.StatusCode, body)
+		}
+	}
+	hits := u.hits.Load()
+	resp, body := p.get(t, "/x")
+	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "quota_exhausted" {
+		t.Fatalf("with the quota spent: %d %s", resp.StatusCode, body)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 3000 || ra > 3600 {
+		t.Errorf("Retry-After = %q, want about an hour", resp.Header.Get("Retry-After"))
+	}
+	if got := u.hits.Load(); got != hits {
+		t.Errorf("%d attempts went upstream without a token", got-hits)
+	}
+	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"route": "q", "scope": "quota"}); got != 1 {
+		t.Errorf("breakwater_rate_limited_total{scope=quota} = %v, want 1", got)
+	}
+}
+
+// pauseUpstream answers 429 with Retry-After: 2 to the first request on
+// /slow, and records when every other request arrives.
+type pauseUpstream struct {
+	*httptest.Server
+	mu      sync.Mutex
+	arrived []time.Time
+	told    atomic.Bool
+}
+
+func startPauseUpstream(t *testing.T, retryAfter string) *pauseUpstream {
+	u := &pauseUpstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" && u.told.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", retryAfter)
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		u.mu.Lock()
+		u.arrived = append(u.arrived, time.Now())
+		u.mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func TestLimitsRetryAfterPausesEveryRouteOfTheUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		quota string
+		pause time.Duration // what the second route should wait
+	}{
+		{"honoured", `{ rate: 100/1s, burst: 10 }`, 2 * time.Second},
+		{"capped by max_pause", `{ rate: 100/1s, burst: 10, max_pause: 1s }`, time.Second},
+		{"not honoured", `{ rate: 100/1s, burst: 10, honor_retry_after: false }`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := startPauseUpstream(t, "2")
+			p := startLim(t, `
+upstreams:
+  api:
+    url: "{{UP}}"
+    quota: `+tc.quota+`
+routes:
+  - name: first
+    match: { path_prefix: /slow }
+    upstream: api
+  - name: second
+    match: { path_prefix: /other }
+    upstream: api
+`, map[string]string{"UP": u.URL})
+			resp, _ := p.get(t, "/slow")
+			told := time.Now()
+			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
+				t.Fatalf("first route: %d Retry-After %q; want the upstream's 429 passed through", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+			if tc.pause > 0 {
+				if q := p.quota(t, "api"); q.PausedFor <= 0 || q.PausedFor > tc.pause.Seconds() {
+					t.Errorf("/health quota paused_for_seconds = %v, want in (0, %v]", q.PausedFor, tc.pause.Seconds())
+				}
+			}
+			resp, _ = p.get(t, "/other")
+			if resp.StatusCode != 200 {
+				t.Fatalf("second route: %d", resp.StatusCode)
+			}
+			u.mu.Lock()
+			arrived := u.arrived[0]
+			u.mu.Unlock()
+			gap := arrived.Sub(told)
+			// The pause starts when breakwater sees the 429, a little
+			// before the client does.
+			if gap < tc.pause-200*time.Millisecond || gap > tc.pause+time.Second {
+				t.Errorf("the second route reached the upstream %s after the 429, want about %s", gap, tc.pause)
+			}
+		})
+	}
+}
+
+func TestLimitsQuotaWaitBeyondTheRouteTimeoutFailsAtOnce(t *testing.T) {
+	u := okUpstream(t)
+	p := startLim(t, `
+upstreams:
+  api:
+    url: "{{UP}}"
+    quota: { rate: 1/10s, burst: 1, max_wait: 30s }
+routes:
+  - name: hasty
+    match: { path_prefix: / }
+    upstream: api
+    timeout: 2s
+`, map[string]string{"UP": u.URL})
+	if resp, _ := p.get(t, "/x"); resp.StatusCode != 200 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	// The next token is 10s away: more than the route's 2s timeout.
+	start := time.Now()
+	resp, body := p.get(t, "/x")
+	took := time.Since(start)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "quota_exhausted" {
+		t.Fatalf("got %d %q: %s", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"), body)
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("took %s, want at once (well under the 2s timeout)", took)
+	}
+	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if ra < 9 || ra > 10 {
+		t.Errorf("Retry-After = %q, want 9–10", resp.Header.Get("Retry-After"))
+	}
+	if pb := decodeProblem(t, resp, body); pb.Status != 503 || pb.RetryAfter == nil || *pb.RetryAfter != ra {
+		t.Errorf("problem = %+v", pb)
+	}
+	if got := u.hits.Load(); got != 1 {
+		t.Errorf("upstream saw %d requests, want 1", got)
+	}
+}
+
+// --- JSON-RPC forms ---------------------------------------------------------
+
+func TestLimitsJSONRPCForms(t *testing.T) {
+	u := okUpstream(t)
+	p := startLim(t, `
+upstreams:
+  api:
+    url: "{{UP}}"
+    quota: { rate: 1/10s, burst: 1 }
+  app: { url: "{{UP}}" }
+routes:
+  - name: mcp-limited
+    match: { path: /limited }
+    upstream: app
+    rate_limit: { rate: 1/10s, burst: 1, key: none }
+  - name: mcp-quota
+    match: { path: /quota }
+    upstream: api
+    timeout: 2s
+`, map[string]string{"UP": u.URL})
+
+	for _, tc := range []struct {
+		path   string
+		status int
+		kind   string
+	}{
+		{"/limited", http.StatusTooManyRequests, "rate_limited"},
+		{"/quota", http.StatusServiceUnavailable, "quota_exhausted"},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			if resp, _ := p.call(t, nil, http.MethodPost, tc.path, jsonHeader, rpcCall); resp.StatusCode != 200 {
+				t.Fatalf("first call: %d", resp.StatusCode)
+			}
+			resp, body := p.call(t, nil, http.MethodPost, tc.path, jsonHeader, rpcCall)
+			if resp.StatusCode != tc.status || resp.Header.Get("X-Breakwater-Error") != tc.kind {
+				t.Fatalf("second call: %d %q, want %d %s: %s", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"), tc.status, tc.kind, body)
+			}
+			r := decodeRPC(t, resp, body)
+			ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if r.JSONRPC != "2.0" || string(r.ID) != "7" || r.Error.Code != -31429 || r.Error.Data.Kind != tc.kind ||
+				r.Error.Data.RetryAfter == nil || *r.Error.Data.RetryAfter != ra || ra < 9 || ra > 10 ||
+				r.Error.Data.RequestID != resp.Header.Get("X-Request-Id") {
+				t.Errorf("JSON-RPC error %s (Retry-After %q)", body, resp.Header.Get("Retry-After"))
+			}
+			if !strings.Contains(r.Error.Message, "Try again in") {
+				t.Errorf("message %q does not say when to try again", r.Error.Message)
+			}
+		})
+	}
+}
+
+// waitUntil polls cond until it holds or within passes.
+func waitUntil(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
