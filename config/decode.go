@@ -15,6 +15,12 @@ import (
 // is a few hundred nodes.
 const maxNodes = 100_000
 
+// maxDepth bounds how deep decoding recurses. The schema is a few levels
+// deep; only a merge key that includes its own mapping (`&a {<<: *a}`,
+// which yaml.v3 accepts) goes deeper, and without this bound it would
+// recurse maxNodes levels, growing the stack by tens of megabytes.
+const maxDepth = 100
+
 // decoder walks a yaml.Node tree into Go values strictly: an unknown key, a
 // duplicate key or a value of the wrong shape is a Problem with its field
 // path and line, and decoding goes on so that every problem is reported.
@@ -25,6 +31,7 @@ type decoder struct {
 	problems []Problem
 	lines    map[string]int
 	nodes    int
+	depth    int
 	// bomb is the problem reported when the walk was abandoned.
 	bomb *Problem
 }
@@ -47,6 +54,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 		if d.bomb == nil {
 			d.bomb = &Problem{File: d.file, Line: n.Line, Path: path,
 				Msg: fmt.Sprintf("document expands to more than %d nodes through its aliases (an alias bomb?)", maxNodes)}
+		}
+		return false
+	}
+	d.depth++
+	defer func() { d.depth-- }()
+	if d.depth > maxDepth {
+		if d.bomb == nil {
+			d.bomb = &Problem{File: d.file, Line: n.Line, Path: path,
+				Msg: fmt.Sprintf("nested more than %d levels deep (a merge key that includes its own mapping?)", maxDepth)}
 		}
 		return false
 	}

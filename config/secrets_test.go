@@ -270,7 +270,7 @@ routes:
 		{"two header values swapped", strings.ReplaceAll(file, `A: "aaaa", B: "bbbb"`, `A: "bbbb", B: "aaaa"`)},
 		{"the admin token", strings.ReplaceAll(file, "admin-secret", "admin-secreu")},
 		{"a route added", file + "  - {name: s, upstream: api}\n"},
-		{"a policy off", file + "    cache: {ttl: 1m}\n"},
+		{"a cache turned on", file + "    cache: {ttl: 1m}\n"},
 		{"a breaker mode", file + "    circuit_breaker: {failure_threshold: 3}\n"},
 		{"the upstream url", strings.ReplaceAll(file, "9000", "9001")},
 	}
