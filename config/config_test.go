@@ -617,16 +617,46 @@ routes:
 	ps := problemsOf(t, err)
 	var missing []Problem
 	for _, p := range ps {
-		if strings.Contains(p.Msg, "environment variable is not set") {
+		if strings.Contains(p.Msg, "is not set") {
 			missing = append(missing, p)
 		}
 	}
 	checkProblems(t, missing, []want{
-		{3, "${API_HOST}", "environment variable is not set (write ${API_HOST:-default} to give a default)"},
-		{9, "${API_HOST}", "environment variable is not set"},
+		{3, "upstreams.api.url", "environment variable API_HOST is not set (write ${API_HOST:-default} to give a default)"},
+		{9, "routes[0].fallback.body", "environment variable API_HOST is not set"},
 	})
-	if !strings.Contains(ps.Error(), "bw.yaml:3: ${API_HOST}: environment variable is not set") {
+	if !strings.Contains(ps.Error(), "bw.yaml:3: upstreams.api.url: environment variable API_HOST is not set") {
 		t.Errorf("error does not name the variable with its line:\n%v", ps)
+	}
+}
+
+// Variables are expanded in values only: a comment may mention ${VAR}
+// freely, and a value cannot inject YAML structure.
+func TestExpandOnlyInValues(t *testing.T) {
+	const text = `# set ${UNSET_IN_COMMENT} to change the upstream
+upstreams:
+  api: { url: "${API_URL}" }
+routes:
+  - name: r
+    upstream: api
+    timeout: ${TIMEOUT:-5s}
+    fallback: { body: "${INJECT}" }
+`
+	cfg, _, err := Parse("bw.yaml", []byte(text), env(map[string]string{
+		"API_URL": "http://127.0.0.1:9000",
+		"INJECT":  "x\nroutes: []\n",
+	}), Overrides{})
+	if err != nil {
+		t.Fatalf("a ${VAR} in a comment or an injected newline broke parsing: %v", err)
+	}
+	if got := cfg.Upstreams["api"].URL; got != "http://127.0.0.1:9000" {
+		t.Errorf("url = %q", got)
+	}
+	if got := cfg.Routes[0].Effective.Timeout.D(); got != 5e9 {
+		t.Errorf("timeout from a default = %v, want 5s", got)
+	}
+	if len(cfg.Routes) != 1 || cfg.Routes[0].Effective.Fallback.Body != "x\nroutes: []\n" {
+		t.Errorf("an expanded value changed the structure: %d routes, body %q", len(cfg.Routes), cfg.Routes[0].Effective.Fallback.Body)
 	}
 }
 

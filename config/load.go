@@ -92,11 +92,15 @@ func Load(path string, o Overrides) (*Config, []Problem, error) {
 
 // Parse is Load on bytes already read, with lookup for ${VAR}.
 func Parse(file string, data []byte, lookup func(string) (string, bool), o Overrides) (*Config, []Problem, error) {
-	text, expanded, problems := expand(file, string(data), lookup)
 	var root yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &root); err != nil {
-		return nil, nil, append(Problems(problems), yamlProblem(file, err))
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, nil, Problems{yamlProblem(file, err)}
 	}
+	// Variables are expanded in values only, after parsing: never in
+	// comments or keys, and a value cannot change the file's structure.
+	x := &expander{file: file, lookup: lookup}
+	x.walk(&root, "")
+	expanded, problems := x.values, x.problems
 	cfg := &Config{File: file}
 	d := &decoder{file: file, lines: map[string]int{}}
 	if len(root.Content) == 0 {
@@ -276,34 +280,63 @@ func (c *Config) Line(path string) int {
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// expand replaces ${VAR} and ${VAR:-default} ($$ is a literal $). It returns
-// the values it expanded, so that those used inside a secret can be
-// redacted wherever else they show up.
-func expand(file, text string, lookup func(string) (string, bool)) (string, []string, []Problem) {
-	var problems []Problem
-	var values []string
-	from := 0 // where m is searched for: matches come in order
-	out := envRef.ReplaceAllStringFunc(text, func(m string) string {
-		idx := from + strings.Index(text[from:], m)
-		from = idx + len(m)
+// expander replaces ${VAR} and ${VAR:-default} in scalar values ($$ is a
+// literal $). It keeps the values it expanded, so that those used inside a
+// secret can be redacted wherever else they show up.
+type expander struct {
+	file     string
+	lookup   func(string) (string, bool)
+	values   []string
+	problems []Problem
+}
+
+func (x *expander) walk(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			x.walk(c, path)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			x.walk(n.Content[i+1], p)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			x.walk(c, fmt.Sprintf("%s[%d]", path, i))
+		}
+	case yaml.ScalarNode:
+		if strings.Contains(n.Value, "$") {
+			n.Value = x.expand(n.Value, n.Line, path)
+			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+				n.Tag = "" // re-resolve: ${PORT} may be a number, ${FLAG} a bool
+			}
+		}
+	}
+}
+
+func (x *expander) expand(v string, line int, path string) string {
+	return envRef.ReplaceAllStringFunc(v, func(m string) string {
 		if m == "$$" {
 			return "$"
 		}
 		sub := envRef.FindStringSubmatch(m)
-		if v, ok := lookup(sub[1]); ok && v != "" {
-			values = append(values, v)
-			return v
-		} else if ok && sub[2] == "" {
-			return v
+		if val, ok := x.lookup(sub[1]); ok && (val != "" || sub[2] == "") {
+			if val != "" {
+				x.values = append(x.values, val)
+			}
+			return val
 		}
 		if sub[2] != "" {
 			return sub[3]
 		}
-		problems = append(problems, Problem{File: file, Line: strings.Count(text[:idx], "\n") + 1,
-			Path: "${" + sub[1] + "}", Msg: "environment variable is not set (write ${" + sub[1] + ":-default} to give a default)"})
+		x.problems = append(x.problems, Problem{File: x.file, Line: line, Path: path,
+			Msg: "environment variable " + sub[1] + " is not set (write ${" + sub[1] + ":-default} to give a default)"})
 		return ""
 	})
-	return out, values, problems
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
