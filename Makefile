@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/breakwater
 
-.PHONY: help build run demo test vet fmt-check unit bench fuzz chaos clean
+.PHONY: help build run demo test vet fmt-check unit browser-deps chart-test docker bench fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ run: build ## run with examples/quickstart.yaml
 demo: ## the main job: flaky upstream, straight vs through breakwater, side by side
 	$(GO) run ./examples/demo
 
-test: vet fmt-check unit ## everything CI runs: vet, gofmt, go test -race (unit, end-to-end)
+test: browser-deps vet fmt-check chart-test unit ## everything CI runs: vet, gofmt, chart checks, go test -race (unit, end-to-end)
 
 vet:
 	$(GO) vet ./...
@@ -30,12 +30,34 @@ fmt-check:
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: ## Go benchmarks (proxy overhead, cache, limiter)
-	$(GO) test -run='^$$' -bench=. -benchmem ./proxy/ ./cache/ ./ratelimit/
+# The dashboard's browser test (dashboard/browser_test.go) drives Debian's
+# chromium headless. Without root or sudo, BREAKWATER_SKIP_BROWSER=1 skips
+# both this install and that test.
+browser-deps: ## install Chromium for the dashboard's browser test (apt-get; sudo when not root)
+	@if [ "$$BREAKWATER_SKIP_BROWSER" = 1 ] || command -v chromium >/dev/null; then exit 0; fi; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+# Helm comes from the Go module proxy (go install, once, into the git-ignored
+# bin/), so that a fresh machine needs only Go; see charts/helpers_test.go.
+chart-test: ## helm lint + template (default and egress values); rendered configs pass breakwater validate
+	$(GO) test -count=1 -v -timeout 20m ./charts/
+
+IMAGE ?= ghcr.io/breakwater-proxy/breakwater
+
+docker: ## build the container image IMAGE:VERSION (needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+
+bench: ## breakwater vs direct, httputil.ReverseProxy, nginx, HAProxy, Caddy (installs them); writes bench/results.md
+	bash bench/run.sh
+
+chaos: ## the fault-injection and abuse suites, long form (the short form runs in make test)
+	CHAOS_FULL=1 $(GO) test -count=1 -v -timeout 20m ./chaos/ ./abuse/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in $$($(GO) test -list 'Fuzz.*' ./config/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./config/ || exit 1; done
 	@for t in $$($(GO) test -list 'Fuzz.*' ./ratelimit/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./ratelimit/ || exit 1; done
+	@for t in $$($(GO) test -list 'Fuzz.*' ./proxy/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./proxy/ || exit 1; done
 
 clean:
 	rm -rf bin/

@@ -1,13 +1,14 @@
 // Package admin serves breakwater's admin listener: health, readiness,
 // Prometheus metrics, breaker state, the effective config, reloads, cache
 // purges and a Server-Sent Events stream. It presents state the proxy
-// owns; it never sits on the data path.
+// owns; it never sits on the data path. docs/admin.md documents every
+// answer.
 package admin
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,32 +20,35 @@ import (
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
+	"github.com/breakwater-proxy/breakwater/reload"
 )
 
 // Handler is the admin API.
 type Handler struct {
-	proxy   *proxy.Server
-	metrics *proxy.Metrics
-	hub     *proxy.Hub
-	// Reload re-reads the config file; it returns the problems of a bad file.
-	reload func() error
+	proxy    *proxy.Server
+	metrics  *proxy.Metrics
+	hub      *proxy.Hub
+	reloader *reload.Reloader
 	// Ready is false until the data listener is bound, and again while draining.
-	Ready    atomic.Bool
-	lastLoad atomic.Pointer[LoadResult]
-	mux      *http.ServeMux
+	Ready atomic.Bool
+	mux   *http.ServeMux
 }
 
-// LoadResult is the outcome of the last config load, for /health and the dashboard.
-type LoadResult struct {
-	OK     bool      `json:"ok"`
-	Time   time.Time `json:"time"`
-	Hash   string    `json:"config_hash"`
-	Errors []string  `json:"errors,omitempty"`
-}
+// Timing of the /events stream.
+const (
+	// eventsBuffer is how many events a subscriber may fall behind before
+	// it misses some (then it is told how many, see events).
+	eventsBuffer = 256
+	// eventsPing keeps idle streams alive through proxies.
+	eventsPing = 15 * time.Second
+	// eventsWriteTimeout ends a stream whose reader stopped reading.
+	eventsWriteTimeout = 10 * time.Second
+)
 
-// New builds the admin handler. reload may be nil (quick mode has no file).
-func New(p *proxy.Server, m *proxy.Metrics, hub *proxy.Hub, reload func() error) *Handler {
-	h := &Handler{proxy: p, metrics: m, hub: hub, reload: reload, mux: http.NewServeMux()}
+// New builds the admin handler. rl reloads the config file; in quick mode
+// it is a Reloader without a file, and POST /reload answers 400.
+func New(p *proxy.Server, m *proxy.Metrics, hub *proxy.Hub, rl *reload.Reloader) *Handler {
+	h := &Handler{proxy: p, metrics: m, hub: hub, reloader: rl, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.HandleFunc("GET /health", h.health)
@@ -53,7 +57,7 @@ func New(p *proxy.Server, m *proxy.Metrics, hub *proxy.Hub, reload func() error)
 	h.mux.HandleFunc("POST /breakers/{name}", h.forceBreaker)
 	h.mux.HandleFunc("GET /routes", h.routes)
 	h.mux.HandleFunc("GET /config", h.config)
-	h.mux.HandleFunc("POST /reload", h.doReload)
+	h.mux.HandleFunc("POST /reload", h.reload)
 	h.mux.HandleFunc("POST /cache/purge", h.purge)
 	h.mux.HandleFunc("GET /events", h.events)
 	return h
@@ -62,184 +66,287 @@ func New(p *proxy.Server, m *proxy.Metrics, hub *proxy.Hub, reload func() error)
 // Mux lets other admin pages (the dashboard) register on the same listener.
 func (h *Handler) Mux() *http.ServeMux { return h.mux }
 
-// RecordLoad notes a load's outcome (start-up, signal, watch or POST).
-func (h *Handler) RecordLoad(cfg *config.Config, err error) {
-	r := &LoadResult{OK: err == nil, Time: time.Now().UTC()}
-	if err != nil {
-		r.Errors = problemLines(err)
-		if prev := h.lastLoad.Load(); prev != nil {
-			r.Hash = prev.Hash
-		}
-	} else if cfg != nil {
-		r.Hash = cfg.Hash
-	}
-	h.lastLoad.Store(r)
-}
-
-func problemLines(err error) []string {
-	var ps config.Problems
-	if errors.As(err, &ps) {
-		out := make([]string, len(ps))
-		for i, p := range ps {
-			out[i] = p.Error()
-		}
-		return out
-	}
-	return []string{err.Error()}
-}
-
-// ServeHTTP checks the token on every mutating call, then routes.
+// ServeHTTP checks the token on every call that may change something, then
+// routes. A method an endpoint does not take gets 405 from the mux (with
+// Allow), token or not: only a request that would reach a handler is
+// asked for credentials.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if _, pattern := h.mux.Handler(r); pattern != "" && mutating(r.Method) {
 		if cfg := h.proxy.Config(); cfg != nil && !cfg.Admin.Token.IsZero() && !validToken(r, cfg.Admin.Token.Reveal()) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="breakwater admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a bearer token is required for admin changes"})
+			h.writeJSON(w, http.StatusUnauthorized, errorBody{"a bearer token is required for admin changes"})
 			return
 		}
 	}
 	h.mux.ServeHTTP(w, r)
 }
 
-func validToken(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+func mutating(method string) bool {
+	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func validToken(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeJSON answers v as JSON. Every answer passes through the running
+// config's Redact as a last line of defence: no secret value leaves the
+// admin listener, whatever field it got into.
+func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":"cannot encode the answer"}` + "\n")
+	}
+	body := buf.Bytes()
+	if cfg := h.proxy.Config(); cfg != nil {
+		body = redactStrings(body, cfg.Redact)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(body)
+}
+
+// redactStrings applies redact inside the string literals of a JSON text
+// only: a short secret made of digits (or "true") must not turn a number
+// elsewhere into invalid JSON.
+func redactStrings(b []byte, redact func(string) string) []byte {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); {
+		if b[i] != '"' {
+			out = append(out, b[i])
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(b) && b[j] != '"' {
+			if b[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(b) { // not JSON: redact the rest whole
+			return append(out, redact(string(b[i:]))...)
+		}
+		out = append(out, '"')
+		out = append(out, redact(string(b[i+1:j]))...)
+		out = append(out, '"')
+		i = j + 1
+	}
+	return out
+}
+
+type statusBody struct {
+	Status string `json:"status"`
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	h.writeJSON(w, http.StatusOK, statusBody{"ok"})
 }
 
 func (h *Handler) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !h.Ready.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+	if !h.Ready.Load() || h.proxy.Config() == nil {
+		h.writeJSON(w, http.StatusServiceUnavailable, statusBody{"not ready"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	h.writeJSON(w, http.StatusOK, statusBody{"ready"})
+}
+
+// HealthReport is the /health answer.
+type HealthReport struct {
+	// Status is healthy, degraded (some breaker open or half-open) or
+	// unhealthy (every upstream unhealthy).
+	Status     string                 `json:"status"`
+	ConfigHash string                 `json:"config_hash"`
+	LastReload *reload.Result         `json:"last_reload,omitempty"`
+	Upstreams  []proxy.UpstreamHealth `json:"upstreams"`
+	// EventsDropped counts /events deliveries missed by slow subscribers.
+	EventsDropped uint64 `json:"events_dropped"`
 }
 
 // health answers 200 while any upstream can be reached, 503 when every
 // upstream is unhealthy.
 func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {
-	ups := h.proxy.Health()
-	status, unhealthy := "healthy", 0
-	for _, u := range ups {
+	rep := HealthReport{Status: "healthy", Upstreams: h.proxy.Health(), EventsDropped: h.hub.Dropped()}
+	if rep.Upstreams == nil {
+		rep.Upstreams = []proxy.UpstreamHealth{}
+	}
+	unhealthy := 0
+	for _, u := range rep.Upstreams {
 		switch u.Status {
 		case "unhealthy":
 			unhealthy++
-			status = "degraded"
+			rep.Status = "degraded"
 		case "degraded":
-			status = "degraded"
+			rep.Status = "degraded"
 		}
 	}
 	code := http.StatusOK
-	if len(ups) > 0 && unhealthy == len(ups) {
-		status, code = "unhealthy", http.StatusServiceUnavailable
+	if len(rep.Upstreams) > 0 && unhealthy == len(rep.Upstreams) {
+		rep.Status, code = "unhealthy", http.StatusServiceUnavailable
 	}
-	body := map[string]any{"status": status, "upstreams": ups}
 	if cfg := h.proxy.Config(); cfg != nil {
-		body["config_hash"] = cfg.Hash
+		rep.ConfigHash = cfg.Hash
 	}
-	if l := h.lastLoad.Load(); l != nil {
-		body["last_reload"] = l
+	if h.reloader != nil {
+		rep.LastReload = h.reloader.Last()
 	}
-	writeJSON(w, code, body)
+	h.writeJSON(w, code, rep)
+}
+
+type breakersBody struct {
+	Breakers []policy.BreakerStatus `json:"breakers"`
 }
 
 func (h *Handler) breakers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"breakers": h.proxy.Breakers()})
+	bs := h.proxy.Breakers()
+	if bs == nil {
+		bs = []policy.BreakerStatus{}
+	}
+	h.writeJSON(w, http.StatusOK, breakersBody{bs})
 }
 
 func (h *Handler) forceBreaker(w http.ResponseWriter, r *http.Request) {
 	name, state := r.PathValue("name"), policy.State(r.URL.Query().Get("state"))
-	found, ok := h.proxy.ForceBreaker(name, state)
-	switch {
-	case !found:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no breaker named %q", name)})
-	case !ok:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "state must be open, closed or half-open"})
-	default:
-		for _, b := range h.proxy.Breakers() {
-			if b.Name == name {
-				writeJSON(w, http.StatusOK, b)
-				return
-			}
+	if state != policy.Open && state != policy.Closed && state != policy.HalfOpen {
+		h.writeJSON(w, http.StatusBadRequest, errorBody{"state must be open, closed or half-open"})
+		return
+	}
+	if found, _ := h.proxy.ForceBreaker(name, state); !found {
+		h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no breaker named %q", name)})
+		return
+	}
+	for _, b := range h.proxy.Breakers() {
+		if b.Name == name {
+			h.writeJSON(w, http.StatusOK, b)
+			return
 		}
 	}
+	h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no breaker named %q", name)})
+}
+
+type routesBody struct {
+	Routes []proxy.RouteStatus `json:"routes"`
 }
 
 func (h *Handler) routes(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"routes": h.proxy.Routes()})
+	rs := h.proxy.Routes()
+	if rs == nil {
+		rs = []proxy.RouteStatus{}
+	}
+	h.writeJSON(w, http.StatusOK, routesBody{rs})
 }
 
+// config answers the effective config, secrets redacted, with its hash
+// also in X-Config-Hash.
 func (h *Handler) config(w http.ResponseWriter, _ *http.Request) {
 	cfg := h.proxy.Config()
+	if cfg == nil {
+		h.writeJSON(w, http.StatusServiceUnavailable, errorBody{"no config loaded"})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Config-Hash", cfg.Hash)
 	_, _ = w.Write(cfg.JSON())
 }
 
-func (h *Handler) doReload(w http.ResponseWriter, _ *http.Request) {
-	if h.reload == nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"errors": []string{"no config file to reload (quick mode)"}})
+// ReloadAnswer is the POST /reload answer.
+type ReloadAnswer struct {
+	reload.Result
+	// Summary is the new config's listeners, upstreams and routes (success only).
+	Summary *config.SummaryInfo `json:"summary,omitempty"`
+}
+
+func (h *Handler) reload(w http.ResponseWriter, _ *http.Request) {
+	if h.reloader == nil {
+		h.writeJSON(w, http.StatusBadRequest, ReloadAnswer{Result: reload.Result{Errors: []string{reload.ErrNoFile.Error()}}})
 		return
 	}
-	if err := h.reload(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"errors": problemLines(err)})
+	res, err := h.reloader.Reload("admin")
+	if err != nil {
+		h.writeJSON(w, http.StatusBadRequest, ReloadAnswer{Result: *res})
 		return
 	}
-	cfg := h.proxy.Config()
-	writeJSON(w, http.StatusOK, map[string]any{"config_hash": cfg.Hash, "summary": config.Summary(cfg)})
+	ans := ReloadAnswer{Result: *res}
+	if cfg := h.proxy.Config(); cfg != nil && cfg.Hash == res.Hash {
+		s := config.Summary(cfg)
+		ans.Summary = &s
+	}
+	h.writeJSON(w, http.StatusOK, ans)
+}
+
+type purgeBody struct {
+	Purged []string `json:"purged"`
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("route")
 	if name != "" && !h.proxy.HasRoute(name) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route named %q", name)})
+		h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no route named %q", name)})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"purged": h.proxy.PurgeCache(name)})
+	purged := h.proxy.PurgeCache(name)
+	if purged == nil {
+		purged = []string{}
+	}
+	h.writeJSON(w, http.StatusOK, purgeBody{purged})
 }
 
-// events streams the hub as Server-Sent Events.
+// events streams the hub as Server-Sent Events: "id: N", "event: TYPE",
+// "data: {the Event as JSON}". A subscriber that falls more than
+// eventsBuffer events behind misses events rather than slowing anyone
+// down; the next event it gets is preceded by a "dropped" event with the
+// count. A reader that stops reading is cut after eventsWriteTimeout.
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
+	sub := h.hub.Subscribe(eventsBuffer)
+	defer sub.Close()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	ch, cancel := h.hub.Subscribe(256)
-	defer cancel()
-	_, _ = fmt.Fprint(w, ": breakwater events\nretry: 1000\n\n")
-	_ = rc.Flush()
-	ping := time.NewTicker(15 * time.Second)
+	write := func(format string, args ...any) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(eventsWriteTimeout))
+		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	// The comment tells a reader that its subscription is live.
+	if !write(": breakwater events\nretry: 1000\n\n") {
+		return
+	}
+	ping := time.NewTicker(eventsPing)
 	defer ping.Stop()
+	var reported uint64
 	for {
 		select {
 		case <-r.Context().Done():
 			return
-		case b := <-ch:
-			var ev struct {
-				Type string `json:"type"`
+		case m := <-sub.C:
+			if n := sub.Dropped(); n > reported {
+				if !write("event: dropped\ndata: {\"type\":\"dropped\",\"data\":{\"missed\":%d,\"total\":%d}}\n\n", n-reported, n) {
+					return
+				}
+				reported = n
 			}
-			_ = json.Unmarshal(b, &ev)
-			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b); err != nil {
+			if !write("id: %d\nevent: %s\ndata: %s\n\n", m.ID, m.Type, m.JSON) {
 				return
 			}
-			_ = rc.Flush()
 		case <-ping.C:
-			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+			if !write(": ping\n\n") {
 				return
 			}
-			_ = rc.Flush()
 		}
 	}
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"sort"
 
-	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
@@ -28,6 +27,9 @@ func (s *Server) Breakers() []policy.BreakerStatus {
 // breaker or state.
 func (s *Server) ForceBreaker(name string, state policy.State) (found, ok bool) {
 	t := s.table.Load()
+	if t == nil {
+		return false, false
+	}
 	for _, b := range t.breakers {
 		if b.Name == name {
 			return true, b.Force(state)
@@ -119,7 +121,15 @@ type RouteStatus struct {
 	BulkheadMax  int          `json:"bulkhead_max"`
 	RateLimited  uint64       `json:"rate_limited"`
 	RateKeys     int          `json:"rate_limit_keys"`
-	Cache        *cache.Stats `json:"cache,omitempty"`
+	Cache        *CacheStatus `json:"cache,omitempty"`
+}
+
+// CacheStatus is a route cache's occupancy. (cache.Stats has no JSON
+// names of its own; these are the admin API's.)
+type CacheStatus struct {
+	Entries   int    `json:"entries"`
+	Bytes     int64  `json:"bytes"`
+	Evictions uint64 `json:"evictions"`
 }
 
 // Routes reports every route's live state.
@@ -142,7 +152,7 @@ func (s *Server) Routes() []RouteStatus {
 		}
 		if rt.cache != nil {
 			cs := rt.cache.store.Stats()
-			st.Cache = &cs
+			st.Cache = &CacheStatus{Entries: cs.Entries, Bytes: cs.Bytes, Evictions: cs.Evictions}
 		}
 		out = append(out, st)
 	}
@@ -153,6 +163,9 @@ func (s *Server) Routes() []RouteStatus {
 // routes purged.
 func (s *Server) PurgeCache(routeName string) []string {
 	t := s.table.Load()
+	if t == nil {
+		return nil
+	}
 	var purged []string
 	for _, rt := range t.routes {
 		if rt.cache != nil && (routeName == "" || rt.name == routeName) {
@@ -166,7 +179,11 @@ func (s *Server) PurgeCache(routeName string) []string {
 
 // HasRoute reports whether the running config has a route of that name.
 func (s *Server) HasRoute(name string) bool {
-	for _, rt := range s.table.Load().routes {
+	t := s.table.Load()
+	if t == nil {
+		return false
+	}
+	for _, rt := range t.routes {
 		if rt.name == name {
 			return true
 		}

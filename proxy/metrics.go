@@ -3,6 +3,8 @@ package proxy
 import (
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,8 @@ type Metrics struct {
 	cacheLookups    *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	lastReload      prometheus.Gauge
+
+	routes seriesCache[string, *routeSeries] // per-request children, by route
 }
 
 // NewMetrics registers every metric on a new registry, with the Go and
@@ -46,7 +50,7 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 		Help: "Requests handled, by route, method, status code and outcome (upstream, cache_hit, stale, fallback, rejected)."},
 		[]string{"route", "method", "code", "outcome"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "breakwater_request_duration_seconds",
-		Help:    "Time from request to response headers and body end, by route.",
+		Help:    "Time from receiving a request to the end of its response, by route.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
 		[]string{"route"})
 	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_upstream_attempts_total",
@@ -81,9 +85,14 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breakwater_build_info",
 		Help: "Always 1; labels carry the version and the Go version."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
+	// Not in SPEC.md's list: how many /events deliveries slow subscribers
+	// missed (Hub drops rather than blocks).
+	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "breakwater_events_dropped_total",
+		Help: "Admin /events deliveries dropped because a subscriber was too slow."},
+		func() float64 { return float64(hub.Dropped()) })
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.attempts, m.retries, m.budgetExhausted,
 		m.breakerState, m.breakerTrans, m.bulkheadInFl, m.bulkheadRej, m.rateLimited, m.quotaWait, m.hedges,
-		m.cacheLookups, m.reloads, m.lastReload, build,
+		m.cacheLookups, m.reloads, m.lastReload, build, dropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -93,7 +102,8 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 	return m
 }
 
-// Reloaded counts a configuration load.
+// Reloaded counts a configuration reload (SIGHUP, POST /reload, a file
+// change); a success also sets the last-success timestamp.
 func (m *Metrics) Reloaded(ok bool) {
 	if ok {
 		m.reloads.WithLabelValues("success").Inc()
@@ -103,10 +113,85 @@ func (m *Metrics) Reloaded(ok bool) {
 	}
 }
 
-// request counts one finished request.
+// Loaded notes the start-up load: it sets the last-success timestamp
+// without counting a reload.
+func (m *Metrics) Loaded() { m.lastReload.SetToCurrentTime() }
+
+// request counts one finished request. It runs on every request, so the
+// children it touches are resolved once per route and label set and then
+// found again without hashing label values or formatting the code.
 func (m *Metrics) request(route, method string, code int, outcome string, d time.Duration) {
-	m.requests.WithLabelValues(route, boundedMethod(method), strconv.Itoa(code), outcome).Inc()
-	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	rs := m.route(route)
+	k := requestLabels{method: boundedMethod(method), code: code, outcome: outcome}
+	rs.requests.get(k, func() prometheus.Counter {
+		return m.requests.WithLabelValues(route, k.method, strconv.Itoa(code), outcome)
+	}).Inc()
+	rs.duration.Observe(d.Seconds())
+}
+
+// routeSeries are one route's pre-resolved children. Cached children stay
+// valid only as long as nobody deletes their label values: these vecs are
+// never pruned (their cardinality is bounded by the config's names).
+type routeSeries struct {
+	duration prometheus.Observer
+	requests seriesCache[requestLabels, prometheus.Counter]
+	attempts seriesCache[[2]string, prometheus.Counter] // upstream, result
+	lookups  seriesCache[string, prometheus.Counter]    // cache result
+	// inFlight is set on the route's first bulkhead report, so that routes
+	// without a bulkhead have no bulkhead series.
+	inFlight atomic.Value // prometheus.Gauge
+}
+
+type requestLabels struct {
+	method  string
+	code    int
+	outcome string
+}
+
+func (m *Metrics) route(name string) *routeSeries {
+	return m.routes.get(name, func() *routeSeries {
+		return &routeSeries{duration: m.duration.WithLabelValues(name)}
+	})
+}
+
+// seriesCache is a copy-on-write map: lookups take no lock and allocate
+// nothing; a miss copies the map, which happens once per label set.
+type seriesCache[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+func (c *seriesCache[K, V]) get(k K, build func() V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	next := make(map[K]V, 1+lenOf(old))
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	v := build()
+	next[k] = v
+	c.m.Store(&next)
+	return v
+}
+
+func lenOf[K comparable, V any](m *map[K]V) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 // boundedMethod keeps the method label bounded: a client may send any token.
@@ -119,12 +204,17 @@ func boundedMethod(m string) string {
 }
 
 func (m *Metrics) cacheLookup(route, result string) {
-	m.cacheLookups.WithLabelValues(route, result).Inc()
+	m.route(route).lookups.get(result, func() prometheus.Counter {
+		return m.cacheLookups.WithLabelValues(route, result)
+	}).Inc()
 }
 
 func (m *Metrics) routeRateLimited(route string) { m.rateLimited.WithLabelValues(route, "route").Inc() }
 
-// setBreaker initialises a breaker's state gauge (so it exists before any transition).
+// setBreaker sets a breaker's state gauge (so it exists before any
+// transition). failsafe-go opens to half-open lazily, on the first request
+// after the delay: until then the breaker is open and so is its gauge,
+// while /breakers says "half-open due".
 func (m *Metrics) setBreaker(name string, s policy.State) {
 	for _, st := range []policy.State{policy.Closed, policy.Open, policy.HalfOpen} {
 		v := 0.0
@@ -142,17 +232,23 @@ func (m *Metrics) forgetBreaker(name string) {
 	}
 }
 
-// The policy.Observer side.
+// The policy.Observer side. Calls come from request goroutines (breaker
+// transitions also from failsafe-go's listener, outside its lock): each is
+// a counter update and, for the few rare kinds, a non-blocking publish.
 
 func (m *Metrics) Attempt(route, upstream, result string, _ time.Duration) {
-	m.attempts.WithLabelValues(route, upstream, result).Inc()
+	m.route(route).attempts.get([2]string{upstream, result}, func() prometheus.Counter {
+		return m.attempts.WithLabelValues(route, upstream, result)
+	}).Inc()
 }
 
 func (m *Metrics) Retry(route, reason string) { m.retries.WithLabelValues(route, reason).Inc() }
 
 func (m *Metrics) BudgetExhausted(route string) {
 	m.budgetExhausted.WithLabelValues(route).Inc()
-	m.hub.publishThrottled("budget/"+route, time.Second, "budget_exhausted", map[string]any{"route": route})
+	m.hub.publishThrottled("budget\x00"+route, time.Second, "budget_exhausted", func() map[string]any {
+		return map[string]any{"route": route}
+	})
 }
 
 func (m *Metrics) Hedge(route, result string) { m.hedges.WithLabelValues(route, result).Inc() }
@@ -164,7 +260,13 @@ func (m *Metrics) BreakerChanged(name string, from, to policy.State) {
 }
 
 func (m *Metrics) BulkheadInFlight(route string, n int) {
-	m.bulkheadInFl.WithLabelValues(route).Set(float64(n))
+	rs := m.route(route)
+	g, _ := rs.inFlight.Load().(prometheus.Gauge)
+	if g == nil {
+		g = m.bulkheadInFl.WithLabelValues(route)
+		rs.inFlight.Store(g)
+	}
+	g.Set(float64(n))
 }
 
 func (m *Metrics) BulkheadRejected(route string) { m.bulkheadRej.WithLabelValues(route).Inc() }
@@ -175,11 +277,13 @@ func (m *Metrics) QuotaWaited(upstream string, d time.Duration) {
 
 func (m *Metrics) QuotaExhausted(upstream, route string, retryAfter time.Duration) {
 	m.rateLimited.WithLabelValues(route, "quota").Inc()
-	m.hub.publishThrottled("quota/"+upstream, time.Second, "quota_exhausted",
-		map[string]any{"upstream": upstream, "route": route, "retry_after_seconds": retryAfter.Seconds()})
+	m.hub.publishThrottled("quota\x00"+upstream, time.Second, "quota_exhausted", func() map[string]any {
+		return map[string]any{"upstream": upstream, "route": route, "retry_after_seconds": retryAfter.Seconds()}
+	})
 }
 
 func (m *Metrics) QuotaPaused(upstream string, d time.Duration) {
-	m.hub.publishThrottled("pause/"+upstream, 250*time.Millisecond, "quota_paused",
-		map[string]any{"upstream": upstream, "pause_seconds": d.Seconds()})
+	m.hub.publishThrottled("pause\x00"+upstream, 250*time.Millisecond, "quota_paused", func() map[string]any {
+		return map[string]any{"upstream": upstream, "pause_seconds": d.Seconds()}
+	})
 }
