@@ -1,0 +1,295 @@
+// Package charts_test checks the Helm chart in charts/breakwater and the
+// plain manifests in examples/kubernetes: helm lint, helm template with
+// each values file, the shape of the rendered pod (native sidecar, probes,
+// security settings), and that every embedded breakwater config passes
+// `breakwater validate`.
+//
+// Helm comes from the Go module proxy (go install
+// helm.sh/helm/v3/cmd/helm@helmVersion), once, into the repository's
+// git-ignored bin/; $HELM overrides it. The tests that need helm are
+// skipped, saying why, only when the module proxy cannot be reached.
+package charts_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// helmVersion is the Helm release installed from the Go module proxy; the
+// Makefile's HELM_VERSION says the same.
+const helmVersion = "v3.22.0"
+
+// kubeVersion is what `helm template` assumes of the cluster: the chart
+// needs native sidecars (>= 1.29), and helm's default is far older.
+const kubeVersion = "1.31.0"
+
+var root = func() string {
+	abs, err := filepath.Abs("..")
+	if err != nil {
+		panic(err)
+	}
+	return abs
+}()
+
+var chartDir = filepath.Join(root, "charts", "breakwater")
+
+var (
+	helmOnce sync.Once
+	helmPath string
+	helmSkip string // why helm cannot be had: the proxy is unreachable
+	helmErr  error
+)
+
+// helm returns the path of the helm binary, installing it into bin/ the
+// first time.
+func helm(t *testing.T) string {
+	t.Helper()
+	helmOnce.Do(func() {
+		if p := os.Getenv("HELM"); p != "" {
+			helmPath, _ = filepath.Abs(p)
+			return
+		}
+		bin := filepath.Join(root, "bin", "helm")
+		if runtime.GOOS == "windows" {
+			bin += ".exe"
+		}
+		if _, err := os.Stat(bin); err == nil {
+			helmPath = bin
+			return
+		}
+		t.Logf("installing helm %s from the Go module proxy into bin/ (once; it takes a few minutes)", helmVersion)
+		cmd := exec.Command(goTool(), "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
+		cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(root, "bin"), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		switch {
+		case err == nil:
+			helmPath = bin
+		case proxyUnreachable(string(out)):
+			helmSkip = fmt.Sprintf("cannot install helm %s: the Go module proxy is unreachable:\n%s", helmVersion, lastLines(string(out), 5))
+		default:
+			helmErr = fmt.Errorf("go install helm.sh/helm/v3/cmd/helm@%s: %v\n%s", helmVersion, err, lastLines(string(out), 20))
+		}
+	})
+	if helmSkip != "" {
+		t.Skip(helmSkip)
+	}
+	if helmErr != nil {
+		t.Fatal(helmErr)
+	}
+	return helmPath
+}
+
+var netErrors = regexp.MustCompile(`dial tcp|no such host|connection refused|i/o timeout|network is unreachable|TLS handshake timeout|proxyconnect|Service Unavailable|502 Bad Gateway`)
+
+func proxyUnreachable(out string) bool { return netErrors.MatchString(out) }
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// runHelm runs helm with args in the repository root and returns stdout;
+// a failure ends the test with helm's stderr.
+func runHelm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := tryHelm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func tryHelm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(helm(t), args...)
+	cmd.Dir = root
+	// No cluster, no user config: helm template and lint need neither.
+	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+var (
+	bwOnce sync.Once
+	bwDir  string
+	bwPath string
+	bwErr  error
+)
+
+// TestMain removes the breakwater binary built for validate.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bwDir != "" {
+		os.RemoveAll(bwDir)
+	}
+	os.Exit(code)
+}
+
+// breakwater builds the repository's binary once, into a temp dir.
+func breakwater(t *testing.T) string {
+	t.Helper()
+	bwOnce.Do(func() {
+		bwDir, bwErr = os.MkdirTemp("", "breakwater-charts-")
+		if bwErr != nil {
+			return
+		}
+		bwPath = filepath.Join(bwDir, "breakwater")
+		cmd := exec.Command(goTool(), "build", "-o", bwPath, ".")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			bwErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if bwErr != nil {
+		t.Fatal(bwErr)
+	}
+	return bwPath
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
+
+// validateConfig runs `breakwater validate` on a config file's text, with
+// every ${VAR} it uses set in the environment, and fails on an error or
+// a warning.
+func validateConfig(t *testing.T, name, text string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), name)
+	writeFile(t, file, text)
+	cmd := exec.Command(breakwater(t), "validate", "-config", file)
+	cmd.Env = os.Environ()
+	for _, m := range envRef.FindAllStringSubmatch(text, -1) {
+		cmd.Env = append(cmd.Env, m[1]+"=test-"+strings.ToLower(m[1]))
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		t.Fatalf("breakwater validate %s: %v\n%s%s\nconfig:\n%s", name, err, stdout.String(), stderr.String(), text)
+	}
+	if strings.Contains(stderr.String(), "warning:") {
+		t.Errorf("breakwater validate %s warns:\n%s", name, stderr.String())
+	}
+	t.Logf("breakwater validate %s:\n%s", name, stdout.String())
+}
+
+func writeFile(t *testing.T, name, text string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// object is one Kubernetes manifest, decoded generically.
+type object map[string]any
+
+func (o object) kind() string { s, _ := o["kind"].(string); return s }
+
+func (o object) name() string { s, _ := get(o, "metadata", "name").(string); return s }
+
+// get walks maps by key and lists by index (an int).
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				if o, isObj := v.(object); isObj {
+					m, ok = map[string]any(o), true
+				}
+			}
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k < 0 || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+// parseManifests decodes a multi-document YAML stream.
+func parseManifests(t *testing.T, text string) []object {
+	t.Helper()
+	dec := yaml.NewDecoder(strings.NewReader(text))
+	var out []object
+	for {
+		var o map[string]any
+		err := dec.Decode(&o)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("manifests are not valid YAML: %v\n%s", err, text)
+		}
+		if o == nil {
+			continue
+		}
+		if o["apiVersion"] == nil || o["kind"] == nil {
+			t.Errorf("a manifest without apiVersion or kind: %v", o)
+		}
+		out = append(out, object(o))
+	}
+	return out
+}
+
+func find(objs []object, kind string) []object {
+	var out []object
+	for _, o := range objs {
+		if o.kind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func only(t *testing.T, objs []object, kind string) object {
+	t.Helper()
+	found := find(objs, kind)
+	if len(found) != 1 {
+		t.Fatalf("want one %s, found %d", kind, len(found))
+	}
+	return found[0]
+}
+
+// configOf returns the breakwater.yaml held by the ConfigMap.
+func configOf(t *testing.T, objs []object) string {
+	t.Helper()
+	cm := only(t, objs, "ConfigMap")
+	text, ok := get(cm, "data", "breakwater.yaml").(string)
+	if !ok || text == "" {
+		t.Fatalf("ConfigMap %s has no data.breakwater.yaml", cm.name())
+	}
+	return text
+}
