@@ -16,20 +16,21 @@ type readCloser = io.ReadCloser
 const maxDrain = 64 << 10
 
 // respBody is the body of every response an attempt receives. It owns the
-// attempt's context (cancelled on Close), and for the response that is
-// returned, the request's bulkhead slot and context (finish) and the
-// stream idle timer.
+// attempt's own context when it has one (cancelled on Close), and for the
+// response that is returned (final), the request's bulkhead slot and
+// context (reqState.finish) and the stream idle timer.
 type respBody struct {
-	rc       io.ReadCloser
-	st       *reqState
-	cancel   context.CancelFunc
-	timedOut atomic.Bool // per_try_timeout fired
-	hasResp  atomic.Bool // headers arrived
-	hedge    bool
+	rc        io.ReadCloser
+	st        *reqState
+	cancel    context.CancelFunc
+	timedOut  atomic.Bool // per_try_timeout fired
+	hasResp   atomic.Bool // headers arrived
+	abandoned atomic.Bool // cancelled by us before headers: a losing hedge
+	hedge     bool
 
-	finish    func()
+	final     bool
 	idle      time.Duration
-	idleTimer *time.Timer
+	idleTimer *time.Timer // the request's timer, stopped; Read arms it
 	closeOnce sync.Once
 }
 
@@ -53,17 +54,11 @@ func (b *respBody) Close() error {
 		}
 		err = b.rc.Close()
 		b.cancel()
-		if b.finish != nil {
-			b.finish()
+		if b.final {
+			b.st.finish()
 		}
 	})
 	return err
-}
-
-func (b *respBody) startIdle(d time.Duration, fire func()) {
-	b.idle = d
-	b.idleTimer = time.AfterFunc(d, fire)
-	b.idleTimer.Stop()
 }
 
 // park reads a small discarded body into memory and releases the

@@ -40,6 +40,7 @@ type Pipeline struct {
 	bulkhead *Bulkhead
 	quota    *ratelimit.Quota
 	retry    *retrySpec
+	budget   *attemptBudget // nil without retry
 
 	plain  failsafe.Executor[*http.Response] // retry only; nil = single attempt
 	hedged failsafe.Executor[*http.Response] // retry and hedge, for GET/HEAD; nil = no hedging
@@ -57,23 +58,18 @@ func NewPipeline(r *config.Route, base http.RoundTripper, parts Parts, obs Obser
 		timeout: e.Timeout.D(), idle: e.StreamIdleTimeout.D(),
 		breaker: parts.Breaker, bulkhead: parts.Bulkhead, quota: parts.Quota,
 	}
-	var bud budget.Budget
 	if e.Retry != nil {
 		p.retry = newRetrySpec(e.Retry)
 		p.perTry = e.Retry.PerTryTimeout.D()
-		bud = budget.NewBuilder().
-			WithMaxRate(e.Retry.Budget.Ratio).
-			WithMinConcurrency(uint(e.Retry.Budget.MinConcurrent)).
-			OnBudgetExceeded(func(budget.ExceededEvent) { obs.BudgetExhausted(r.Name) }).
-			Build()
+		p.budget = newAttemptBudget(e.Retry.Budget.Ratio, e.Retry.Budget.MinConcurrent, func() { obs.BudgetExhausted(r.Name) })
 	}
 	var policies []failsafe.Policy[*http.Response]
 	if p.retry != nil && p.retry.attempts > 1 {
-		policies = append(policies, p.buildRetry(bud))
+		policies = append(policies, p.buildRetry(p.budget))
 		p.plain = failsafe.With(policies...)
 	}
 	if e.Hedge != nil {
-		p.hedged = failsafe.With(append(policies, p.buildHedge(e.Hedge, bud))...)
+		p.hedged = failsafe.With(append(policies, p.buildHedge(e.Hedge, p.budget))...)
 	}
 	return p
 }
@@ -84,16 +80,18 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := &reqState{p: p, req: req, trace: traceFrom(req.Context())}
 	// The total timeout bounds everything up to response headers; after
 	// that a stream is bounded by stream_idle_timeout instead (SPEC.md,
-	// Streaming), so it is a timer we stop rather than a context deadline.
-	ctx, cancel := context.WithCancelCause(req.Context())
-	st.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(p.timeout)}
-	timer := time.AfterFunc(p.timeout, func() { cancel(ErrTimeout) })
+	// Streaming), so it is a timer we stop rather than a context deadline,
+	// and the same timer then serves as the idle timer (st.expire).
+	var ctx context.Context
+	ctx, st.cancel = context.WithCancelCause(req.Context())
+	st.dctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(p.timeout)}
+	st.ctx = &st.dctx
+	timer := time.AfterFunc(p.timeout, st.expire)
 
-	release := func() {}
 	if b := p.bulkhead; b != nil {
 		if err := b.acquire(st.ctx); err != nil {
 			timer.Stop()
-			cancel(nil)
+			st.cancel(nil)
 			if errors.Is(err, ErrBulkheadFull) {
 				p.obs.BulkheadRejected(p.route)
 			} else {
@@ -101,8 +99,8 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		st.slot = true
 		p.obs.BulkheadInFlight(p.route, b.InFlight())
-		release = func() { b.release(); p.obs.BulkheadInFlight(p.route, b.InFlight()) }
 	}
 
 	resp, err := p.execute(st)
@@ -116,12 +114,11 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 		st.trace.Attempts = int(st.attempts.Load())
 	}
 	if err != nil {
-		release()
-		cancel(nil)
+		st.finish()
 		return nil, err
 	}
 	rb := resp.Body.(*respBody)
-	rb.finish = func() { release(); cancel(nil) }
+	rb.final = true
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// ReverseProxy needs the upgraded connection as a ReadWriteCloser;
 		// a WebSocket has no idle timeout of ours.
@@ -129,27 +126,64 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body = &upgradedBody{rb}
 		}
 	} else if p.idle > 0 {
-		rb.startIdle(p.idle, func() { cancel(errStreamIdle) })
+		st.streaming.Store(true)
+		rb.idle, rb.idleTimer = p.idle, timer
 	}
 	return resp, nil
+}
+
+// expire is the request's one timer: the route timeout until response
+// headers, then the stream idle timeout.
+func (st *reqState) expire() {
+	if st.streaming.Load() {
+		st.cancel(errStreamIdle)
+	} else {
+		st.cancel(ErrTimeout)
+	}
+}
+
+// finish ends the request: its bulkhead slot and its context. It runs
+// once, when the request fails or its body is closed.
+func (st *reqState) finish() {
+	if st.slot {
+		b := st.p.bulkhead
+		b.release()
+		st.p.obs.BulkheadInFlight(st.p.route, b.InFlight())
+	}
+	st.cancel(nil)
 }
 
 var errStreamIdle = errors.New("stream idle timeout")
 
 // execute runs the attempts: once, or through failsafe's retry (and hedge).
 func (p *Pipeline) execute(st *reqState) (*http.Response, error) {
-	ex := p.plain
+	var resp *http.Response
+	var err error
 	if p.hedged != nil && (st.req.Method == http.MethodGet || st.req.Method == http.MethodHead) &&
 		st.replayable() && st.req.Header.Get("Upgrade") == "" {
-		ex = p.hedged
+		st.hedging = true
+		resp, err = p.hedged.WithContext(st.ctx).GetWithExecution(func(e failsafe.Execution[*http.Response]) (*http.Response, error) {
+			return p.attempt(st, e)
+		})
+	} else {
+		// The first attempt runs before failsafe is involved: most succeed,
+		// and the executor costs a dozen allocations per request. Only a
+		// failure worth retrying starts it, with that attempt handed over
+		// as its first.
+		resp, err = p.attempt(st, nil)
+		if p.plain == nil || !p.retry.shouldRetry(resp, err) {
+			return resp, st.finalError(err)
+		}
+		first, firstErr := resp, err
+		handed := false
+		resp, err = p.plain.WithContext(st.ctx).GetWithExecution(func(e failsafe.Execution[*http.Response]) (*http.Response, error) {
+			if !handed {
+				handed = true
+				return first, firstErr
+			}
+			return p.attempt(st, e)
+		})
 	}
-	if ex == nil {
-		resp, err := p.attempt(st, nil)
-		return resp, unwrapAttempt(err)
-	}
-	resp, err := ex.WithContext(st.ctx).GetWithExecution(func(e failsafe.Execution[*http.Response]) (*http.Response, error) {
-		return p.attempt(st, e)
-	})
 	if errors.Is(err, budget.ErrExceeded) {
 		// The budget refused a retry: the failure is returned as it came.
 		resp, err = st.lastResult()
@@ -158,7 +192,7 @@ func (p *Pipeline) execute(st *reqState) (*http.Response, error) {
 		resp = nil
 	}
 	st.discardAll(resp)
-	return resp, unwrapAttempt(err)
+	return resp, st.finalError(err)
 }
 
 // attempt sends one request upstream: breaker → quota → per-try timeout →
@@ -208,8 +242,16 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 		}
 	}
 
-	actx, cancel := context.WithCancel(st.ctx)
-	rb := &respBody{st: st, cancel: cancel}
+	// An attempt has a context of its own only when something may end it
+	// alone: per_try_timeout, or losing to a hedge. Otherwise the
+	// request's context serves, and saves a context per attempt.
+	var actx context.Context = st.ctx
+	cancel := context.CancelFunc(noop)
+	if p.perTry > 0 || st.hedging {
+		actx, cancel = context.WithCancel(st.ctx)
+	}
+	rb := st.newBody()
+	rb.cancel = cancel
 	out := st.req.WithContext(actx)
 	out.Body = st.bodyForAttempt()
 	var timer *time.Timer
@@ -220,21 +262,28 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 		p.obs.Hedge(p.route, "sent")
 		rb.hedge = true
 	}
-	if e != nil {
+	if st.hedging {
 		// failsafe cancels an execution's context when a hedge wins or the
 		// executor gives up; an attempt still waiting for headers then
 		// stops. One that already has headers is left to discardAll: its
 		// context must not end under a body that may yet be the answer.
 		stop := context.AfterFunc(e.Context(), func() {
 			if !rb.hasResp.Load() {
+				rb.abandoned.Store(true)
 				cancel()
 			}
 		})
 		defer stop()
 	}
 	st.attempts.Add(1)
+	if p.budget != nil {
+		p.budget.attempts.Add(1)
+	}
 	start := time.Now()
 	resp, err := p.base.RoundTrip(out)
+	if p.budget != nil {
+		p.budget.attempts.Add(-1)
+	}
 	if timer != nil && !timer.Stop() {
 		if resp != nil {
 			drainClose(resp.Body)
@@ -244,7 +293,7 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 	elapsed := time.Since(start)
 	if err != nil {
 		cancel()
-		ae := st.attemptError(err, rb.timedOut.Load())
+		ae := st.attemptError(err, rb.timedOut.Load(), rb.abandoned.Load())
 		if b != nil {
 			b.record(p.breakerVerdict(ae), probe)
 		}
@@ -311,20 +360,38 @@ func statusClass(code int) string {
 
 // reqState is one request's passage through the pipeline.
 type reqState struct {
-	p     *Pipeline
-	ctx   context.Context
-	req   *http.Request
-	trace *Trace
+	p      *Pipeline
+	ctx    context.Context // &dctx
+	dctx   deadlineCtx
+	cancel context.CancelCauseFunc
+	req    *http.Request
+	trace  *Trace
 
+	slot      bool        // holds a bulkhead slot, released by finish
+	hedging   bool        // attempts run under the hedge executor
+	streaming atomic.Bool // headers are out: the timer is the idle timer
 	attempts  atomic.Int32
 	bodyTaken atomic.Bool // the original body went to an attempt
 	once      *onceBody   // a non-replayable body, shared by attempts
 	mu        sync.Mutex  // guards what follows (hedges run concurrently)
 	bodies    []*respBody // responses received, for discardAll
+	bodyBuf   [2]*respBody
+	first     respBody    // the first attempt's, saving an allocation
+	firstUsed atomic.Bool // first is taken (hedges race for it)
 	done      bool        // discardAll ran: late hedges discard themselves
 	lastResp  *http.Response
 	lastErr   error
 	breaker   State
+}
+
+func noop() {}
+
+func (st *reqState) newBody() *respBody {
+	if st.firstUsed.CompareAndSwap(false, true) {
+		st.first.st = st
+		return &st.first
+	}
+	return &respBody{st: st}
 }
 
 // deadlineCtx reports the route's deadline (for dials, quota waits and
@@ -404,6 +471,9 @@ func (st *reqState) register(rb *respBody, resp *http.Response) {
 		st.mu.Unlock()
 		rb.discard()
 		return
+	}
+	if st.bodies == nil {
+		st.bodies = st.bodyBuf[:0]
 	}
 	st.bodies = append(st.bodies, rb)
 	st.lastResp, st.lastErr = resp, nil

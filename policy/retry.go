@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/budget"
 	"github.com/failsafe-go/failsafe-go/hedgepolicy"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 
@@ -68,7 +67,18 @@ type attemptError struct {
 func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
 
-func unwrapAttempt(err error) error {
+// finalError is the error the pipeline returns for err. Once the request's
+// context has ended, that is the reason, whatever the attempt or failsafe
+// made of it: failsafe reports a context ended during an attempt or a
+// backoff as context.Canceled, which the proxy would take for a client
+// that left, though it was the route's timeout.
+func (st *reqState) finalError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st.ctx.Err() != nil {
+		return st.ctxError()
+	}
 	var ae *attemptError
 	if errors.As(err, &ae) {
 		if ae.kind == kindTimeout {
@@ -82,7 +92,10 @@ func unwrapAttempt(err error) error {
 	return err
 }
 
-func (st *reqState) attemptError(err error, timedOut bool) *attemptError {
+// attemptError classifies a failed attempt. timedOut: per_try_timeout
+// fired; abandoned: we cancelled it ourselves because failsafe gave up on
+// it (a hedge that lost) — like a client leaving, nobody's failure.
+func (st *reqState) attemptError(err error, timedOut, abandoned bool) *attemptError {
 	ae := &attemptError{err: err, st: st, kind: kindError}
 	switch {
 	case timedOut || errors.Is(err, ErrAttemptTimeout):
@@ -93,6 +106,8 @@ func (st *reqState) attemptError(err error, timedOut bool) *attemptError {
 		} else {
 			ae.kind = kindCanceled
 		}
+	case abandoned:
+		ae.kind = kindCanceled
 	case isDialError(err):
 		ae.kind = kindConnect
 		ae.unsent = st.once == nil || !st.once.read.Load()
@@ -181,30 +196,36 @@ func (s *retrySpec) delay(e failsafe.ExecutionAttempt[*http.Response]) time.Dura
 
 // abort ends the retry loop on a failure whose wait cannot fit in the
 // route's remaining time: the upstream's answer is passed through at once
-// rather than after a wait that ends in a timeout.
+// rather than after a wait that ends in a timeout. The wait is the capped
+// Retry-After, or the shortest the next backoff can be (it grows with each
+// attempt, so a check against the first backoff alone would let a later,
+// longer one run into the timeout and answer 504 instead).
 func (s *retrySpec) abort(resp *http.Response, err error) bool {
-	var ctx context.Context
+	var st *reqState
 	var wait time.Duration
 	if resp != nil {
-		ctx = resp.Request.Context()
+		rb, ok := resp.Body.(*respBody)
+		if !ok {
+			return false
+		}
+		st = rb.st
 		if ra, ok := s.retryAfter(resp); ok {
 			wait = ra
 		}
 	} else {
 		var ae *attemptError
 		if !errors.As(err, &ae) {
-			return true
+			return true // a rejection (breaker, quota, bulkhead, cancellation) is never retried
 		}
-		ctx = ae.st.ctx
+		st = ae.st
 	}
 	if wait == 0 {
-		wait = time.Duration(float64(s.initial) * (1 - s.jitter))
+		wait = time.Duration(float64(s.backoff(int(st.attempts.Load()))) * (1 - s.jitter))
 	}
-	deadline, ok := ctx.Deadline()
-	return ok && time.Until(deadline) < wait
+	return time.Until(st.dctx.deadline) < wait
 }
 
-func (p *Pipeline) buildRetry(bud budget.Budget) failsafe.Policy[*http.Response] {
+func (p *Pipeline) buildRetry(bud *attemptBudget) failsafe.Policy[*http.Response] {
 	s := p.retry
 	b := retrypolicy.NewBuilder[*http.Response]().
 		WithMaxAttempts(s.attempts).
@@ -220,7 +241,14 @@ func (p *Pipeline) buildRetry(bud budget.Budget) failsafe.Policy[*http.Response]
 					rb.park()
 				}
 			}
+		}).
+		OnRetry(func(e failsafe.ExecutionEvent[*http.Response]) {
+			// Counted here, once the budget has let the retry go, not when
+			// it is scheduled: a refused retry is no retry.
 			p.obs.Retry(p.route, retryReason(e.LastResult(), e.LastError()))
+			if t := traceFrom(e.Context()); t != nil {
+				t.Retries++
+			}
 		})
 	if bud != nil {
 		b = b.WithBudget(bud)
@@ -239,7 +267,7 @@ func retryReason(resp *http.Response, err error) string {
 	return kindError
 }
 
-func (p *Pipeline) buildHedge(h *config.Hedge, bud budget.Budget) failsafe.Policy[*http.Response] {
+func (p *Pipeline) buildHedge(h *config.Hedge, bud *attemptBudget) failsafe.Policy[*http.Response] {
 	good := func(resp *http.Response, err error) bool {
 		if err != nil || resp == nil {
 			return false
