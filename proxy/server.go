@@ -92,6 +92,8 @@ func (s *Server) Config() *config.Config {
 
 // request is what the proxy knows about one request, kept in its context.
 type request struct {
+	lw       logWriter // the response writer, in the same allocation
+	idHdr    []string  // []string{id}, shared by the upstream request and the response
 	start    time.Time
 	id       string
 	route    *route
@@ -104,6 +106,14 @@ type request struct {
 	tooLarge atomic.Bool
 }
 
+// idHeader is the request id as a header value, built once.
+func (rq *request) idHeader() []string {
+	if rq.idHdr == nil {
+		rq.idHdr = []string{rq.id}
+	}
+	return rq.idHdr
+}
+
 type requestKey struct{}
 
 func requestFrom(ctx context.Context) *request {
@@ -114,7 +124,8 @@ func requestFrom(ctx context.Context) *request {
 // ServeHTTP handles one data-plane request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq := &request{start: time.Now(), outcome: "upstream"}
-	lw := &logWriter{ResponseWriter: w}
+	lw := &rq.lw
+	lw.ResponseWriter = w
 	defer s.finish(lw, r, rq)
 	t := s.table.Load()
 	rq.id = requestID(r)
@@ -232,6 +243,17 @@ func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request
 		writeEntry(w, r, shared, rq.id, "hit", time.Now())
 		return true
 	}
+	if flight != nil {
+		// A leader that finished between our lookup and Join has stored its
+		// entry (it stores before Flight.Done): look again rather than lead
+		// a second upstream request for an answer that is already here.
+		if e, found := c.store.Get(key); found && c.policy.Freshness(e, time.Now()) == cache.Fresh {
+			flight.Done(e)
+			rq.cacheRes, rq.outcome = "hit", "cache_hit"
+			writeEntry(w, r, e, rq.id, "hit", time.Now())
+			return true
+		}
+	}
 	cp := &capture{c: c, key: key, flight: flight}
 	*r = *withCapture(r, cp)
 	return false
@@ -262,10 +284,13 @@ func withCapture(r *http.Request, cp *capture) *http.Request {
 func writeEntry(w http.ResponseWriter, r *http.Request, e *cache.Entry, id, status string, now time.Time) {
 	h := w.Header()
 	e.CopyHeader(h)
-	h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
-	h.Set("X-Breakwater-Cache", status)
-	h.Set("X-Request-Id", id)
-	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+	// The four fields share one backing array (capacity clipped, as Set
+	// would leave them): a hit allocates once here rather than four times.
+	v := make([]string, 4)
+	v[0] = strconv.FormatInt(int64(e.Age(now)/time.Second), 10)
+	v[1], v[2] = status, id
+	v[3] = strconv.Itoa(len(e.Body))
+	h["Age"], h["X-Breakwater-Cache"], h["X-Request-Id"], h["Content-Length"] = v[0:1:1], v[1:2:2], v[2:3:3], v[3:4:4]
 	w.WriteHeader(e.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(e.Body)
@@ -279,7 +304,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if rq == nil {
 		return nil
 	}
-	resp.Header.Set("X-Request-Id", rq.id)
+	resp.Header["X-Request-Id"] = rq.idHeader()
 	rt := rq.route
 	if resp.StatusCode >= 500 && (rq.stale != nil || rt.fallback != nil) {
 		return errUpstreamFailed // answered by stale or fallback in errorHandler
@@ -470,11 +495,19 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // bufferPool lends ReverseProxy its copy buffers instead of a fresh 32 KiB
 // per request.
+// It pools array pointers, so Put does not allocate a slice header.
 type bufferPool struct{ p sync.Pool }
 
+const copyBufferSize = 32 << 10
+
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (b *bufferPool) Put(x []byte) {
+	if cap(x) >= copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(x[:copyBufferSize]))
+	}
+}

@@ -230,7 +230,7 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
 		out.Header[kv[0]] = []string{kv[1]}
 	}
 	if rq := requestFrom(in.Context()); rq != nil {
-		out.Header.Set("X-Request-Id", rq.id)
+		out.Header["X-Request-Id"] = rq.idHeader()
 	}
 }
 
