@@ -477,6 +477,12 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		b.cancel(errBodyTooLarge)
 		return n, errBodyTooLarge
 	}
+	if err != nil && err != io.EOF {
+		// The client's body broke (a bad chunk, a reset): that is the
+		// client's failure, so the attempt must end as a cancellation,
+		// never as an upstream failure a breaker would count.
+		b.cancel(context.Canceled)
+	}
 	return n, err
 }
 
