@@ -83,7 +83,13 @@ func (p Policy) Key(route string, r *http.Request) string {
 	}
 	// Length-prefixed fields: a route name, a host or a path can hold any
 	// separator we might pick, and "a|b" + "c" must not equal "a" + "b|c".
-	b := make([]byte, 0, 128+len(route)+len(host)+len(path)+len(query))
+	// Built on the stack when it fits: a lookup then allocates only the
+	// key string itself.
+	var scratch [256]byte
+	b := scratch[:0]
+	if n := 128 + len(route) + len(host) + len(path) + len(query); n > len(scratch) {
+		b = make([]byte, 0, n)
+	}
 	b = appendField(b, route)
 	b = appendField(b, methodClass(r.Method))
 	b = appendField(b, strings.ToLower(host))

@@ -317,10 +317,9 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 	p.obs.Attempt(p.route, p.upstream, statusClass(resp.StatusCode), elapsed)
 	if q := p.quota; q != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		if ra, ok := ratelimit.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok && ra > 0 {
-			q.Pause(ra)
 			// Report the pause in force (capped by max_pause; none when
 			// honor_retry_after is off), not the raw Retry-After.
-			if paused := q.Snapshot().PausedFor; paused > 0 {
+			if paused := q.Pause(ra); paused > 0 {
 				p.obs.QuotaPaused(p.upstream, paused)
 			}
 		}

@@ -421,3 +421,44 @@ func TestCacheConcurrentMissesSendOneRequest(t *testing.T) {
 		t.Errorf("X-Breakwater-Cache: %v; want 1 miss and %d hits", states, n-1)
 	}
 }
+
+func TestCacheUnshareableAnswerReleasesTheWaiters(t *testing.T) {
+	release := make(chan struct{})
+	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		time.Sleep(200 * time.Millisecond)
+		fmt.Fprintf(w, "answer %d", n)
+	})
+	p := startLim(t, cacheYAML, cacheRoute(u.URL, `{ ttl: 1m }`))
+	const n = 20
+	p.client.Transport.(*http.Transport).MaxIdleConnsPerHost = n
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	start := time.Now()
+	for range n {
+		wg.Go(func() {
+			<-release
+			resp, err := p.client.Get(p.URL + "/private")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && resp.Header.Get("X-Breakwater-Cache") == "miss" {
+				ok.Add(1)
+			}
+		})
+	}
+	close(release)
+	wg.Wait()
+	took := time.Since(start)
+	// The waiters learn at the leader's headers that they must go on
+	// their own: about two upstream round trips in all, not twenty.
+	if ok.Load() != n || u.hits.Load() != n {
+		t.Errorf("%d of %d answered as misses, %d upstream requests; want every one sent upstream", ok.Load(), n, u.hits.Load())
+	}
+	if took > 2*time.Second {
+		t.Errorf("took %s: the waiters were held past the leader's headers", took)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
@@ -40,8 +39,6 @@ func SetHeaders(h http.Header, name string, policy config.Rate, burst int, d Dec
 	if policy.Period != time.Duration(w)*time.Second {
 		q = max(int(math.Floor(perSec*float64(w))), 1)
 	}
-	sfName := sfString(name)
-
 	var t time.Duration
 	switch {
 	case !d.Allowed:
@@ -54,10 +51,30 @@ func SetHeaders(h http.Header, name string, policy config.Rate, burst int, d Dec
 		t = d.Reset
 	}
 
-	h.Set("RateLimit-Policy", sfName+";q="+strconv.Itoa(q)+";w="+strconv.FormatInt(w, 10))
-	h.Set("RateLimit", sfName+";r="+strconv.Itoa(max(d.Remaining, 0))+";t="+strconv.FormatInt(max(ceilSeconds(t), 0), 10))
+	// This runs on every request of a limited route, so both values are
+	// built in one stack buffer and share one backing array: three
+	// allocations (two strings and the array) rather than nine.
+	var scratch [128]byte
+	b := appendSFString(scratch[:0], name)
+	nameEnd := len(b)
+	b = append(b, ";q="...)
+	b = strconv.AppendInt(b, int64(q), 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, w, 10)
+	policyValue := string(b)
+	b = append(b[:nameEnd], ";r="...)
+	b = strconv.AppendInt(b, int64(max(d.Remaining, 0)), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, max(ceilSeconds(t), 0), 10)
+	values := []string{policyValue, string(b), ""}
+	// The canonical forms of RateLimit-Policy and RateLimit, as Set would
+	// store them; the capacities are clipped so that an Add cannot write
+	// into a neighbour.
+	h["Ratelimit-Policy"] = values[0:1:1]
+	h["Ratelimit"] = values[1:2:2]
 	if !d.Allowed {
-		h.Set("Retry-After", strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10))
+		values[2] = strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10)
+		h["Retry-After"] = values[2:3:3]
 	}
 }
 
@@ -76,25 +93,22 @@ func ceilSeconds(d time.Duration) int64 {
 	return s
 }
 
-// sfString renders s as a structured-field string (RFC 9651 §3.3.3):
-// quoted, with " and \ escaped. Characters a string cannot hold (controls,
-// non-ASCII) become '?', so that a route name can never break the header.
-func sfString(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
+// appendSFString appends s to b as a structured-field string (RFC 9651
+// §3.3.3): quoted, with " and \ escaped. Characters a string cannot hold
+// (controls, non-ASCII) become '?', so that a route name can never break
+// the header.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case c < 0x20 || c > 0x7e:
-			b.WriteByte('?')
+			b = append(b, '?')
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte('"')
-	return b.String()
+	return append(b, '"')
 }

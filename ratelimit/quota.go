@@ -14,6 +14,9 @@ import (
 // to it, and spent by every attempt actually sent (first tries, retries,
 // hedges, probes). It is a token bucket whose waiters queue in order of
 // arrival, plus a pause that the upstream can impose with Retry-After.
+// Callers that waited are let go at least one token interval apart in
+// real time, even when a timer fires late (see release), so that a quota
+// set to an upstream's own per-second limit keeps within it.
 // The zero value is not usable; call NewQuota.
 //
 // Why not golang.org/x/time/rate here, as Limiter does: a Quota must give a
@@ -36,6 +39,7 @@ type Quota struct {
 	last        time.Time // when tokens was computed; never goes backwards
 	pausedUntil time.Time
 	pauseCh     chan struct{} // closed, and replaced, when a pause is extended
+	lastSlept   time.Time     // when the last caller that slept for its token was let go
 
 	waiting   atomic.Int64
 	exhausted atomic.Uint64
@@ -125,11 +129,47 @@ func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
 			return q.now().Sub(start), err
 		}
 		if !retry {
-			return max(q.now().Sub(start), 0), nil
+			now, paceAt, pauseCh := q.release()
+			if !paceAt.After(now) {
+				return max(now.Sub(start), 0), nil
+			}
+			if retry, err = q.sleep(ctx, paceAt.Sub(now), paceAt, pauseCh); err != nil {
+				return q.now().Sub(start), err
+			}
+			if !retry {
+				return max(q.now().Sub(start), 0), nil
+			}
 		}
 		// A pause now ends after our grant: the token we hold was given back;
 		// queue again behind the pause, within what is left of the budget.
 	}
+}
+
+// release lets go a caller that slept until its token's time, no sooner
+// than one token interval after the previous such caller; if that is
+// later than now it returns when (the caller sleeps until then, and the
+// time is taken as its release).
+//
+// Why: grant times are computed in advance, at the rate, so a sleeper that
+// wakes late — timers on a busy machine do, by 15ms and more — would be
+// followed on schedule by the next ones, and N+1 requests of a burst-1
+// quota of N per period could reach the upstream within one period, which
+// an upstream counting a sliding window refuses with 429. Held back
+// instead, the lateness is passed down the queue rather than made up: what
+// is sent never runs faster than the rate, only now and then a hair slower.
+func (q *Quota) release() (now, paceAt time.Time, pauseCh <-chan struct{}) {
+	now = q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.perSec <= 0 {
+		return now, now, nil
+	}
+	if next := q.lastSlept.Add(q.durationFor(1)); now.Before(next) {
+		q.lastSlept = next // claimed: the next sleeper queues behind it
+		return now, next, q.pauseCh
+	}
+	q.lastSlept = now
+	return now, now, nil
 }
 
 // reserve takes a token and says when it may be used (and what time it was
@@ -155,6 +195,10 @@ func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt tim
 		q.tokens--
 		if q.tokens < 0 {
 			grantAt = grantAt.Add(q.durationFor(-q.tokens))
+		}
+		// Not within one interval of a sleeper released late (see release).
+		if next := q.lastSlept.Add(q.durationFor(1)); next.After(grantAt) {
+			grantAt = next
 		}
 	}
 	if grantAt.Sub(start) > budget {
@@ -226,11 +270,17 @@ func (q *Quota) durationFor(tokens float64) time.Duration {
 // already in force. It does nothing when honor_retry_after is false or
 // d <= 0. Waiting callers whose token would come before the new end wait
 // on, or fail with a Paused *ExhaustedError when it no longer fits.
-func (q *Quota) Pause(d time.Duration) {
+//
+// It returns the pause now in force from this call on: d capped at
+// max_pause, or longer when an earlier pause ends later; 0 when nothing is
+// paused (not honoured, d <= 0). Report that, not d: d is only what the
+// upstream asked for.
+func (q *Quota) Pause(d time.Duration) time.Duration {
 	if !q.honor || d <= 0 || q.maxPause <= 0 {
-		return
+		return 0
 	}
-	until := q.now().Add(min(d, q.maxPause))
+	now := q.now()
+	until := now.Add(min(d, q.maxPause))
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if until.After(q.pausedUntil) {
@@ -238,6 +288,7 @@ func (q *Quota) Pause(d time.Duration) {
 		close(q.pauseCh)
 		q.pauseCh = make(chan struct{})
 	}
+	return q.pausedUntil.Sub(now)
 }
 
 // Refund gives back a token that Wait granted for an attempt that was never

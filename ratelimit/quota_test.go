@@ -239,16 +239,22 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 	cfg.MaxPause = config.Duration(3 * time.Second)
 	q := NewQuota(cfg, WithClock(clock.Now))
 
-	q.Pause(time.Hour)
+	if got := q.Pause(time.Hour); got != 3*time.Second {
+		t.Errorf("Pause(1h) with max_pause 3s returned %v, want the capped 3s", got)
+	}
 	if got := q.Snapshot().PausedFor; got != 3*time.Second {
 		t.Errorf("Pause(1h) with max_pause 3s: PausedFor = %v, want 3s", got)
 	}
-	q.Pause(time.Second)
+	if got := q.Pause(time.Second); got != 3*time.Second {
+		t.Errorf("a shorter Pause returned %v, want the 3s still in force", got)
+	}
 	if got := q.Snapshot().PausedFor; got != 3*time.Second {
 		t.Errorf("a shorter Pause shortened the pause to %v", got)
 	}
 	clock.Advance(2 * time.Second)
-	q.Pause(2 * time.Second) // ends 1s after the first: extends it
+	if got := q.Pause(2 * time.Second); got != 2*time.Second { // ends 1s after the first: extends it
+		t.Errorf("an extending Pause returned %v, want 2s", got)
+	}
 	if got := q.Snapshot().PausedFor; got != 2*time.Second {
 		t.Errorf("PausedFor = %v, want 2s", got)
 	}
@@ -259,13 +265,17 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 
 	cfg.HonorRetryAfter = false
 	off := NewQuota(cfg, WithClock(clock.Now))
-	off.Pause(time.Second)
+	if got := off.Pause(time.Second); got != 0 {
+		t.Errorf("honor_retry_after false: Pause returned %v, want 0", got)
+	}
 	if got := off.Snapshot().PausedFor; got != 0 {
 		t.Errorf("honor_retry_after false: PausedFor = %v, want 0", got)
 	}
 	cfg.HonorRetryAfter, cfg.MaxPause = true, 0
 	zero := NewQuota(cfg, WithClock(clock.Now))
-	zero.Pause(time.Second)
+	if got := zero.Pause(time.Second); got != 0 {
+		t.Errorf("max_pause 0: Pause returned %v, want 0", got)
+	}
 	if got := zero.Snapshot().PausedFor; got != 0 {
 		t.Errorf("max_pause 0: PausedFor = %v, want 0", got)
 	}
@@ -343,5 +353,42 @@ func BenchmarkQuotaWaitNoContention(b *testing.B) {
 		if _, err := q.Wait(ctx); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A sleeper that wakes late must not let the next ones catch up with the
+// schedule: N+1 requests within one period is what an upstream counting a
+// sliding window refuses. The lateness is passed down the queue instead.
+func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
+	clock := newFakeClock()
+	q := NewQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute), WithClock(clock.Now))
+	t0 := clock.Now()
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+
+	// The sleeper due at t0 wakes 15ms late: it goes at once.
+	clock.Advance(15 * time.Millisecond)
+	if now, paceAt, _ := q.release(); !paceAt.Equal(now) {
+		t.Fatalf("a first late sleeper was held until %v, want at once", paceAt.Sub(t0))
+	}
+	// The next, due at 100ms, wakes on time: held until 115ms.
+	clock.Advance(85 * time.Millisecond)
+	if _, paceAt, _ := q.release(); !paceAt.Equal(at(115 * time.Millisecond)) {
+		t.Errorf("the next sleeper goes at %v, want 115ms", paceAt.Sub(t0))
+	}
+	// And the one due at 200ms, until 215ms: the slot at 115ms was claimed.
+	clock.Advance(100 * time.Millisecond)
+	if _, paceAt, _ := q.release(); !paceAt.Equal(at(215 * time.Millisecond)) {
+		t.Errorf("the one after goes at %v, want 215ms", paceAt.Sub(t0))
+	}
+	// A token free at once, within an interval of that release, waits for it.
+	clock.Advance(100 * time.Millisecond) // 300ms: the bucket has a token
+	_, grantAt, _, err := q.reserve(clock.Now(), time.Minute)
+	if err != nil || !grantAt.Equal(at(315*time.Millisecond)) {
+		t.Errorf("reserve at 300ms: %v at %v, want the token at 315ms", err, grantAt.Sub(t0))
+	}
+	// Once an interval has passed, sleepers go at once again.
+	clock.Advance(200 * time.Millisecond)
+	if now, paceAt, _ := q.release(); !paceAt.Equal(now) {
+		t.Errorf("a sleeper long after the last one was held until %v", paceAt.Sub(t0))
 	}
 }
