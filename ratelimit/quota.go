@@ -116,14 +116,19 @@ func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		budget = min(budget, dl.Sub(start))
 	}
+	slept := false
 	for {
 		now, grantAt, pauseCh, err := q.reserve(start, budget)
 		if err != nil {
 			return 0, err
 		}
 		if !grantAt.After(now) {
+			if !slept {
+				return 0, nil // granted at once: no wait to report
+			}
 			return max(now.Sub(start), 0), nil
 		}
+		slept = true
 		retry, err := q.sleep(ctx, grantAt.Sub(now), grantAt, pauseCh)
 		if err != nil {
 			return q.now().Sub(start), err
