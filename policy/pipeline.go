@@ -212,7 +212,9 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 	}
 	if q := p.quota; q != nil {
 		waited, err := q.Wait(st.ctx)
-		if waited > 0 {
+		if err == nil {
+			// Every granted attempt is a sample, an immediate grant a zero:
+			// the histogram then says which share of attempts waited.
 			p.obs.QuotaWaited(p.upstream, waited)
 		}
 		if err != nil {

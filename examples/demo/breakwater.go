@@ -256,8 +256,8 @@ func (p *process) stats() (*adminStats, error) {
 		case "breakwater_quota_wait_seconds_count":
 			s.quotaWaits += m.value
 		case "breakwater_quota_wait_seconds_bucket":
-			// An attempt granted a token at once may still be observed
-			// with a wait of a few microseconds: count only real waits.
+			// Every attempt is observed, one granted at once as a zero
+			// wait: count only real waits (over a millisecond).
 			if m.labels["le"] == "0.001" {
 				s.quotaWaits -= m.value
 			}
