@@ -234,10 +234,6 @@ routes:
 		raw  string // {P} is the path of the outer request
 		// control: /smuggled is a genuine second request and must arrive.
 		control bool
-		// knownBug: breakwater is known to fail this case (reported, with
-		// the fix, in docs/resilience.md); it is logged, not failed, until
-		// fixed. Remove the marker with the fix.
-		knownBug string
 	}{
 		{name: "control: two pipelined GETs", raw: "GET {P} HTTP/1.1\r\nHost: x\r\n\r\n" + smuggled, control: true},
 		{name: "duplicate Content-Length, different values",
@@ -247,14 +243,11 @@ routes:
 		{name: "Content-Length with a plus sign",
 			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n" + smuggled},
 		{name: "Content-Length and Transfer-Encoding together (CL.TE)",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
-			knownBug: "CL+TE: the connection stays open after the request (RFC 9112 §6.3 says close it)"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
 		{name: "Expect: 100-continue with CL.TE",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
-			knownBug: "CL+TE: the connection stays open after the request (RFC 9112 §6.3 says close it)"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
 		{name: "bare LF line endings in headers, CL.TE",
-			raw:      "POST {P} HTTP/1.1\nHost: x\nContent-Length: " + clte + "\nTransfer-Encoding: chunked\n\n0\r\n\r\n" + smuggled,
-			knownBug: "CL+TE: the connection stays open after the request (RFC 9112 §6.3 says close it)"},
+			raw: "POST {P} HTTP/1.1\nHost: x\nContent-Length: " + clte + "\nTransfer-Encoding: chunked\n\n0\r\n\r\n" + smuggled},
 		{name: "Transfer-Encoding: chunked, chunked (+ Content-Length)",
 			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n" + smuggled},
 		{name: "Transfer-Encoding: chunked, chunked (alone)",
@@ -266,17 +259,13 @@ routes:
 		{name: "Transfer-Encoding: xchunked",
 			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + smuggled},
 		{name: "bare LF in a chunk-size line",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n" + smuggled,
-			knownBug: "a malformed chunked body is answered 200 with an empty body (buffered route) instead of 400"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n" + smuggled},
 		{name: "bare LF after the last chunk",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\n\n" + smuggled,
-			knownBug: "a malformed chunked body is answered 200 with an empty body (buffered route) instead of 400"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\n\n" + smuggled},
 		{name: "chunk extension with a bare LF",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext\nhello\r\n0\r\n\r\n" + smuggled,
-			knownBug: "a malformed chunked body is answered 200 with an empty body (buffered route) instead of 400"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext\nhello\r\n0\r\n\r\n" + smuggled},
 		{name: "chunk size overflowing 64 bits",
-			raw:      "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n" + smuggled,
-			knownBug: "a malformed chunked body is answered 200 with an empty body (buffered route) instead of 400"},
+			raw: "POST {P} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n" + smuggled},
 		{name: "two Host headers",
 			raw: "GET {P} HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n" + smuggled},
 		{name: "obs-fold hiding Transfer-Encoding",
@@ -286,7 +275,6 @@ routes:
 		{name: "HTTP/1.0 with Transfer-Encoding",
 			raw: "POST {P} HTTP/1.0\r\nHost: x\r\nContent-Length: " + clte + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
 	}
-	known := map[string]bool{}
 	type sent struct {
 		route, name, path, smuggledPath string
 		lines                           []string
@@ -333,18 +321,7 @@ routes:
 			problems = append(problems, "answered 200 without forwarding the request")
 		}
 		for _, p := range problems {
-			if tc.knownBug != "" {
-				known[tc.knownBug] = true
-				t.Logf("    KNOWN BUG (%s): %s", tc.knownBug, p)
-			} else {
-				t.Errorf("%s %s: %s", r.route, tc.name, p)
-			}
-		}
-	}
-	for _, tc := range cases {
-		if tc.knownBug != "" && !known[tc.knownBug] {
-			t.Logf("known bug %q no longer reproduces: remove its marker", tc.knownBug)
-			known[tc.knownBug] = true
+			t.Errorf("%s %s: %s", r.route, tc.name, p)
 		}
 	}
 }

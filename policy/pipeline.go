@@ -249,7 +249,11 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 	// request's context serves, and saves a context per attempt.
 	var actx context.Context = st.ctx
 	cancel := context.CancelFunc(noop)
-	if p.perTry > 0 || st.hedging {
+	perTry := p.perTry
+	if dl, ok := st.ctx.Deadline(); ok && perTry > 0 && time.Until(dl) <= perTry {
+		perTry = 0 // the route's own timeout comes first: no timer needed
+	}
+	if perTry > 0 || st.hedging {
 		actx, cancel = context.WithCancel(st.ctx)
 	}
 	rb := st.newBody()
@@ -257,8 +261,8 @@ func (p *Pipeline) attempt(st *reqState, e failsafe.Execution[*http.Response]) (
 	out := st.req.WithContext(actx)
 	out.Body = st.bodyForAttempt()
 	var timer *time.Timer
-	if p.perTry > 0 {
-		timer = time.AfterFunc(p.perTry, func() { rb.timedOut.Store(true); cancel() })
+	if perTry > 0 {
+		timer = time.AfterFunc(perTry, func() { rb.timedOut.Store(true); cancel() })
 	}
 	if e != nil && e.IsHedge() {
 		p.obs.Hedge(p.route, "sent")

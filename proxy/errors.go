@@ -21,6 +21,7 @@ type Kind string
 const (
 	KindNoRoute             Kind = "no_route"
 	KindBodyTooLarge        Kind = "body_too_large"
+	KindBadRequest          Kind = "bad_request" // not in SPEC's table: a malformed request body
 	KindRateLimited         Kind = "rate_limited"
 	KindQuotaExhausted      Kind = "quota_exhausted"
 	KindCircuitOpen         Kind = "circuit_open"
@@ -36,11 +37,16 @@ const StatusClientClosed = 499
 // errBodyTooLarge is returned by the request body reader past server.max_body.
 var errBodyTooLarge = errors.New("request body too large")
 
+// errMalformedBody is a request body whose framing is invalid (a bad chunk).
+var errMalformedBody = errors.New("malformed request body")
+
 // classify is the one place that maps any error to a kind and a status.
 func classify(err error) (Kind, int) {
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		return KindBodyTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, errMalformedBody):
+		return KindBadRequest, http.StatusBadRequest
 	case errors.Is(err, errRateLimited):
 		return KindRateLimited, http.StatusTooManyRequests
 	case errors.Is(err, policy.ErrCircuitOpen):
@@ -67,6 +73,7 @@ var (
 var titles = map[Kind]string{
 	KindNoRoute:             "No route matches this request",
 	KindBodyTooLarge:        "Request body too large",
+	KindBadRequest:          "Malformed request",
 	KindRateLimited:         "Too many requests",
 	KindQuotaExhausted:      "Upstream quota exhausted",
 	KindCircuitOpen:         "Upstream circuit open",
@@ -80,6 +87,7 @@ var titles = map[Kind]string{
 var details = map[Kind]string{
 	KindNoRoute:             "breakwater has no route for this method and path.",
 	KindBodyTooLarge:        "The request body is larger than this proxy accepts.",
+	KindBadRequest:          "The request body is not valid HTTP (for example a malformed chunk).",
 	KindRateLimited:         "This client sent too many requests to this route.",
 	KindQuotaExhausted:      "The upstream API's request quota is used up for now.",
 	KindCircuitOpen:         "The upstream API is failing, so breakwater has stopped calling it for a while.",
@@ -98,6 +106,7 @@ var jsonrpcCodes = map[Kind]int{
 	KindTimeout:             -31504,
 	KindNoRoute:             -31404,
 	KindBodyTooLarge:        -31413,
+	KindBadRequest:          -31400,
 }
 
 // errorReply is everything an error response needs.

@@ -17,18 +17,25 @@ type logWriter struct {
 	http.ResponseWriter
 	status  int
 	written int64
+	// closeConn asks for "Connection: close" on the final response. It is
+	// set here, as the header goes out, because ReverseProxy clears the
+	// header map after relaying a 1xx (100 Continue).
+	closeConn bool
 }
 
 func (w *logWriter) WriteHeader(code int) {
 	if w.status == 0 || w.status < 200 {
 		w.status = code
 	}
+	if w.closeConn && code >= 200 {
+		w.Header().Set("Connection", "close")
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.written += int64(n)

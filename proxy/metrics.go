@@ -37,7 +37,8 @@ type Metrics struct {
 	reloads         *prometheus.CounterVec
 	lastReload      prometheus.Gauge
 
-	routes seriesCache[string, *routeSeries] // per-request children, by route
+	routes   seriesCache[string, *routeSeries]        // per-request children, by route
+	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
 }
 
 // NewMetrics registers every metric on a new registry, with the Go and
@@ -272,7 +273,7 @@ func (m *Metrics) BulkheadInFlight(route string, n int) {
 func (m *Metrics) BulkheadRejected(route string) { m.bulkheadRej.WithLabelValues(route).Inc() }
 
 func (m *Metrics) QuotaWaited(upstream string, d time.Duration) {
-	m.quotaWait.WithLabelValues(upstream).Observe(d.Seconds())
+	m.quotaObs.get(upstream, func() prometheus.Observer { return m.quotaWait.WithLabelValues(upstream) }).Observe(d.Seconds())
 }
 
 func (m *Metrics) QuotaExhausted(upstream, route string, retryAfter time.Duration) {

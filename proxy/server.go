@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -92,18 +93,19 @@ func (s *Server) Config() *config.Config {
 
 // request is what the proxy knows about one request, kept in its context.
 type request struct {
-	lw       logWriter // the response writer, in the same allocation
-	idHdr    []string  // []string{id}, shared by the upstream request and the response
-	start    time.Time
-	id       string
-	route    *route
-	trace    policy.Trace
-	rpc      *jsonrpcRequest
-	outcome  string // upstream, cache_hit, stale, fallback, rejected
-	cacheRes string // hit, miss, stale ("" = no cache)
-	errKind  Kind
-	stale    *cache.Entry // an entry that may answer if the upstream fails
-	tooLarge atomic.Bool
+	lw        logWriter // the response writer, in the same allocation
+	idHdr     []string  // []string{id}, shared by the upstream request and the response
+	start     time.Time
+	id        string
+	route     *route
+	trace     policy.Trace
+	rpc       *jsonrpcRequest
+	outcome   string // upstream, cache_hit, stale, fallback, rejected
+	cacheRes  string // hit, miss, stale ("" = no cache)
+	errKind   Kind
+	stale     *cache.Entry // an entry that may answer if the upstream fails
+	tooLarge  atomic.Bool
+	malformed atomic.Bool // the client's body was not valid HTTP framing
 }
 
 // idHeader is the request id as a header value, built once.
@@ -129,6 +131,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.finish(lw, r, rq)
 	t := s.table.Load()
 	rq.id = requestID(r)
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// A chunked request may have come with a Content-Length that Go
+		// dropped (RFC 9112 §6.3: Transfer-Encoding wins, and the server
+		// must close the connection after responding), so bytes after its
+		// last chunk are never read as a next request: no smuggling.
+		lw.closeConn = true
+	}
 
 	urlPath := cleanPath(r.URL.Path)
 	if urlPath != r.URL.Path {
@@ -345,6 +354,8 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	}
 	if rq.tooLarge.Load() {
 		err = errBodyTooLarge
+	} else if rq.malformed.Load() {
+		err = errMalformedBody
 	}
 	kind, _ := classify(err)
 	if kind == kindClientClosed && r.Context().Err() == nil {
@@ -361,7 +372,7 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		rq.errKind, rq.outcome = kind, "rejected"
 		return
 	}
-	if kind != KindBodyTooLarge {
+	if kind != KindBodyTooLarge && kind != KindBadRequest {
 		if e := rq.stale; e != nil {
 			rq.cacheRes, rq.outcome, rq.errKind = "stale", "stale", kind
 			writeEntry(w, r, e, rq.id, "stale", time.Now())
@@ -387,6 +398,9 @@ func (s *Server) reject(w http.ResponseWriter, rq *request, err error, retryAfte
 	rq.errKind, rq.outcome = kind, "rejected"
 	if kind == kindClientClosed {
 		return
+	}
+	if kind == KindBadRequest {
+		w.Header().Set("Connection", "close") // the framing is lost: the connection cannot be trusted
 	}
 	reply := errorReply{kind: kind, status: status, retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto"}
 	if rq.route != nil {
@@ -420,7 +434,7 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 		if rq.tooLarge.Load() {
 			return errBodyTooLarge
 		}
-		return context.Canceled // the client's body broke off: it is gone
+		return bodyError(err)
 	}
 	if int64(len(buf)) > limit {
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
@@ -481,9 +495,24 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		// The client's body broke (a bad chunk, a reset): that is the
 		// client's failure, so the attempt must end as a cancellation,
 		// never as an upstream failure a breaker would count.
-		b.cancel(context.Canceled)
+		cause := bodyError(err)
+		if errors.Is(cause, errMalformedBody) {
+			b.rq.malformed.Store(true)
+		}
+		b.cancel(cause)
 	}
 	return n, err
+}
+
+// bodyError tells a client that went away from one that sent a malformed
+// body and is still waiting for an answer (400). net/http cancels the
+// request's context on either, so only the error itself can tell.
+func bodyError(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return context.Canceled
+	}
+	return errMalformedBody
 }
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
