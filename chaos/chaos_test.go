@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // Every scenario of docs/resilience.md, in its order.
@@ -200,8 +202,11 @@ routes:
 		t.Errorf("%d attempts reached the upstream while the breaker was open", after)
 	}
 	bound := 2 * time.Millisecond
-	if raceEnabled {
-		bound = 10 * time.Millisecond // the client is race-built (make test); make chaos is not
+	if testkit.RaceEnabled {
+		// The test binary (the client side) is race-built (make test), which
+		// slows it several-fold; make chaos is not, and the breakwater binary
+		// under test never is.
+		bound = 10 * time.Millisecond
 	}
 	if p99 > bound {
 		t.Errorf("fail-fast p99 %s, want ≤ %s", ms(p99), ms(bound))
@@ -314,8 +319,10 @@ routes:
 			t.Errorf("bounded: answered after %s, want within the 500 ms route timeout (+250 ms margin)", ms(a.elapsed))
 		}
 	}
-	if got := count("bounded"); got > 4*n || got < 3*n {
-		t.Errorf("bounded: %d upstream attempts, want 3–4 per request (500 ms / 160 ms)", got)
+	// 500 ms / 160 ms allows 3–4 attempts; on a loaded machine timers fire
+	// late and fewer fit, but never more, and never fewer than two.
+	if got := count("bounded"); got > 4*n || got < 2*n {
+		t.Errorf("bounded: %d upstream attempts, want 2–4 per request (500 ms / 160 ms, fewer when timers run late)", got)
 	}
 	for _, a := range results["rescue"] {
 		if a.status != 200 || a.elapsed > time.Second {
@@ -596,9 +603,9 @@ routes:
 	start := time.Now()
 	badReloads := 0
 	for gen := 1; gen <= reloads; gen++ {
-		b.write(config(gen))
+		testkit.ReplaceFile(t, b.File, config(gen))
 		if gen%2 == 0 {
-			b.signal(syscall.SIGHUP)
+			b.Signal(t, syscall.SIGHUP)
 		} else {
 			resp, err := http.Post(b.Admin+"/reload", "", nil)
 			if err != nil {
@@ -614,7 +621,7 @@ routes:
 		time.Sleep(25 * time.Millisecond)
 	}
 	last := fmt.Sprintf("gen-%d", reloads)
-	waitFor(t, "the last config upstream", 5*time.Second, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the last config upstream", func() bool {
 		seenMu.Lock()
 		defer seenMu.Unlock()
 		return seen[last] > 0
@@ -666,10 +673,10 @@ routes:
 	for i := 0; i < n; i++ {
 		go func() { answers <- get(c, b.URL+"/slow") }()
 	}
-	waitFor(t, fmt.Sprintf("%d requests in flight upstream", n), 10*time.Second, func() bool { return inflight.Load() == int64(n) })
-	b.signal(syscall.SIGTERM)
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d requests in flight upstream", n), func() bool { return inflight.Load() == int64(n) })
+	b.Signal(t, syscall.SIGTERM)
 	// While draining, /readyz says 503 (the admin listener closes last).
-	b.waitStatus(b.Admin+"/readyz", http.StatusServiceUnavailable, 5*time.Second)
+	b.WaitStatus(t, b.Admin+"/readyz", http.StatusServiceUnavailable, 5*time.Second)
 	time.Sleep(100 * time.Millisecond)
 	signalled := time.Now()
 	close(release)
@@ -683,7 +690,7 @@ routes:
 			failures = append(failures, fmt.Sprintf("%d %q %v", a.status, a.body, a.err))
 		}
 	}
-	code := b.exitCode(15 * time.Second)
+	code := b.ExitCode(t, 15*time.Second)
 	t.Logf("SIGTERM with %d requests in flight: %d completed with 200, exit code %d, %s from release to exit",
 		n, ok, code, ms(time.Since(signalled)))
 	if ok != n {
