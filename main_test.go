@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 func TestRunDrainsInFlightRequestsOnSIGTERM(t *testing.T) {
@@ -62,9 +64,9 @@ func testDrain(t *testing.T, quick bool) {
 	})
 
 	dir := t.TempDir()
-	dataAddr, adminAddr := freeAddr(t), freeAddr(t)
+	dataAddr, adminAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	drainDelay := time.Duration(0)
-	var p *process
+	var p *testkit.Process
 	if quick {
 		// Quick mode ignores ./breakwater.yaml, even a broken one.
 		writeFile(t, dir, "breakwater.yaml", "this: [is not a config\n")
@@ -84,7 +86,7 @@ routes:
 		p = startBinary(t, dir, "run", "-config", cfg)
 	}
 	base, ready := "http://"+dataAddr, "http://"+adminAddr+"/readyz"
-	p.waitStatus(t, ready, http.StatusOK, 15*time.Second)
+	p.WaitStatus(t, ready, http.StatusOK, 15*time.Second)
 
 	c := &http.Client{Timeout: 20 * time.Second}
 	resp, err := c.Get(base + "/hello")
@@ -128,13 +130,11 @@ routes:
 			results <- result{resp.StatusCode, string(b), err}
 		}()
 	}
-	waitFor(t, "every slow request to reach the upstream", 15*time.Second, func() bool { return arrived.Load() == inFlight })
+	testkit.WaitFor(t, 15*time.Second, "every slow request to reach the upstream", func() bool { return arrived.Load() == inFlight })
 
 	sent := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	p.waitStatus(t, ready, http.StatusServiceUnavailable, 10*time.Second)
+	p.Signal(t, syscall.SIGTERM)
+	p.WaitStatus(t, ready, http.StatusServiceUnavailable, 10*time.Second)
 	if drainDelay > 0 {
 		// Still serving during drain_delay, so that endpoints that have
 		// not yet seen /readyz turn 503 lose nothing.
@@ -151,7 +151,7 @@ routes:
 		}
 	}
 	// The listener closes while the slow requests are still in flight ...
-	waitFor(t, "the data listener to stop accepting", 15*time.Second, func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the data listener to stop accepting", func() bool {
 		conn, err := net.DialTimeout("tcp", dataAddr, time.Second)
 		if err != nil {
 			return true
@@ -162,7 +162,7 @@ routes:
 	select {
 	case r := <-results:
 		t.Fatalf("a slow request finished before the upstream answered: %+v", r)
-	case <-p.exited:
+	case <-p.Exited():
 		t.Fatal("breakwater exited with requests in flight")
 	default:
 	}
@@ -173,7 +173,7 @@ routes:
 			t.Errorf("in-flight request: status %d, body %q, error %v; want 200 done", r.status, r.body, r.err)
 		}
 	}
-	if code := p.exitCode(t, 15*time.Second); code != 0 {
+	if code := p.ExitCode(t, 15*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 }
@@ -190,7 +190,7 @@ func TestRunRejectsUpstreamWithConfig(t *testing.T) {
 func TestRunWithABadConfigExits1(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "bw.yaml", "version: 1\nroutes: []\n")
-	out, code := runBinary(t, dir, nil, "run", "-config", cfg, "-listen", freeAddr(t), "-admin", freeAddr(t))
+	out, code := runBinary(t, dir, nil, "run", "-config", cfg, "-listen", testkit.FreeAddr(t), "-admin", testkit.FreeAddr(t))
 	if code != 1 || !strings.Contains(out, cfg+":") {
 		t.Errorf("exit %d, output %q; want 1 and the file's problems", code, out)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
@@ -63,7 +64,7 @@ func TestBreakerLifecycle(t *testing.T) {
 	// failsafe-go moves to half-open lazily, on the next request after the
 	// delay; until then /breakers says so honestly and the gauge, which
 	// has no such state, still says open.
-	eventually(t, 5*time.Second, "delta never became half-open due", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "delta to become half-open due", func() bool {
 		return e.breaker("delta").State == policy.HalfOpenDue
 	})
 	if b := check("delay passed", policy.HalfOpenDue, "open"); b.RetryIn != 0 {

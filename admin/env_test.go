@@ -2,15 +2,12 @@ package admin_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
@@ -38,7 +36,7 @@ type env struct {
 	metrics *proxy.Metrics
 	hub     *proxy.Hub
 	rl      *reload.Reloader
-	logs    *syncBuffer
+	logs    *testkit.SyncBuffer
 
 	// failing makes the upstream answer 503 to every path holding "fail".
 	failing atomic.Bool
@@ -51,7 +49,7 @@ type env struct {
 // the proxy set, and 503 on paths holding "fail".
 func newEnv(t *testing.T, yaml string) *env {
 	t.Helper()
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &testkit.SyncBuffer{}}
 	e.lastAuth.Store("")
 	e.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.lastAuth.Store(r.Header.Get("Authorization"))
@@ -93,14 +91,7 @@ func newEnv(t *testing.T, yaml string) *env {
 // renamed over it, so a reload never reads half a file.
 func (e *env) write(yaml string) {
 	e.t.Helper()
-	body := strings.ReplaceAll(yaml, "{{UP}}", e.up.URL)
-	tmp := e.file + ".tmp"
-	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, e.file); err != nil {
-		e.t.Fatal(err)
-	}
+	testkit.ReplaceFile(e.t, e.file, strings.ReplaceAll(yaml, "{{UP}}", e.up.URL))
 }
 
 // get sends a data-plane GET and returns the response with its body read.
@@ -227,22 +218,10 @@ func (e *env) logged(msg string) bool {
 	return false
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // sse is one /events subscriber over a real connection.
 type sse struct {
 	events chan proxy.Event
-	raw    *syncBuffer // everything read, for secret checks
+	raw    *testkit.SyncBuffer // everything read, for secret checks
 }
 
 // subscribe opens /events and returns once the subscription is live.
@@ -255,7 +234,7 @@ func (e *env) subscribe() *sse {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		e.t.Fatalf("/events Content-Type %q", ct)
 	}
-	s := &sse{events: make(chan proxy.Event, 1024), raw: &syncBuffer{}}
+	s := &sse{events: make(chan proxy.Event, 1024), raw: &testkit.SyncBuffer{}}
 	br := bufio.NewReader(resp.Body)
 	// The first comment is written after the hub subscription is made.
 	line, err := br.ReadString('\n')
@@ -307,23 +286,4 @@ func (s *sse) next(t *testing.T, within time.Duration, keep func(proxy.Event) bo
 			t.Fatalf("no matching event within %s", within)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers (zerolog from
-// request goroutines).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

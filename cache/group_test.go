@@ -2,41 +2,13 @@ package cache
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
-
-// noLeaks fails the test if it leaves goroutines behind; a Group starts
-// none, so every waiter must have returned.
-func noLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // waiters is how many callers wait on key's flight now.
 func (g *Group) waitersOn(key string) int {
@@ -81,7 +53,7 @@ type result struct {
 }
 
 func TestGroupDoCoalescesFiftyCallers(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	const callers = 50
 	g := NewGroup(100)
 	entry := &Entry{Status: 200, Body: []byte("shared")}
@@ -100,7 +72,7 @@ func TestGroupDoCoalescesFiftyCallers(t *testing.T) {
 			results <- result{e, shared, leader}
 		}()
 	}
-	waitFor(t, "49 waiters", func() bool { return g.waitersOn("k") == callers-1 })
+	testkit.WaitFor(t, 5*time.Second, "49 waiters", func() bool { return g.waitersOn("k") == callers-1 })
 	close(release)
 
 	var leaders, shared int
@@ -125,7 +97,7 @@ func TestGroupDoCoalescesFiftyCallers(t *testing.T) {
 }
 
 func TestGroupWaiterBound(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(3)
 	ctx := context.Background()
 	leader, _, _ := g.Join(ctx, "k")
@@ -139,7 +111,7 @@ func TestGroupWaiterBound(t *testing.T) {
 			results <- result{e, ok, f != nil}
 		}()
 	}
-	waitFor(t, "3 waiters", func() bool { return g.waitersOn("k") == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 waiters", func() bool { return g.waitersOn("k") == 3 })
 
 	// The fourth is past the bound: told at once to go on its own.
 	joinAlone(t, g, leader, "k")
@@ -160,7 +132,7 @@ func TestGroupWaiterBound(t *testing.T) {
 }
 
 func TestGroupZeroValueLetsNobodyWait(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	var g Group
 	f, _, _ := g.Join(context.Background(), "k")
 	if f == nil {
@@ -171,7 +143,7 @@ func TestGroupZeroValueLetsNobodyWait(t *testing.T) {
 }
 
 func TestGroupUnbounded(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(-1)
 	leader, _, _ := g.Join(context.Background(), "k")
 	var wg sync.WaitGroup
@@ -182,13 +154,13 @@ func TestGroupUnbounded(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "20 waiters", func() bool { return g.waitersOn("k") == 20 })
+	testkit.WaitFor(t, 5*time.Second, "20 waiters", func() bool { return g.waitersOn("k") == 20 })
 	leader.Done(&Entry{})
 	wg.Wait()
 }
 
 func TestGroupWaiterContextEnds(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(10)
 	leader, _, _ := g.Join(context.Background(), "k")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -197,7 +169,7 @@ func TestGroupWaiterContextEnds(t *testing.T) {
 		f, e, ok := g.Join(ctx, "k")
 		got <- result{e, ok, f != nil}
 	}()
-	waitFor(t, "the waiter", func() bool { return g.waitersOn("k") == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the waiter", func() bool { return g.waitersOn("k") == 1 })
 	cancel()
 	select {
 	case r := <-got:
@@ -233,7 +205,7 @@ func TestGroupWaiterContextEnds(t *testing.T) {
 }
 
 func TestGroupLeaderWithNothingToShare(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(10)
 	release := make(chan struct{})
 	leaderDone := make(chan result, 1)
@@ -241,7 +213,7 @@ func TestGroupLeaderWithNothingToShare(t *testing.T) {
 		e, shared, leader := g.Do(context.Background(), "k", func() *Entry { <-release; return nil })
 		leaderDone <- result{e, shared, leader}
 	}()
-	waitFor(t, "the leader", func() bool { return g.waitersOn("k") == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the leader", func() bool { return g.waitersOn("k") == 0 })
 
 	results := make(chan result, 5)
 	for range 5 {
@@ -253,7 +225,7 @@ func TestGroupLeaderWithNothingToShare(t *testing.T) {
 			results <- result{e, shared, leader}
 		}()
 	}
-	waitFor(t, "5 waiters", func() bool { return g.waitersOn("k") == 5 })
+	testkit.WaitFor(t, 5*time.Second, "5 waiters", func() bool { return g.waitersOn("k") == 5 })
 	close(release)
 	if r := <-leaderDone; r.e != nil || r.shared || !r.leader {
 		t.Fatalf("leader got %+v", r)
@@ -266,7 +238,7 @@ func TestGroupLeaderWithNothingToShare(t *testing.T) {
 }
 
 func TestGroupLeaderPanicReleasesWaiters(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(10)
 	release := make(chan struct{})
 	recovered := make(chan any, 1)
@@ -274,13 +246,13 @@ func TestGroupLeaderPanicReleasesWaiters(t *testing.T) {
 		defer func() { recovered <- recover() }()
 		g.Do(context.Background(), "k", func() *Entry { <-release; panic("client gone") })
 	}()
-	waitFor(t, "the leader", func() bool { return g.waitersOn("k") == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the leader", func() bool { return g.waitersOn("k") == 0 })
 	got := make(chan result, 1)
 	go func() {
 		e, shared, leader := g.Do(context.Background(), "k", func() *Entry { return nil })
 		got <- result{e, shared, leader}
 	}()
-	waitFor(t, "the waiter", func() bool { return g.waitersOn("k") == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the waiter", func() bool { return g.waitersOn("k") == 1 })
 	close(release)
 	if p := <-recovered; p != "client gone" {
 		t.Fatalf("panic %v was not passed on", p)
@@ -296,13 +268,13 @@ func TestGroupLeaderPanicReleasesWaiters(t *testing.T) {
 }
 
 func TestFlightDone(t *testing.T) {
-	noLeaks(t)
+	testkit.CheckLeaks(t)
 	g := NewGroup(10)
 	ctx := context.Background()
 	first, _, _ := g.Join(ctx, "k")
 	got := make(chan *Entry, 1)
 	go func() { _, e, _ := g.Join(ctx, "k"); got <- e }()
-	waitFor(t, "the waiter", func() bool { return g.waitersOn("k") == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the waiter", func() bool { return g.waitersOn("k") == 1 })
 
 	entry := &Entry{Status: 200}
 	first.Done(entry)

@@ -2,10 +2,8 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +17,8 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // binary is breakwater, built once in TestMain (not race-built: the
@@ -26,23 +26,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "breakwater-chaos-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "breakwater")
-	build := exec.Command("go", "build", "-o", binary, "github.com/breakwater-proxy/breakwater")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testkit.RunWithBinary(m, &binary))
 }
 
 // full reports whether the long form runs (CHAOS_FULL=1, make chaos).
@@ -58,13 +42,9 @@ func pick[T any](short, long T) T {
 
 // bw is a running breakwater.
 type bw struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	URL    string // data plane, http://127.0.0.1:PORT
-	Admin  string // admin, http://127.0.0.1:PORT
-	File   string // its config file
-	out    *syncBuffer
-	exited chan struct{}
+	*testkit.Breakwater
+	t    *testing.T
+	File string // its config file
 }
 
 // startBW writes config to a file and runs breakwater on it, on free
@@ -73,90 +53,14 @@ type bw struct {
 func startBW(t *testing.T, config string) *bw {
 	t.Helper()
 	dir := t.TempDir()
-	b := &bw{t: t, File: filepath.Join(dir, "breakwater.yaml"), out: &syncBuffer{}, exited: make(chan struct{})}
-	b.write(config)
-	listen, admin := freeAddr(t), freeAddr(t)
-	b.URL, b.Admin = "http://"+listen, "http://"+admin
-	b.cmd = exec.Command(binary, "-config", b.File, "-listen", listen, "-admin", admin, "-log-level", "warn")
-	b.cmd.Dir = dir
-	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = b.cmd.Wait(); close(b.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-b.exited:
-		default:
-			_ = b.cmd.Process.Kill()
-			<-b.exited
-		}
-		if t.Failed() {
-			t.Logf("breakwater's output (last 4 KiB):\n%s", tail(b.out.String(), 4096))
-		}
+	b := &bw{t: t, File: filepath.Join(dir, "breakwater.yaml")}
+	testkit.ReplaceFile(t, b.File, config)
+	b.Breakwater = testkit.StartBreakwater(t, 15*time.Second, func(listen, admin string) *exec.Cmd {
+		cmd := exec.Command(binary, "-config", b.File, "-listen", listen, "-admin", admin, "-log-level", "warn")
+		cmd.Dir = dir
+		return cmd
 	})
-	b.waitStatus(b.Admin+"/readyz", http.StatusOK, 15*time.Second)
 	return b
-}
-
-// write replaces the config file the way editors do: a new file renamed over it.
-func (b *bw) write(config string) {
-	b.t.Helper()
-	tmp := b.File + ".tmp"
-	if err := os.WriteFile(tmp, []byte(config), 0o600); err != nil {
-		b.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, b.File); err != nil {
-		b.t.Fatal(err)
-	}
-}
-
-func (b *bw) waitStatus(url string, want int, within time.Duration) {
-	b.t.Helper()
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(within)
-	last := "no answer"
-	for {
-		select {
-		case <-b.exited:
-			b.t.Fatalf("breakwater exited while waiting for %s: %s", url, tail(b.out.String(), 2048))
-		default:
-		}
-		resp, err := c.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%s did not answer %d within %s (last: %s)", url, want, within, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (b *bw) signal(sig os.Signal) {
-	b.t.Helper()
-	if err := b.cmd.Process.Signal(sig); err != nil {
-		b.t.Fatal(err)
-	}
-}
-
-// exitCode waits for the process to end and returns its exit code.
-func (b *bw) exitCode(within time.Duration) int {
-	b.t.Helper()
-	select {
-	case <-b.exited:
-		return b.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		b.t.Fatalf("breakwater still running after %s", within)
-		return -1
-	}
 }
 
 // metric sums the samples of name whose labels contain every one of labels
@@ -290,17 +194,6 @@ func addToxic(t *testing.T, p *toxiproxy.Proxy, spec string) {
 // hostOf is the host:port of an http:// URL.
 func hostOf(url string) string { return strings.TrimPrefix(url, "http://") }
 
-// freeAddr is a loopback address nobody listens on (listened on, then closed).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // percentile of durations, nearest rank.
 func percentile(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
@@ -313,39 +206,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

@@ -25,6 +25,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // helmVersion is the Helm release installed from the Go module proxy; the
@@ -70,7 +72,7 @@ func helm(t *testing.T) string {
 			return
 		}
 		t.Logf("installing helm %s from the Go module proxy into bin/ (once; it takes a few minutes)", helmVersion)
-		cmd := exec.Command(goTool(), "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
+		cmd := exec.Command(testkit.GoTool(), "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
 		cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(root, "bin"), "CGO_ENABLED=0")
 		out, err := cmd.CombinedOutput()
 		switch {
@@ -101,13 +103,6 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // runHelm runs helm with args in the repository root and returns stdout;
@@ -159,13 +154,7 @@ func breakwater(t *testing.T) string {
 		if bwErr != nil {
 			return
 		}
-		bwPath = filepath.Join(bwDir, "breakwater")
-		cmd := exec.Command(goTool(), "build", "-o", bwPath, ".")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			bwErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		bwPath, bwErr = testkit.BuildBinary(bwDir)
 	})
 	if bwErr != nil {
 		t.Fatal(bwErr)

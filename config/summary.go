@@ -2,7 +2,8 @@ package config
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -33,12 +34,7 @@ type RouteSummary struct {
 // Summary describes c's listeners, upstreams and routes with their policies.
 func Summary(c *Config) SummaryInfo {
 	s := SummaryInfo{Listen: c.Listen, Admin: c.Admin.Listen}
-	names := make([]string, 0, len(c.Upstreams))
-	for n := range c.Upstreams {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		u := c.Upstreams[n]
 		us := UpstreamSummary{Name: n, URL: c.Redact(u.URL)}
 		if q := u.Quota; q != nil {
@@ -48,11 +44,7 @@ func Summary(c *Config) SummaryInfo {
 			us.Policies = append(us.Policies, "shared circuit breaker")
 		}
 		if len(u.Headers.Set) > 0 {
-			keys := make([]string, 0, len(u.Headers.Set))
-			for k := range u.Headers.Set {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
+			keys := slices.Sorted(maps.Keys(u.Headers.Set))
 			us.Policies = append(us.Policies, "sets "+strings.Join(keys, ", "))
 		}
 		s.Upstreams = append(s.Upstreams, us)

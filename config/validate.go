@@ -3,10 +3,12 @@ package config
 import (
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,12 +51,7 @@ func validate(c *Config) []Problem {
 	default:
 		v.errorf("log.format", "want json or console, got %q", c.Log.Format)
 	}
-	names := make([]string, 0, len(c.Upstreams))
-	for name := range c.Upstreams {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		v.upstream("upstreams."+name, c.Upstreams[name])
 	}
 	v.policies("defaults", &c.Defaults)

@@ -1,7 +1,6 @@
 package dashboard_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // chromiumPath is Debian's chromium, which `make browser-deps` installs;
@@ -96,7 +97,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	}))
 	defer steady.Close()
 
-	bin := buildBinary(t, dir)
+	bin, err := testkit.BuildBinary(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := strings.NewReplacer("%FLAKY%", flaky.URL, "%STEADY%", steady.URL).Replace(browserConfig)
 	file := filepath.Join(dir, "breakwater.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
@@ -300,17 +304,6 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("browser test took %s", time.Since(start).Round(time.Millisecond))
 }
 
-// buildBinary builds breakwater into dir.
-func buildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "breakwater")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/breakwater-proxy/breakwater").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // breakwater is a running binary.
 type breakwater struct {
 	data, admin string // base URLs
@@ -324,57 +317,9 @@ func startBreakwater(t *testing.T, bin, file string, env ...string) breakwater {
 	t.Helper()
 	cmd := exec.Command(bin, "-config", file)
 	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	var mu sync.Mutex
-	started := make(chan [2]string, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			mu.Lock()
-			log.Write(sc.Bytes())
-			log.WriteByte('\n')
-			mu.Unlock()
-			var line struct{ Message, Listen, Admin string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Message == "breakwater started" {
-				started <- [2]string{line.Listen, line.Admin}
-			}
-		}
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			<-done // the pipe is drained before Wait closes it
-			_ = cmd.Wait()
-		})
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("breakwater's log:\n%s", log.String())
-		}
-	})
-	select {
-	case addrs := <-started:
-		return breakwater{data: "http://" + addrs[0], admin: "http://" + addrs[1], stop: stop}
-	case <-done:
-		t.Fatal("breakwater exited before it started")
-	case <-time.After(15 * time.Second):
-		t.Fatal("breakwater did not start within 15s")
-	}
-	return breakwater{}
+	p := testkit.Start(t, cmd)
+	data, admin := p.WaitStarted(t, 15*time.Second)
+	return breakwater{data: "http://" + data, admin: "http://" + admin, stop: p.Kill}
 }
 
 // startBrowser starts headless Chromium with a fresh profile and no

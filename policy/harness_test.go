@@ -1,15 +1,11 @@
 package policy_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +13,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
@@ -24,77 +21,6 @@ import (
 // What every test here stands on: real upstreams on loopback sockets, a
 // pipeline built from YAML exactly as the proxy builds it, an observer
 // that counts, and a check that nothing leaked.
-
-// checkLeaks fails the test if goroutines outlive it. Call it first, so
-// that its cleanup runs last, after servers and transports are closed.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				var buf bytes.Buffer
-				_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-				t.Errorf("goroutines: %d before, %d after the test:\n%s", before, runtime.NumGoroutine(), buf.String())
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// upstream is an httptest server that counts hits, concurrency and
-// connections.
-type upstream struct {
-	*httptest.Server
-	hits        atomic.Int64
-	inFlight    atomic.Int64
-	maxInFlight atomic.Int64
-	newConns    atomic.Int64
-	closedConns atomic.Int64
-}
-
-// newUpstream serves h, which gets the 1-based number of the hit.
-func newUpstream(t *testing.T, h func(n int64, w http.ResponseWriter, r *http.Request)) *upstream {
-	t.Helper()
-	u := &upstream{}
-	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := u.hits.Add(1)
-		in := u.inFlight.Add(1)
-		defer u.inFlight.Add(-1)
-		for m := u.maxInFlight.Load(); in > m && !u.maxInFlight.CompareAndSwap(m, in); m = u.maxInFlight.Load() {
-		}
-		h(n, w, r)
-	}))
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.newConns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closedConns.Add(1)
-		}
-	}
-	u.Start()
-	t.Cleanup(u.Close)
-	return u
-}
-
-// openConns is the number of connections the upstream has not seen closed.
-func (u *upstream) openConns() int64 { return u.newConns.Load() - u.closedConns.Load() }
-
-// deadAddr returns a loopback address that refuses connections: it was
-// listened on, then closed.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
 
 // counter is a policy.Observer that counts what it is told.
 type counter struct {
@@ -241,7 +167,7 @@ func parseConfig(t *testing.T, yaml string) *config.Config {
 // ups are given, its cleanup checks that every response body was closed
 // and that, once idle connections are closed, no upstream connection is
 // left open.
-func newRig(t *testing.T, cfg *config.Config, ups ...*upstream) *rig {
+func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 	t.Helper()
 	rc := cfg.Routes[0]
 	e := rc.Effective
@@ -280,29 +206,16 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*upstream) *rig {
 		tr.CloseIdleConnections()
 		for _, u := range ups {
 			deadline := time.Now().Add(3 * time.Second)
-			for u.openConns() > 0 && time.Now().Before(deadline) {
+			for u.OpenConns() > 0 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 				tr.CloseIdleConnections()
 			}
-			if n := u.openConns(); n > 0 {
-				t.Errorf("%d upstream connections still open after closing idle ones (%d opened)", n, u.newConns.Load())
+			if n := u.OpenConns(); n > 0 {
+				t.Errorf("%d upstream connections still open after closing idle ones (%d opened)", n, u.NewConns.Load())
 			}
 		}
 	})
 	return rg
-}
-
-// routeYAML is a one-upstream, one-route config; route holds the route's
-// policy keys, indented by four spaces.
-func routeYAML(url, route string) string {
-	return `
-upstreams:
-  up: { url: "` + url + `" }
-routes:
-  - name: r
-    match: { path_prefix: / }
-    upstream: up
-` + route
 }
 
 // get sends a GET through the rig and returns status and body.
@@ -320,16 +233,4 @@ func (rg *rig) get(t *testing.T, url string) (int, []byte, error) {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
-}
-
-// waitUntil polls cond until it holds or the time is up.
-func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

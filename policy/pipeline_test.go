@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -34,14 +35,14 @@ func randomBody(seed uint64, n int) []byte {
 }
 
 func TestFlakyGETsAreRetriedWithinBoundedAttempts(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	// A seeded sequence: hit i fails with 503 when fail[i], 20% of them.
 	r := rand.New(rand.NewPCG(2024, 3))
 	fail := make([]bool, 4096)
 	for i := range fail {
 		fail[i] = r.Float64() < 0.2
 	}
-	u := newUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if fail[n%int64(len(fail))] {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, "flaky")
@@ -49,7 +50,7 @@ func TestFlakyGETsAreRetriedWithinBoundedAttempts(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	cfg := parseConfig(t, routeYAML(u.URL, `
+	cfg := parseConfig(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, backoff: { initial: 1ms, max: 2ms, jitter: 0 } }
 `))
 	rg := newRig(t, cfg, u)
@@ -65,9 +66,9 @@ func TestFlakyGETsAreRetriedWithinBoundedAttempts(t *testing.T) {
 			ok++
 		}
 	}
-	attempts := int(u.hits.Load())
+	attempts := int(u.Hits.Load())
 	t.Logf("flaky 20%%: %d/%d succeeded (%.1f%%), %d upstream attempts (%.3f× requests), %d connections opened",
-		ok, requests, 100*float64(ok)/requests, attempts, float64(attempts)/requests, u.newConns.Load())
+		ok, requests, 100*float64(ok)/requests, attempts, float64(attempts)/requests, u.NewConns.Load())
 	if float64(ok) < 0.98*requests {
 		t.Errorf("success %d/%d, want ≥ 98%%", ok, requests)
 	}
@@ -79,18 +80,18 @@ func TestFlakyGETsAreRetriedWithinBoundedAttempts(t *testing.T) {
 	}
 	// Discarded 503s are drained, so their connections are reused: a
 	// sequential client needs one connection, not one per failure.
-	if n := u.newConns.Load(); n > 2 {
+	if n := u.NewConns.Load(); n > 2 {
 		t.Errorf("%d upstream connections for a sequential client: discarded responses are not reused", n)
 	}
 }
 
 func TestPOSTNotInRetryMethodsIsSentOnce(t *testing.T) {
-	checkLeaks(t)
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, backoff: { initial: 1ms } }
 `)), u)
 	resp, err := rg.client.Post(u.URL+"/charge", "text/plain", bytes.NewReader([]byte("pay 10€")))
@@ -101,18 +102,18 @@ func TestPOSTNotInRetryMethodsIsSentOnce(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want the upstream's 503", resp.StatusCode)
 	}
-	if n := u.hits.Load(); n != 1 {
+	if n := u.Hits.Load(); n != 1 {
 		t.Errorf("a POST not in retry.methods was sent %d times, want exactly 1", n)
 	}
 }
 
 func TestPOSTInRetryMethodsReplaysTheSameBytes(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	body := randomBody(7, 300<<10)
 	want := sum(body)
 	var mu sync.Mutex
 	var sums []string
-	u := newUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		sums = append(sums, sum(b))
@@ -123,7 +124,7 @@ func TestPOSTInRetryMethodsReplaysTheSameBytes(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, methods: [GET, POST], backoff: { initial: 1ms } }
 `)), u)
 	resp, err := rg.client.Post(u.URL+"/upload", "application/octet-stream", bytes.NewReader(body))
@@ -147,8 +148,8 @@ func TestPOSTInRetryMethodsReplaysTheSameBytes(t *testing.T) {
 }
 
 func TestRefusedConnectionIsRetriedEvenForAPOST(t *testing.T) {
-	checkLeaks(t)
-	addr := deadAddr(t)
+	testkit.CheckLeaks(t)
+	addr := testkit.FreeAddr(t)
 	body := randomBody(9, 64<<10)
 	got := make(chan string, 4)
 	var up *httptest.Server
@@ -183,7 +184,7 @@ func TestRefusedConnectionIsRetriedEvenForAPOST(t *testing.T) {
 	// POST is not in retry.methods, and the body has no GetBody (an
 	// io.Reader the client cannot rewind): only a refusal, which proves
 	// nothing was sent, allows another attempt.
-	rg := newRig(t, parseConfig(t, routeYAML("http://"+addr, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute("http://"+addr, `
     retry: { attempts: 6, backoff: { initial: 100ms, max: 1s, multiplier: 2, jitter: 0 } }
 `)))
 	start := time.Now()
@@ -224,10 +225,10 @@ func TestRetryAfterIsWaitedFor(t *testing.T) {
 		{"http-date", func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
+			testkit.CheckLeaks(t)
 			var mu sync.Mutex
 			var at []time.Time
-			u := newUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+			u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 				mu.Lock()
 				at = append(at, time.Now())
 				mu.Unlock()
@@ -238,7 +239,7 @@ func TestRetryAfterIsWaitedFor(t *testing.T) {
 				}
 				_, _ = io.WriteString(w, "ok")
 			})
-			rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+			rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     timeout: 5s
     retry: { attempts: 2, backoff: { initial: 10ms, max: 10ms } }
 `)), u)
@@ -261,13 +262,13 @@ func TestRetryAfterIsWaitedFor(t *testing.T) {
 }
 
 func TestRetryAfterBeyondTheRouteTimeoutIsPassedOnAtOnce(t *testing.T) {
-	checkLeaks(t)
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Retry-After", "120")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "come back in two minutes")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     timeout: 5s
     retry: { attempts: 3, retry_after: { honor: true, max: 30s } }
 `)), u)
@@ -286,19 +287,19 @@ func TestRetryAfterBeyondTheRouteTimeoutIsPassedOnAtOnce(t *testing.T) {
 	if elapsed > 300*time.Millisecond {
 		t.Errorf("took %v, want at once", elapsed)
 	}
-	if n := u.hits.Load(); n != 1 {
+	if n := u.Hits.Load(); n != 1 {
 		t.Errorf("%d attempts, want 1", n)
 	}
 }
 
 func TestLastResponseIsReturnedWhenAttemptsRunOut(t *testing.T) {
-	checkLeaks(t)
-	u := newUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("X-Attempt", strconv.FormatInt(n, 10))
 		w.WriteHeader(http.StatusBadGateway)
 		fmt.Fprintf(w, "attempt %d", n)
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, backoff: { initial: 1ms } }
 `)), u)
 	resp, err := rg.client.Get(u.URL + "/")
@@ -313,14 +314,14 @@ func TestLastResponseIsReturnedWhenAttemptsRunOut(t *testing.T) {
 }
 
 func TestABackoffThatCannotFitPassesTheLastAnswerOn(t *testing.T) {
-	checkLeaks(t)
-	u := newUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "attempt %d", n)
 	})
 	// Attempts at 0, 100 and 400 ms; the next would wait 900 ms with
 	// 200 ms left: the upstream's third 503 is the answer, at once.
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     timeout: 600ms
     retry: { attempts: 5, backoff: { initial: 100ms, multiplier: 3, max: 5s, jitter: 0 } }
 `)), u)
@@ -338,11 +339,11 @@ func TestABackoffThatCannotFitPassesTheLastAnswerOn(t *testing.T) {
 func TestRouteTimeoutIsATimeoutNotACancellation(t *testing.T) {
 	for _, retry := range []string{"retry: off", "retry: { attempts: 3, on: [timeout, 503] }"} {
 		t.Run(retry, func(t *testing.T) {
-			checkLeaks(t)
-			u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+			testkit.CheckLeaks(t)
+			u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 				<-r.Context().Done()
 			})
-			rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+			rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     timeout: 200ms
     `+retry+`
 `)), u)
@@ -359,17 +360,17 @@ func TestRouteTimeoutIsATimeoutNotACancellation(t *testing.T) {
 }
 
 func TestBreakerOpensRejectsFastHalfOpensAndCloses(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	var failing atomic.Bool
 	failing.Store(true)
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		if failing.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry: off
     circuit_breaker: { failure_threshold: 3, delay: 300ms, half_open_requests: 2, success_threshold: 2 }
 `)), u)
@@ -400,12 +401,12 @@ func TestBreakerOpensRejectsFastHalfOpensAndCloses(t *testing.T) {
 	if avg > time.Millisecond {
 		t.Errorf("a rejection takes %v on average, want well under 1ms", avg)
 	}
-	if n := u.hits.Load(); n != 3 {
+	if n := u.Hits.Load(); n != 3 {
 		t.Errorf("upstream saw %d requests, want 3: an open breaker sends nothing", n)
 	}
 
 	// After the delay: lazily half-open; two good probes close it.
-	waitUntil(t, "half-open due", 2*time.Second, func() bool { return b.State() == policy.HalfOpenDue })
+	testkit.WaitFor(t, 2*time.Second, "half-open due", func() bool { return b.State() == policy.HalfOpenDue })
 	failing.Store(false)
 	for i := 0; i < 2; i++ {
 		if code, _, err := rg.get(t, u.URL+"/"); err != nil || code != 200 {
@@ -421,7 +422,7 @@ func TestBreakerOpensRejectsFastHalfOpensAndCloses(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		_, _, _ = rg.get(t, u.URL+"/")
 	}
-	waitUntil(t, "half-open due", 2*time.Second, func() bool { return b.State() == policy.HalfOpenDue })
+	testkit.WaitFor(t, 2*time.Second, "half-open due", func() bool { return b.State() == policy.HalfOpenDue })
 	if code, _, _ := rg.get(t, u.URL+"/"); code != 500 {
 		t.Errorf("probe answered %d, want the upstream's 500", code)
 	}
@@ -435,15 +436,15 @@ func TestBreakerOpensRejectsFastHalfOpensAndCloses(t *testing.T) {
 }
 
 func TestBreakerIgnores4xxAndCancelledClients(t *testing.T) {
-	checkLeaks(t)
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			<-r.Context().Done()
 			return
 		}
 		w.WriteHeader(http.StatusNotFound)
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, on: [connect_error, timeout, 502, 503, 504] }
     circuit_breaker: { failure_threshold: 3, delay: 10s }
 `)), u)
@@ -455,7 +456,7 @@ func TestBreakerIgnores4xxAndCancelledClients(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
-			for u.inFlight.Load() == 0 {
+			for u.InFlight.Load() == 0 {
 				time.Sleep(time.Millisecond)
 			}
 			cancel()
@@ -465,28 +466,28 @@ func TestBreakerIgnores4xxAndCancelledClients(t *testing.T) {
 			t.Errorf("got %v, want context.Canceled", err)
 		}
 		cancel()
-		waitUntil(t, "the upstream to see the cancellation", 2*time.Second, func() bool { return u.inFlight.Load() == 0 })
+		testkit.WaitFor(t, 2*time.Second, "the upstream to see the cancellation", func() bool { return u.InFlight.Load() == 0 })
 	}
 	st := rg.breaker.Status()
 	if st.State != policy.Closed || st.Failures != 0 {
 		t.Errorf("breaker %s with %d failures after 404s and cancellations, want closed with 0", st.State, st.Failures)
 	}
-	if n := u.hits.Load(); n != 15 {
+	if n := u.Hits.Load(); n != 15 {
 		t.Errorf("upstream saw %d requests, want 15: a cancelled request is never retried", n)
 	}
 }
 
 func TestBulkheadCapsConcurrency(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	release := make(chan struct{})
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 		_, _ = io.WriteString(w, "done")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     bulkhead: { max_concurrent: 3, max_wait: 0s }
 `)), u)
 	type result struct {
@@ -514,7 +515,7 @@ func TestBulkheadCapsConcurrency(t *testing.T) {
 			t.Fatalf("only %d rejections", len(rejected))
 		}
 	}
-	waitUntil(t, "3 requests upstream", 2*time.Second, func() bool { return u.inFlight.Load() == 3 })
+	testkit.WaitFor(t, 2*time.Second, "3 requests upstream", func() bool { return u.InFlight.Load() == 3 })
 	if in := rg.bulkhead.InFlight(); in != 3 {
 		t.Errorf("bulkhead in flight %d, want 3", in)
 	}
@@ -526,8 +527,8 @@ func TestBulkheadCapsConcurrency(t *testing.T) {
 	}
 	sort.Slice(rejected, func(i, j int) bool { return rejected[i] < rejected[j] })
 	t.Logf("bulkhead: %d rejected, slowest rejection %v, median %v; upstream max concurrency %d",
-		len(rejected), rejected[len(rejected)-1], rejected[len(rejected)/2], u.maxInFlight.Load())
-	if m := u.maxInFlight.Load(); m > 3 {
+		len(rejected), rejected[len(rejected)-1], rejected[len(rejected)/2], u.MaxInFlight.Load())
+	if m := u.MaxInFlight.Load(); m > 3 {
 		t.Errorf("upstream saw %d concurrent requests, want ≤ 3", m)
 	}
 	if slowest := rejected[len(rejected)-1]; slowest > 250*time.Millisecond {
@@ -542,9 +543,9 @@ func TestBulkheadCapsConcurrency(t *testing.T) {
 }
 
 func TestBulkheadSlotIsHeldWhileTheBodyStreams(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	release := make(chan struct{})
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "first\n")
 		w.(http.Flusher).Flush()
 		select {
@@ -554,7 +555,7 @@ func TestBulkheadSlotIsHeldWhileTheBodyStreams(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "last\n")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     bulkhead: { max_concurrent: 3, max_wait: 0s }
 `)), u)
 	var bodies []io.ReadCloser
@@ -584,7 +585,7 @@ func TestBulkheadSlotIsHeldWhileTheBodyStreams(t *testing.T) {
 	}
 	// Closing one stream early frees its slot.
 	bodies[0].Close()
-	waitUntil(t, "a slot to free", time.Second, func() bool { return rg.bulkhead.InFlight() == 2 })
+	testkit.WaitFor(t, time.Second, "a slot to free", func() bool { return rg.bulkhead.InFlight() == 2 })
 	b, err := open()
 	if err != nil {
 		t.Fatalf("request after a slot freed: %v", err)
@@ -604,12 +605,12 @@ func TestBulkheadSlotIsHeldWhileTheBodyStreams(t *testing.T) {
 }
 
 func TestRetryBudgetCapsRetriesUnderLoad(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	// Each request carries an id, so the upstream knows a retry when it
 	// sees one and can count retries in flight.
 	var seen sync.Map
 	var retries, maxRetries atomic.Int64
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		n, _ := seen.LoadOrStore(r.Header.Get("X-Id"), new(atomic.Int64))
 		if n.(*atomic.Int64).Add(1) > 1 {
 			in := retries.Add(1)
@@ -620,7 +621,7 @@ func TestRetryBudgetCapsRetriesUnderLoad(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     retry:
       attempts: 3
       backoff: { initial: 1ms, max: 1ms, jitter: 0 }
@@ -652,7 +653,7 @@ func TestRetryBudgetCapsRetriesUnderLoad(t *testing.T) {
 	}
 	wg.Wait()
 	requests := workers * each
-	attempts := int(u.hits.Load())
+	attempts := int(u.Hits.Load())
 	// The budget's definition: retries in flight ≤ max(min_concurrent,
 	// ratio × attempts in flight). Each caller has at most one attempt in
 	// flight, so the upstream never sees more than max(3, 0.2 × 20) = 4
@@ -680,9 +681,9 @@ func TestRetryBudgetCapsRetriesUnderLoad(t *testing.T) {
 }
 
 func TestPerTryTimeoutCutsASlowAttemptAndCountsForTheBreaker(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	var cut atomic.Bool
-	u := newUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
 		if n == 1 {
 			select {
 			case <-r.Context().Done():
@@ -693,7 +694,7 @@ func TestPerTryTimeoutCutsASlowAttemptAndCountsForTheBreaker(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "fast")
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     timeout: 5s
     retry: { attempts: 3, per_try_timeout: 100ms, on: [timeout, 503], backoff: { initial: 1ms } }
     circuit_breaker: { failure_threshold: 5, delay: 10s }
@@ -714,11 +715,11 @@ func TestPerTryTimeoutCutsASlowAttemptAndCountsForTheBreaker(t *testing.T) {
 	if f := rg.breaker.Status().Failures; f != 1 {
 		t.Errorf("breaker recorded %d failures, want 1 (the cut attempt)", f)
 	}
-	waitUntil(t, "the slow attempt to be cut upstream", 2*time.Second, cut.Load)
+	testkit.WaitFor(t, 2*time.Second, "the slow attempt to be cut upstream", cut.Load)
 }
 
 func TestHedgeCutsTheTail(t *testing.T) {
-	checkLeaks(t)
+	testkit.CheckLeaks(t)
 	const requests = 200
 	// 10% of requests, chosen by a seeded sequence, are slow (1 s) on
 	// their first arrival; the hedge of a slow one is fast.
@@ -729,7 +730,7 @@ func TestHedgeCutsTheTail(t *testing.T) {
 	}
 	var seen sync.Map
 	var cutShort atomic.Int64
-	u := newUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Id")
 		_, again := seen.LoadOrStore(id, true)
 		if !again && strings.HasPrefix(id, "503-") {
@@ -749,7 +750,7 @@ func TestHedgeCutsTheTail(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok "+id)
 	})
-	rg := newRig(t, parseConfig(t, routeYAML(u.URL, `
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
     hedge: { delay: 50ms, max: 1 }
     circuit_breaker: { failure_rate: 50%, min_requests: 1000, window: 60s, delay: 10s }
 `)), u)
@@ -782,7 +783,7 @@ func TestHedgeCutsTheTail(t *testing.T) {
 	if n := rg.obs.hedgesBy("sent"); n < len(slow) {
 		t.Errorf("%d hedges sent, want ≥ %d", n, len(slow))
 	}
-	waitUntil(t, "every slow loser to be cancelled", 3*time.Second, func() bool { return cutShort.Load() == int64(len(slow)) })
+	testkit.WaitFor(t, 3*time.Second, "every slow loser to be cancelled", func() bool { return cutShort.Load() == int64(len(slow)) })
 
 	// A hedge's loser is cancelled by us: that is nobody's failure.
 	if st := rg.breaker.Status(); st.State != policy.Closed || st.Failures != 0 {
@@ -795,7 +796,7 @@ func TestHedgeCutsTheTail(t *testing.T) {
 	// Losers that did answer: a first attempt's quick 503 (not good enough
 	// to stop hedging) loses to its hedge; its body is drained and closed
 	// (the rig checks every body was closed) and its connection reused.
-	conns := u.newConns.Load()
+	conns := u.NewConns.Load()
 	for i := 0; i < 10; i++ {
 		req, _ := http.NewRequest(http.MethodGet, u.URL+"/item", nil)
 		req.Header.Set("X-Id", "503-"+strconv.Itoa(i))
@@ -809,7 +810,7 @@ func TestHedgeCutsTheTail(t *testing.T) {
 			t.Fatalf("got %d %q, want the hedge's 200", resp.StatusCode, b)
 		}
 	}
-	if n := u.newConns.Load() - conns; n > 2 {
+	if n := u.NewConns.Load() - conns; n > 2 {
 		t.Errorf("%d new connections for 10 hedged requests whose losers answered: their bodies are not drained", n)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // The route cache end to end (issue 4): fresh hits, what is never stored,
@@ -18,8 +20,8 @@ import (
 // cut off by its breaker, fallback, and coalesced misses.
 
 // counterUpstream answers "hit N for PATH" with the given header.
-func counterUpstream(t *testing.T, header http.Header) *limUpstream {
-	return startLimUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+func counterUpstream(t *testing.T, header http.Header) *testkit.Upstream {
+	return testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
 		for k, v := range header {
 			w.Header()[k] = v
 		}
@@ -31,14 +33,18 @@ func cacheRoute(url, cache string) map[string]string {
 	return map[string]string{"UP": url, "CACHE": cache}
 }
 
-const cacheYAML = `
+// cachedRoute is a config whose one route, cached, sends every path to
+// {{UP}}; the route's policy keys follow, indented by four spaces.
+const cachedRoute = `
 upstreams:
   up: { url: "{{UP}}" }
 routes:
   - name: cached
     match: { path_prefix: / }
     upstream: up
-    cache: {{CACHE}}
+`
+
+const cacheYAML = cachedRoute + `    cache: {{CACHE}}
 `
 
 // expectCache checks the status, X-Breakwater-Cache and body of a response.
@@ -82,7 +88,7 @@ func TestCacheHitWithinTTLDoesNotReachTheUpstream(t *testing.T) {
 	// Another path is another key.
 	resp, body = p.get(t, "/b")
 	expectCache(t, "other path", resp, body, 200, "miss", "hit 2 for /b")
-	if got := u.hits.Load(); got != 2 {
+	if got := u.Hits.Load(); got != 2 {
 		t.Errorf("upstream saw %d requests, want 2", got)
 	}
 	for result, want := range map[string]float64{"hit": 2, "miss": 2, "stale": 0} {
@@ -110,7 +116,7 @@ func TestCacheNoStoreAndNoCache(t *testing.T) {
 			p := startLim(t, cacheYAML, cacheRoute(u.URL, `{ ttl: 1m }`))
 			p.get(t, "/a")
 			p.get(t, "/a")
-			if got := u.hits.Load(); got != 2 {
+			if got := u.Hits.Load(); got != 2 {
 				t.Errorf("%v: upstream saw %d requests, want 2", h, got)
 			}
 		}
@@ -133,7 +139,7 @@ func TestCacheNoStoreAndNoCache(t *testing.T) {
 }
 
 func TestCacheVary(t *testing.T) {
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Vary", "X-Tenant")
 		fmt.Fprintf(w, "hit %d for %q", n, r.Header.Get("X-Tenant"))
 	})
@@ -167,7 +173,7 @@ func TestCacheVary(t *testing.T) {
 
 func TestCacheEvictsLeastRecentlyUsedByBytes(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 1024)
-	u := startLimUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) })
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) })
 	// An entry costs its 1KiB body, its headers (~70 bytes), its key and
 	// 128 bytes of overhead: about 1.3KiB, so three fit in 4KiB, not four.
 	p := startLim(t, cacheYAML, cacheRoute(u.URL, `{ ttl: 1m, max_size: 4KiB, max_entry_size: 2KiB }`))
@@ -199,14 +205,14 @@ func TestCacheEvictsLeastRecentlyUsedByBytes(t *testing.T) {
 		}
 	}
 	// An entry over max_entry_size is never stored.
-	big := startLimUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+	big := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(bytes.Repeat([]byte("y"), 3000))
 	})
 	pb := startLim(t, cacheYAML, cacheRoute(big.URL, `{ ttl: 1m, max_size: 4KiB, max_entry_size: 2KiB }`))
 	pb.get(t, "/big")
 	resp, got := pb.get(t, "/big")
-	if len(got) != 3000 || resp.Header.Get("X-Breakwater-Cache") != "miss" || big.hits.Load() != 2 {
-		t.Errorf("over max_entry_size: %d bytes, %q, %d upstream hits; want it never cached", len(got), resp.Header.Get("X-Breakwater-Cache"), big.hits.Load())
+	if len(got) != 3000 || resp.Header.Get("X-Breakwater-Cache") != "miss" || big.Hits.Load() != 2 {
+		t.Errorf("over max_entry_size: %d bytes, %q, %d upstream hits; want it never cached", len(got), resp.Header.Get("X-Breakwater-Cache"), big.Hits.Load())
 	}
 }
 
@@ -219,13 +225,7 @@ func staleCounts(t *testing.T, p *limProxy) (stale, lookups float64) {
 
 func TestCacheStaleWhenTheUpstreamIsDown(t *testing.T) {
 	u := counterUpstream(t, nil)
-	p := startLim(t, `
-upstreams:
-  up: { url: "{{UP}}" }
-routes:
-  - name: cached
-    match: { path_prefix: / }
-    upstream: up
+	p := startLim(t, cachedRoute+`
     retry: { attempts: 2, backoff: { initial: 10ms } }
     cache: { ttl: 300ms, stale_if_error: 1500ms }
 `, map[string]string{"UP": u.URL})
@@ -257,7 +257,7 @@ routes:
 
 func TestCacheStaleWhenTheUpstreamFails(t *testing.T) {
 	var failing atomic.Bool
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if failing.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, "down")
@@ -265,13 +265,7 @@ func TestCacheStaleWhenTheUpstreamFails(t *testing.T) {
 		}
 		fmt.Fprintf(w, "hit %d", n)
 	})
-	p := startLim(t, `
-upstreams:
-  up: { url: "{{UP}}" }
-routes:
-  - name: cached
-    match: { path_prefix: / }
-    upstream: up
+	p := startLim(t, cachedRoute+`
     retry: { attempts: 3, backoff: { initial: 1ms, max: 1ms } }
     circuit_breaker: { failure_threshold: 100 }
     cache: { ttl: 100ms, stale_if_error: 1m }
@@ -279,10 +273,10 @@ routes:
 	p.get(t, "/a")
 	failing.Store(true)
 	time.Sleep(200 * time.Millisecond)
-	before := u.hits.Load()
+	before := u.Hits.Load()
 	resp, body := p.get(t, "/a")
 	expectCache(t, "503 after retries", resp, body, 200, "stale", "hit 1")
-	if got := u.hits.Load() - before; got != 3 {
+	if got := u.Hits.Load() - before; got != 3 {
 		t.Errorf("%d attempts before the stale answer, want 3 (retries first)", got)
 	}
 	// An uncached path gets the upstream's own failure.
@@ -306,20 +300,14 @@ routes:
 
 func TestCacheStaleWhenTheBreakerIsOpen(t *testing.T) {
 	var failing atomic.Bool
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if failing.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintf(w, "hit %d", n)
 	})
-	p := startLim(t, `
-upstreams:
-  up: { url: "{{UP}}" }
-routes:
-  - name: cached
-    match: { path_prefix: / }
-    upstream: up
+	p := startLim(t, cachedRoute+`
     retry: { attempts: 1 }
     circuit_breaker: { failure_threshold: 2, delay: 30s }
     cache: { ttl: 100ms, stale_if_error: 1m }
@@ -335,10 +323,10 @@ routes:
 		t.Fatalf("the breaker did not open: %d %q", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
 	}
 	time.Sleep(150 * time.Millisecond)
-	before := u.hits.Load()
+	before := u.Hits.Load()
 	resp, body := p.get(t, "/a")
 	expectCache(t, "breaker open", resp, body, 200, "stale", "hit 1")
-	if got := u.hits.Load() - before; got != 0 {
+	if got := u.Hits.Load() - before; got != 0 {
 		t.Errorf("%d requests reached the upstream through an open breaker", got)
 	}
 	if stale, lookups := staleCounts(t, p); stale != 1 || lookups != 1 {
@@ -348,13 +336,7 @@ routes:
 
 func TestCacheFallbackOnlyWithoutAStaleEntry(t *testing.T) {
 	u := counterUpstream(t, nil)
-	p := startLim(t, `
-upstreams:
-  up: { url: "{{UP}}" }
-routes:
-  - name: cached
-    match: { path_prefix: / }
-    upstream: up
+	p := startLim(t, cachedRoute+`
     retry: { attempts: 1 }
     cache: { ttl: 100ms, stale_if_error: 1m }
     fallback: { status: 200, content_type: application/json, body: '{"items":[]}' }
@@ -379,7 +361,7 @@ routes:
 
 func TestCacheConcurrentMissesSendOneRequest(t *testing.T) {
 	release := make(chan struct{})
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		time.Sleep(200 * time.Millisecond)
 		fmt.Fprintf(w, "the one answer (%d)", n)
 	})
@@ -411,7 +393,7 @@ func TestCacheConcurrentMissesSendOneRequest(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	if got := u.hits.Load(); got != 1 {
+	if got := u.Hits.Load(); got != 1 {
 		t.Errorf("upstream saw %d requests for one key, want 1", got)
 	}
 	if len(bodies) != 1 || bodies["the one answer (1)"] != n {
@@ -424,7 +406,7 @@ func TestCacheConcurrentMissesSendOneRequest(t *testing.T) {
 
 func TestCacheUnshareableAnswerReleasesTheWaiters(t *testing.T) {
 	release := make(chan struct{})
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		time.Sleep(200 * time.Millisecond)
 		fmt.Fprintf(w, "answer %d", n)
@@ -455,8 +437,8 @@ func TestCacheUnshareableAnswerReleasesTheWaiters(t *testing.T) {
 	took := time.Since(start)
 	// The waiters learn at the leader's headers that they must go on
 	// their own: about two upstream round trips in all, not twenty.
-	if ok.Load() != n || u.hits.Load() != n {
-		t.Errorf("%d of %d answered as misses, %d upstream requests; want every one sent upstream", ok.Load(), n, u.hits.Load())
+	if ok.Load() != n || u.Hits.Load() != n {
+		t.Errorf("%d of %d answered as misses, %d upstream requests; want every one sent upstream", ok.Load(), n, u.Hits.Load())
 	}
 	if took > 2*time.Second {
 		t.Errorf("took %s: the waiters were held past the leader's headers", took)

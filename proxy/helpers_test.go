@@ -1,20 +1,17 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // testProxy is a Server loaded from YAML behind a real listener.
@@ -56,18 +53,6 @@ func startUpstream(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	return s
 }
 
-// deadURL is an address that refuses connections: listened on, then closed.
-func deadURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
-
 // do sends req through the proxy's client and reads the whole body.
 func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
@@ -98,36 +83,13 @@ func (p *testProxy) get(t *testing.T, path string) (*http.Response, []byte) {
 	return do(t, p.Client(), newRequest(t, http.MethodGet, p.URL+path, nil))
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // syncBuffer is a log sink that tests read while handlers write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type syncBuffer struct{ testkit.SyncBuffer }
 
 // lines decodes every JSON log line written so far.
 func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	text := b.buf.String()
-	b.mu.Unlock()
+	text := b.String()
 	var out []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
 		if l == "" {
@@ -151,41 +113,6 @@ func (b *syncBuffer) accessLine(t *testing.T, id string) map[string]any {
 		}
 	}
 	return nil
-}
-
-// metricValue sums the samples of a counter or gauge whose labels include
-// every pair in labels.
-func metricValue(t *testing.T, m *Metrics, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, s := range f.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range s.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			switch {
-			case s.Counter != nil:
-				sum += s.GetCounter().GetValue()
-			case s.Gauge != nil:
-				sum += s.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // problem is an application/problem+json body.

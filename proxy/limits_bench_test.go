@@ -1,14 +1,13 @@
+//go:build unix
+
 package proxy_test
 
 import (
 	"bytes"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -60,44 +59,6 @@ func benchProxy(b *testing.B, extra string) (*proxy.Server, *httptest.Server) {
 	return srv, front
 }
 
-// drive1K sends b.N GETs through front with a keep-alive client.
-func drive1K(b *testing.B, front string) {
-	b.Helper()
-	tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}
-	b.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr}
-	get := func() {
-		resp, err := c.Get(front + "/api/items")
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, _ := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || n != int64(len(payload1K)) {
-			b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
-		}
-	}
-	for range 100 { // warm the connection pools (and the cache)
-		get()
-	}
-	b.ReportAllocs()
-	cpu0 := processCPU()
-	b.ResetTimer()
-	for b.Loop() {
-		get()
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU is the process's user+system CPU time: client, proxy and
-// upstream together. A busy machine disturbs it far less than wall time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // driveHandler calls srv.ServeHTTP b.N times with a recorder.
 func driveHandler(b *testing.B, srv *proxy.Server) {
 	b.Helper()
@@ -129,7 +90,7 @@ const benchRateLimit = `    rate_limit: { rate: 1000000000/1s, key: client_ip }
 
 func BenchmarkCacheHit(b *testing.B) {
 	_, front := benchProxy(b, benchCache)
-	drive1K(b, front.URL)
+	drive(b, front.URL, len(payload1K))
 }
 
 // BenchmarkLoopbackFloor is the client's round trip to a server that
@@ -140,12 +101,12 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 		_, _ = w.Write(payload1K)
 	}))
 	b.Cleanup(front.Close)
-	drive1K(b, front.URL)
+	drive(b, front.URL, len(payload1K))
 }
 
 func BenchmarkProxied(b *testing.B) {
 	_, front := benchProxy(b, "")
-	drive1K(b, front.URL)
+	drive(b, front.URL, len(payload1K))
 }
 
 func BenchmarkCacheHitHandler(b *testing.B) {
@@ -160,12 +121,12 @@ func BenchmarkProxiedHandler(b *testing.B) {
 
 func BenchmarkRateLimitClientIP(b *testing.B) {
 	_, front := benchProxy(b, benchRateLimit)
-	drive1K(b, front.URL)
+	drive(b, front.URL, len(payload1K))
 }
 
 func BenchmarkNoRateLimit(b *testing.B) {
 	_, front := benchProxy(b, "")
-	drive1K(b, front.URL)
+	drive(b, front.URL, len(payload1K))
 }
 
 // BenchmarkRateLimitOnHitHandler is BenchmarkCacheHitHandler with the

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
@@ -61,25 +62,9 @@ func startLim(t testing.TB, yaml string, vars map[string]string) *limProxy {
 	return &limProxy{Server: ts, srv: srv, metrics: metrics, hub: hub, client: &http.Client{Transport: tr}}
 }
 
-// limUpstream is an upstream whose handler gets the hit number (from 1).
-type limUpstream struct {
-	*httptest.Server
-	hits atomic.Int64
-}
-
-func startLimUpstream(t testing.TB, h func(n int64, w http.ResponseWriter, r *http.Request)) *limUpstream {
-	t.Helper()
-	u := &limUpstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h(u.hits.Add(1), w, r)
-	}))
-	t.Cleanup(u.Close)
-	return u
-}
-
 // okUpstream answers every request 200 "ok".
-func okUpstream(t testing.TB) *limUpstream {
-	return startLimUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+func okUpstream(t testing.TB) *testkit.Upstream {
+	return testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	})
 }
@@ -126,30 +111,7 @@ func (p *limProxy) get(t testing.TB, path string, kv ...string) (*http.Response,
 // pair in labels, scraped from the proxy's own registry.
 func (p *limProxy) metric(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
-	families, err := p.metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
+	return testkit.SumMetric(t, p.metrics.Registry, name, labels)
 }
 
 // quota is the upstream's quota as /health reports it.
@@ -288,7 +250,7 @@ routes:
 	if ok < 5 || ok > allowed || ok+limited != 10 {
 		t.Errorf("%d allowed and %d limited, want 5 and 5", ok, limited)
 	}
-	if got := u.hits.Load(); got != int64(ok) {
+	if got := u.Hits.Load(); got != int64(ok) {
 		t.Errorf("upstream saw %d requests, want %d (only the allowed ones)", got, ok)
 	}
 	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"route": "ingress", "scope": "route"}); got != float64(limited) {
@@ -444,7 +406,7 @@ routes:
 	if rejected.retryAfter != "1" {
 		t.Errorf("Retry-After = %q, want 1", rejected.retryAfter)
 	}
-	if got := u.hits.Load(); got != 2 {
+	if got := u.Hits.Load(); got != 2 {
 		t.Errorf("upstream saw %d requests, want 2", got)
 	}
 }
@@ -575,7 +537,7 @@ routes:
 
 func TestLimitsRetriesAndProbesSpendQuota(t *testing.T) {
 	// Every other attempt fails with 503: a request takes two attempts.
-	u := startLimUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if n%2 == 1 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
@@ -603,7 +565,7 @@ routes:
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
 		}
 	}
-	attempts := u.hits.Load()
+	attempts := u.Hits.Load()
 	if attempts != 10 {
 		t.Errorf("upstream saw %d attempts, want 10 (5 requests × 2)", attempts)
 	}
@@ -635,7 +597,7 @@ routes:
 			t.Fatalf("request %d: %d %s", 5+i, resp.StatusCode, body)
 		}
 	}
-	hits := u.hits.Load()
+	hits := u.Hits.Load()
 	resp, body := p.get(t, "/x")
 	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "quota_exhausted" {
 		t.Fatalf("with the quota spent: %d %s", resp.StatusCode, body)
@@ -643,7 +605,7 @@ routes:
 	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 3000 || ra > 3600 {
 		t.Errorf("Retry-After = %q, want about an hour", resp.Header.Get("Retry-After"))
 	}
-	if got := u.hits.Load(); got != hits {
+	if got := u.Hits.Load(); got != hits {
 		t.Errorf("%d attempts went upstream without a token", got-hits)
 	}
 	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"route": "q", "scope": "quota"}); got != 1 {
@@ -797,7 +759,7 @@ routes:
 	if pb := decodeProblem(t, resp, body); pb.Status != 503 || pb.RetryAfter == nil || *pb.RetryAfter != ra {
 		t.Errorf("problem = %+v", pb)
 	}
-	if got := u.hits.Load(); got != 1 {
+	if got := u.Hits.Load(); got != 1 {
 		t.Errorf("upstream saw %d requests, want 1", got)
 	}
 }

@@ -9,17 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -34,24 +32,6 @@ type e2e struct {
 	client *http.Client
 }
 
-// e2eLeakCheck fails the test if goroutines outlive it; call it first.
-func e2eLeakCheck(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				var buf bytes.Buffer
-				_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-				t.Errorf("goroutines: %d before, %d after:\n%s", before, runtime.NumGoroutine(), buf.String())
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 func e2eConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
 	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
@@ -64,7 +44,7 @@ func e2eConfig(t testing.TB, yaml string) *config.Config {
 // startE2E serves yaml. Its cleanup loads an empty config, which closes
 // the upstream transports' idle connections, and then checks that ups
 // saw every connection closed: a response body left open would pin one.
-func startE2E(t *testing.T, yaml string, ups ...*e2eUpstream) *e2e {
+func startE2E(t *testing.T, yaml string, ups ...*testkit.Upstream) *e2e {
 	t.Helper()
 	hub := proxy.NewHub()
 	srv := proxy.New(zerolog.Nop(), proxy.NewMetrics("t", hub), hub)
@@ -88,53 +68,15 @@ routes:
 		}
 		for _, u := range ups {
 			deadline := time.Now().Add(3 * time.Second)
-			for u.newConns.Load() != u.closedConns.Load() && time.Now().Before(deadline) {
+			for u.OpenConns() != 0 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
-			if open := u.newConns.Load() - u.closedConns.Load(); open != 0 {
-				t.Errorf("%d upstream connections left open (%d opened)", open, u.newConns.Load())
+			if open := u.OpenConns(); open != 0 {
+				t.Errorf("%d upstream connections left open (%d opened)", open, u.NewConns.Load())
 			}
 		}
 	})
 	return &e2e{Server: ts, srv: srv, client: &http.Client{Transport: tr}}
-}
-
-// e2eUpstream counts hits and connections.
-type e2eUpstream struct {
-	*httptest.Server
-	hits        atomic.Int64
-	newConns    atomic.Int64
-	closedConns atomic.Int64
-}
-
-func startUpstream(t *testing.T, h func(n int64, w http.ResponseWriter, r *http.Request)) *e2eUpstream {
-	t.Helper()
-	u := &e2eUpstream{}
-	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h(u.hits.Add(1), w, r)
-	}))
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.newConns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closedConns.Add(1)
-		}
-	}
-	u.Start()
-	t.Cleanup(u.Close)
-	return u
-}
-
-func oneRoute(url, route string) string {
-	return `
-upstreams:
-  up: { url: "` + url + `" }
-routes:
-  - name: r
-    match: { path_prefix: / }
-    upstream: up
-` + route
 }
 
 func shaOf(b []byte) string {
@@ -169,17 +111,17 @@ func (p *e2e) send(t *testing.T, method, path string, body io.Reader) (*http.Res
 }
 
 func TestE2EBodiesOverMaxBodyAreSentOnceIntact(t *testing.T) {
-	e2eLeakCheck(t)
+	testkit.CheckLeaks(t)
 	var mu sync.Mutex
 	var sums []string
-	u := startUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		sums = append(sums, shaOf(b))
 		mu.Unlock()
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	p := startE2E(t, oneRoute(u.URL, `
+	p := startE2E(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, max_body: 1MiB, backoff: { initial: 1ms } }
 `), u)
 	for _, tc := range []struct {
@@ -220,30 +162,15 @@ func TestE2EBodiesOverMaxBodyAreSentOnceIntact(t *testing.T) {
 }
 
 func TestE2EPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
-	e2eLeakCheck(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	testkit.CheckLeaks(t)
+	addr := testkit.FreeAddr(t)
 	body := patterned(256 << 10)
 	got := make(chan string, 4)
-	u := &e2eUpstream{}
-	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.hits.Add(1)
+	u := testkit.NewUnstartedUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- shaOf(b)
 		w.WriteHeader(http.StatusCreated)
-	}))
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.newConns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closedConns.Add(1)
-		}
-	}
+	})
 	up := make(chan struct{})
 	go func() {
 		defer close(up)
@@ -261,7 +188,7 @@ func TestE2EPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
 	// POST is not in retry.methods and application/octet-stream is not
 	// JSON: the body is streamed, never buffered. A refused connection
 	// proves nothing was sent, so the same body can still go.
-	p := startE2E(t, oneRoute("http://"+addr, `
+	p := startE2E(t, testkit.OneRoute("http://"+addr, `
     retry: { attempts: 6, backoff: { initial: 100ms, max: 1s, multiplier: 2, jitter: 0 } }
 `), u)
 	start := time.Now()
@@ -283,13 +210,13 @@ func TestE2EPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
 	if s := <-got; s != shaOf(body) {
 		t.Errorf("upstream got sha256 %s, want %s", s, shaOf(body))
 	}
-	if n := u.hits.Load(); n != 1 {
+	if n := u.Hits.Load(); n != 1 {
 		t.Errorf("upstream got the POST %d times, want 1", n)
 	}
 }
 
 func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
-	e2eLeakCheck(t)
+	testkit.CheckLeaks(t)
 	for _, tc := range []struct {
 		name, retryAfter string
 		status, attempts int
@@ -298,7 +225,7 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 		{"Retry-After beyond the route timeout", "120", http.StatusServiceUnavailable, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := startUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+			u := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("X-Attempt", fmt.Sprint(n))
 				if tc.retryAfter != "" {
 					w.Header().Set("Retry-After", tc.retryAfter)
@@ -306,7 +233,7 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 				w.WriteHeader(tc.status)
 				fmt.Fprintf(w, "upstream attempt %d", n)
 			})
-			p := startE2E(t, oneRoute(u.URL, `
+			p := startE2E(t, testkit.OneRoute(u.URL, `
     timeout: 5s
     retry: { attempts: 3, backoff: { initial: 1ms } }
 `), u)
@@ -319,7 +246,7 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 				t.Errorf("got %d %q X-Attempt=%q Retry-After=%q X-Breakwater-Error=%q, want the upstream's last answer",
 					resp.StatusCode, body, resp.Header.Get("X-Attempt"), resp.Header.Get("Retry-After"), resp.Header.Get("X-Breakwater-Error"))
 			}
-			if n := u.hits.Load(); n != int64(tc.attempts) {
+			if n := u.Hits.Load(); n != int64(tc.attempts) {
 				t.Errorf("%d attempts, want %d", n, tc.attempts)
 			}
 			if tc.retryAfter != "" {
@@ -333,9 +260,9 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 }
 
 func TestE2ERouteTimeoutIs504(t *testing.T) {
-	e2eLeakCheck(t)
-	u := startUpstream(t, func(_ int64, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	p := startE2E(t, oneRoute(u.URL, `
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	p := startE2E(t, testkit.OneRoute(u.URL, `
     timeout: 200ms
     retry: { attempts: 3, on: [timeout, 503] }
 `), u)
@@ -346,11 +273,11 @@ func TestE2ERouteTimeoutIs504(t *testing.T) {
 }
 
 func TestE2EOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
-	e2eLeakCheck(t)
-	u := startUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 	})
-	p := startE2E(t, oneRoute(u.URL, `
+	p := startE2E(t, testkit.OneRoute(u.URL, `
     retry: off
     circuit_breaker: { failure_threshold: 3, delay: 10s, half_open_requests: 1, success_threshold: 1 }
 `), u)
@@ -388,14 +315,14 @@ func TestE2EOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
 	if avg > 500*time.Microsecond {
 		t.Errorf("a rejection takes %v on average, want well under 1ms", avg)
 	}
-	if h := u.hits.Load(); h != 3 {
+	if h := u.Hits.Load(); h != 3 {
 		t.Errorf("upstream saw %d requests, want 3: nothing is sent while open", h)
 	}
 }
 
 func TestE2EUpstreamBreakerIsSharedByItsRoutes(t *testing.T) {
-	e2eLeakCheck(t)
-	u := startUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 	})
 	p := startE2E(t, `
@@ -416,7 +343,7 @@ routes:
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Breakwater-Error") != "circuit_open" {
 		t.Errorf("route b after route a opened the upstream breaker: %d %q, want 503 circuit_open", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
 	}
-	if h := u.hits.Load(); h != 2 {
+	if h := u.Hits.Load(); h != 2 {
 		t.Errorf("upstream saw %d requests, want 2", h)
 	}
 	bs := p.srv.Breakers()
@@ -426,8 +353,8 @@ routes:
 }
 
 func TestE2EFallbackAnswersWhenThePipelineFails(t *testing.T) {
-	e2eLeakCheck(t)
-	u := startUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/500":
 			w.WriteHeader(http.StatusInternalServerError)
@@ -443,7 +370,7 @@ func TestE2EFallbackAnswersWhenThePipelineFails(t *testing.T) {
 	p := startE2E(t, `
 upstreams:
   up: { url: "`+u.URL+`" }
-  dead: { url: "`+fmt.Sprintf("http://%s", deadHostPort(t))+`" }
+  dead: { url: "`+fmt.Sprintf("http://%s", testkit.FreeAddr(t))+`" }
 routes:
   - name: dead
     match: { path_prefix: /dead }
@@ -478,25 +405,16 @@ routes:
 	check("/500", fb)    // an upstream 5xx
 	check("/ok", "live") // a good answer is not replaced
 	p.srv.ForceBreaker("open", "open")
-	before := u.hits.Load()
+	before := u.Hits.Load()
 	check("/open/x", fb) // breaker open
-	if u.hits.Load() != before {
+	if u.Hits.Load() != before {
 		t.Error("an open breaker let a request through")
 	}
 }
 
-func deadHostPort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestE2EResetsBeforeAndAfterHeaders(t *testing.T) {
-	e2eLeakCheck(t)
-	u := startUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+	testkit.CheckLeaks(t)
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		conn, buf, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			t.Error(err)
@@ -509,7 +427,7 @@ func TestE2EResetsBeforeAndAfterHeaders(t *testing.T) {
 		_ = conn.(*net.TCPConn).SetLinger(0) // a reset, not a clean close
 		conn.Close()
 	})
-	p := startE2E(t, oneRoute(u.URL, `
+	p := startE2E(t, testkit.OneRoute(u.URL, `
     retry: { attempts: 3, backoff: { initial: 1ms } }
 `), u)
 	// Before headers: retried (GET is idempotent), then 502 upstream_unreachable.
@@ -517,7 +435,7 @@ func TestE2EResetsBeforeAndAfterHeaders(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Breakwater-Error") != "upstream_unreachable" {
 		t.Errorf("reset before headers: %d %q, want 502 upstream_unreachable", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
 	}
-	if h := u.hits.Load(); h != 3 {
+	if h := u.Hits.Load(); h != 3 {
 		t.Errorf("reset before headers: %d attempts, want 3", h)
 	}
 	// After headers: the client never gets a whole answer (the proxy
@@ -534,7 +452,7 @@ func TestE2EResetsBeforeAndAfterHeaders(t *testing.T) {
 			t.Errorf("reset mid-body: got a whole %d answer of %d bytes, want a broken one", r2.StatusCode, len(b))
 		}
 	}
-	if h := u.hits.Load(); h != 4 {
+	if h := u.Hits.Load(); h != 4 {
 		t.Errorf("reset mid-body: %d attempts in all, want 4 (no retry once headers are out)", h-3)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/mccutchen/go-httpbin/v2/httpbin"
 
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -246,14 +247,14 @@ routes:
 	if resp2.StatusCode != http.StatusServiceUnavailable || resp2.Header.Get("X-Breakwater-Error") != "bulkhead_full" {
 		t.Fatalf("while the socket is open: %d %q %s; want 503 bulkhead_full", resp2.StatusCode, resp2.Header.Get("X-Breakwater-Error"), body)
 	}
-	if v := metricValue(t, p.metrics, "breakwater_bulkhead_in_flight", map[string]string{"route": "ws"}); v != 1 {
+	if v := testkit.SumMetric(t, p.metrics.Registry, "breakwater_bulkhead_in_flight", map[string]string{"route": "ws"}); v != 1 {
 		t.Errorf("breakwater_bulkhead_in_flight = %v while the socket is open, want 1", v)
 	}
 
 	if err := conn.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	waitFor(t, "the slot to be released after the socket closed", 5*time.Second, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the slot to be released after the socket closed", func() bool {
 		resp, _ := p.get(t, "/get")
 		return resp.StatusCode == http.StatusOK
 	})
@@ -604,7 +605,7 @@ routes:
     upstream: dead
     retry: { attempts: 2, backoff: { initial: 10ms, max: 20ms } }
   - { name: dead-problem, match: { path_prefix: /dead-problem/ }, upstream: dead, retry: off, errors: problem }
-`, map[string]string{"COUNTED": counted.URL, "SLOW": slow.URL, "DEAD": deadURL(t)})
+`, map[string]string{"COUNTED": counted.URL, "SLOW": slow.URL, "DEAD": testkit.DeadURL(t)})
 
 	const (
 		rpcCall         = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}`
@@ -862,18 +863,18 @@ routes:
 			id := "client-gone-" + tc.path[1:]
 			leave(t, tc.path, id)
 			var line map[string]any
-			waitFor(t, "the access-log line", 5*time.Second, func() bool {
+			testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool {
 				line = p.logs.accessLine(t, id)
 				return line != nil
 			})
 			if line["status"] != float64(StatusClientClosed) || line["error"] != string(kindClientClosed) || line["route"] != "slow" {
 				t.Errorf("access log %v; want status 499, error client_closed, route slow", line)
 			}
-			if v := metricValue(t, p.metrics, "breakwater_requests_total", map[string]string{"route": "slow", "code": "499"}); v != float64(i+1) {
+			if v := testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"route": "slow", "code": "499"}); v != float64(i+1) {
 				t.Errorf("breakwater_requests_total{code=499} = %v, want %d", v, i+1)
 			}
 			for _, code := range []string{"200", "502", "503", "504"} {
-				if v := metricValue(t, p.metrics, "breakwater_requests_total", map[string]string{"route": "slow", "code": code}); v != 0 {
+				if v := testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"route": "slow", "code": code}); v != 0 {
 					t.Errorf("breakwater_requests_total{code=%s} = %v, want 0", code, v)
 				}
 			}

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -81,12 +83,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		transports: map[*http.Transport]bool{},
 	}
-	names := make([]string, 0, len(cfg.Upstreams))
-	for name := range cfg.Upstreams {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		u := cfg.Upstreams[name]
 		target, err := url.Parse(u.URL)
 		if err != nil {
@@ -236,12 +233,7 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
 
 // upstreamNames lists the upstreams, for /health.
 func (t *table) upstreamNames() []string {
-	names := make([]string, 0, len(t.upstreams))
-	for n := range t.upstreams {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(t.upstreams))
 }
 
 func isJSON(contentType string) bool {

@@ -1,20 +1,19 @@
 package reload
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -172,17 +171,14 @@ func TestReloaderWatch(t *testing.T) {
 	path := filepath.Join(dir, "breakwater.yaml")
 	write := func(body string) {
 		t.Helper()
-		mustWrite(t, path+".tmp", strings.ReplaceAll(body, "%UP%", up.URL))
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
+		testkit.ReplaceFile(t, path, strings.ReplaceAll(body, "%UP%", up.URL))
 	}
 	write(watchedConfig)
 	cfg, warns, err := config.Load(path, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testkit.SyncBuffer
 	log := zerolog.New(&logs)
 	hub := proxy.NewHub()
 	metrics := proxy.NewMetrics("test", hub)
@@ -204,19 +200,9 @@ func TestReloaderWatch(t *testing.T) {
 	}
 	stop := rl.Watch(noPoll)
 	defer stop()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("within 10s: %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 
 	write(strings.Replace(watchedConfig, "    upstream: up\n", "    upstream: up\n    timeout: forever\n", 1))
-	waitFor("the broken file rejected", func() bool { return rl.Last().Reason == "file changed" })
+	testkit.WaitFor(t, 10*time.Second, "the broken file rejected", func() bool { return rl.Last().Reason == "file changed" })
 	last := rl.Last()
 	if last.OK || len(last.Errors) != 1 || !strings.Contains(last.Errors[0], "routes[0].timeout") || last.Hash != cfg.Hash {
 		t.Fatalf("broken file: %+v", last)
@@ -232,28 +218,11 @@ func TestReloaderWatch(t *testing.T) {
 	}
 
 	write(strings.ReplaceAll(watchedConfig, "first", "second"))
-	waitFor("the good file picked up", func() bool { return rl.Last().OK && rl.Last().Reason == "file changed" })
+	testkit.WaitFor(t, 10*time.Second, "the good file picked up", func() bool { return rl.Last().OK && rl.Last().Reason == "file changed" })
 	if got := status("/second/x"); got != 200 {
 		t.Errorf("new route: %d", got)
 	}
 	if got := status("/first/x"); got != 404 {
 		t.Errorf("removed route: %d, want 404", got)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

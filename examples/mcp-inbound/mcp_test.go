@@ -15,10 +15,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,32 +30,21 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // breakwaterBin is the binary TestMain builds once for every test here.
 var breakwaterBin string
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "breakwater-mcp-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	var flags []string
+	if testkit.RaceEnabled {
+		// The breakwater binary is race-built too, so that the proxy's own
+		// goroutines are checked while MCP traffic flows through it.
+		flags = append(flags, "-race")
 	}
-	breakwaterBin = filepath.Join(dir, "breakwater")
-	args := []string{"build", "-o", breakwaterBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/breakwater-proxy/breakwater")
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go %s: %v\n%s", strings.Join(args, " "), err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithBinary(m, &breakwaterBin, flags...))
 }
 
 // Both example files must validate without a single warning.
@@ -113,7 +100,7 @@ func TestStatefulSession(t *testing.T) {
 			}
 		},
 	})
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.url + "/mcp", HTTPClient: w.client()},
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.URL + "/mcp", HTTPClient: w.client()},
 		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
 	if err != nil {
 		t.Fatalf("connect through breakwater: %v", err)
@@ -178,7 +165,7 @@ func TestStatefulSession(t *testing.T) {
 	if !srv.saw(http.MethodDelete, sid) {
 		t.Error("the DELETE did not reach the MCP server")
 	}
-	waitUntil(t, 5*time.Second, "the server session to end after DELETE", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the server session to end after DELETE", func() bool {
 		for range srv.Sessions() {
 			return false
 		}
@@ -200,7 +187,7 @@ func TestStatelessSession(t *testing.T) {
 	progress := &progressLog{acks: srv.acks}
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-client", Version: "v1"}, &mcp.ClientOptions{ProgressNotificationHandler: progress.handle})
 	// No ProtocolVersion: the SDK's latest, 2026-07-28, via server/discover.
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.url + "/mcp", HTTPClient: w.client()}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.URL + "/mcp", HTTPClient: w.client()}, nil)
 	if err != nil {
 		t.Fatalf("connect through breakwater: %v", err)
 	}
@@ -260,7 +247,7 @@ func TestRateLimitedToolCall(t *testing.T) {
 	bw := startBreakwater(t, srv.url)
 	w := newWire(t)
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-client", Version: "v1"}, nil)
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.url + "/mcp", HTTPClient: w.client()}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: bw.URL + "/mcp", HTTPClient: w.client()}, nil)
 	if err != nil {
 		t.Fatalf("connect through breakwater: %v", err)
 	}
@@ -628,7 +615,7 @@ func (w *wire) find(ok func(*exchange) bool) *exchange {
 func (w *wire) waitFor(t *testing.T, d time.Duration, what string, ok func(*exchange) bool) *exchange {
 	t.Helper()
 	var e *exchange
-	waitUntil(t, d, what, func() bool { e = w.find(ok); return e != nil })
+	testkit.WaitFor(t, d, what, func() bool { e = w.find(ok); return e != nil })
 	return e
 }
 
@@ -679,99 +666,30 @@ func textOf(res *mcp.CallToolResult) string {
 
 // --- the breakwater process ---
 
-type breakwater struct {
-	url string
-}
-
 // startBreakwater runs the built binary with this directory's
 // breakwater.yaml, pointed at upstream, on free loopback ports, and waits
 // for /readyz. It is stopped with SIGTERM when the test ends.
-func startBreakwater(t *testing.T, upstream string) *breakwater {
+func startBreakwater(t *testing.T, upstream string) *testkit.Breakwater {
 	t.Helper()
-	for try := 1; ; try++ {
-		data, admin := freeAddr(t), freeAddr(t)
-		logs := &syncBuffer{}
-		cmd := exec.Command(breakwaterBin, "-config", "breakwater.yaml", "-listen", data, "-admin", admin)
+	bw := testkit.StartBreakwater(t, 20*time.Second, func(listen, admin string) *exec.Cmd {
+		cmd := exec.Command(breakwaterBin, "-config", "breakwater.yaml", "-listen", listen, "-admin", admin)
 		cmd.Env = append(os.Environ(), "MCP_SERVER_URL="+upstream)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting breakwater: %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		err := waitReady("http://"+admin+"/readyz", exited, 20*time.Second)
-		if err == nil {
-			t.Cleanup(func() { stopBreakwater(t, cmd, exited, logs) })
-			return &breakwater{url: "http://" + data}
-		}
-		_ = cmd.Process.Kill()
-		<-exited
-		// Another process may take a port between listen-then-close and
-		// breakwater's bind: try again with new ones.
-		if try < 3 && strings.Contains(logs.String(), "cannot bind") {
-			continue
-		}
-		t.Fatalf("breakwater did not become ready: %v\n%s", err, logs.String())
-	}
+		return cmd
+	})
+	t.Cleanup(func() { stopBreakwater(t, bw) })
+	return bw
 }
 
-func stopBreakwater(t *testing.T, cmd *exec.Cmd, exited chan error, logs *syncBuffer) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("breakwater exited with %v after SIGTERM", err)
-		}
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		t.Error("breakwater did not stop within 15 s of SIGTERM")
+// stopBreakwater ends breakwater as Kubernetes would, with SIGTERM, and
+// wants exit code 0 within 15 s. Its log is shown in -v runs (and, as
+// for every process testkit starts, when the test failed).
+func stopBreakwater(t *testing.T, bw *testkit.Breakwater) {
+	_ = bw.Cmd.Process.Signal(syscall.SIGTERM)
+	if code := bw.ExitCode(t, 15*time.Second); code != 0 {
+		t.Errorf("breakwater exited with code %d after SIGTERM", code)
 	}
-	if t.Failed() || testing.Verbose() {
-		t.Logf("breakwater's log:\n%s", logs.String())
-	}
-}
-
-func waitReady(url string, exited <-chan error, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	client := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("breakwater exited: %v", err)
-		default:
-		}
-		if resp, err := client.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no 200 from %s within %v", url, d)
-}
-
-// freeAddr is a loopback address nothing listens on: listen, then close.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if testing.Verbose() && !t.Failed() {
+		t.Logf("breakwater's log:\n%s", bw.Out.String())
 	}
 }
 
@@ -781,22 +699,4 @@ func mustAbs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
-}
-
-// syncBuffer collects the process's output from its copying goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

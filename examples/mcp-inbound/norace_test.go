@@ -1,5 +1,0 @@
-//go:build !race
-
-package mcpinbound_test
-
-const raceEnabled = false

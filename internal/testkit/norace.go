@@ -1,0 +1,6 @@
+//go:build !race
+
+package testkit
+
+// RaceEnabled reports whether the tests are built with -race.
+const RaceEnabled = false
