@@ -108,7 +108,9 @@ routes:
 	if errs > 0 {
 		t.Errorf("%d legitimate requests failed during the attack", errs)
 	}
-	if limit := max(5*base99, 50*time.Millisecond); during99 > limit {
+	// Starvation would show as seconds (a slot freed only by the 1 s
+	// header timeout); the margin absorbs a loaded CI machine.
+	if limit := max(10*base99, 250*time.Millisecond); during99 > limit {
 		t.Errorf("legit p99 %s during the attack, want ≤ %s", ms(during99), ms(limit))
 	}
 	if n := seen.path("/slow"); n != 0 {
