@@ -99,24 +99,43 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func BenchmarkBare(b *testing.B) { benchBare(b, nil) }
+func BenchmarkBare(b *testing.B) { benchBare(b, nil, false) }
 
 // BenchmarkBarePooled is BenchmarkBare with the copy-buffer pool that
 // breakwater gives its ReverseProxy: a plain ReverseProxy allocates 32 KiB
 // per request, which is most of its B/op and some of its time.
-func BenchmarkBarePooled(b *testing.B) { benchBare(b, &benchBuffers{}) }
+func BenchmarkBarePooled(b *testing.B) { benchBare(b, &benchBuffers{}, false) }
+
+// BenchmarkBareSameHeaders is BenchmarkBarePooled plus the headers SPEC.md
+// requires of breakwater on every request (X-Forwarded-For/-Host/-Proto
+// and X-Request-Id both ways): the fair baseline for what the policies
+// themselves cost, since every header is allocated and parsed on both hops.
+func BenchmarkBareSameHeaders(b *testing.B) { benchBare(b, &benchBuffers{}, true) }
 
 // benchBare drives a bare httputil.ReverseProxy whose BufferPool is pool
-// (nil: none) in front of the bench upstream.
-func benchBare(b *testing.B, pool httputil.BufferPool) {
+// (nil: none) in front of the bench upstream; headers adds breakwater's
+// mandatory headers.
+func benchBare(b *testing.B, pool httputil.BufferPool, headers bool) {
 	up := benchUpstream(b)
 	target, _ := url.Parse(up.URL)
 	tr := benchTransport()
 	b.Cleanup(tr.CloseIdleConnections)
 	rp := &httputil.ReverseProxy{
-		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			if headers {
+				pr.SetXForwarded()
+				pr.Out.Header["X-Request-Id"] = []string{"0123456789abcdef0123456789abcdef"}
+			}
+			pr.SetURL(target)
+		},
 		Transport:  tr,
 		BufferPool: pool,
+	}
+	if headers {
+		rp.ModifyResponse = func(r *http.Response) error {
+			r.Header["X-Request-Id"] = []string{"0123456789abcdef0123456789abcdef"}
+			return nil
+		}
 	}
 	front := httptest.NewServer(rp)
 	b.Cleanup(front.Close)
