@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/breakwater
 
-.PHONY: help build run demo test vet fmt-check unit browser-deps chart-test docker bench fuzz chaos clean
+.PHONY: help build run demo test vet fmt-check unit browser-deps chart-test docker bench bench-go fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench: ## breakwater vs direct, httputil.ReverseProxy, nginx, HAProxy, Caddy (in
 
 chaos: ## the fault-injection and abuse suites (chaos/), long form; the short form runs in make test
 	CHAOS_FULL=1 $(GO) test -count=1 -v -timeout 20m ./chaos/
+
+bench-go: ## the in-process Go benchmarks: proxy overhead vs a bare ReverseProxy, cache hit, rate limit, limiter, cache store
+	$(GO) test -run='^$$' -bench=. -benchmem -count=6 -timeout 30m ./proxy/ ./cache/ ./ratelimit/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in $$($(GO) test -list 'Fuzz.*' ./config/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./config/ || exit 1; done
