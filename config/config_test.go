@@ -660,6 +660,23 @@ routes:
 	}
 }
 
+// An unquoted ${VAR} inside a flow mapping is a value, as users write it.
+func TestExpandUnquotedInFlowMapping(t *testing.T) {
+	const text = `upstreams: { api: { url: ${API_URL}, connect_timeout: ${CT:-2s} } }
+routes: [ { name: r, upstream: api, match: { path_prefix: /${PREFIX:-v1}/ } } ]
+`
+	cfg, _, err := Parse("bw.yaml", []byte(text), env(map[string]string{"API_URL": "http://127.0.0.1:9000"}), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.Upstreams["api"]; u.URL != "http://127.0.0.1:9000" || u.ConnectTimeout.D() != 2e9 {
+		t.Errorf("url %q, connect_timeout %v", u.URL, u.ConnectTimeout)
+	}
+	if p := cfg.Routes[0].Match.PathPrefix; p != "/v1/" {
+		t.Errorf("path_prefix = %q, want /v1/", p)
+	}
+}
+
 func TestOverridesWinOverTheFile(t *testing.T) {
 	text := `listen: 127.0.0.1:8080
 admin: {listen: 127.0.0.1:9901}

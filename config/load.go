@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -92,13 +93,23 @@ func Load(path string, o Overrides) (*Config, []Problem, error) {
 
 // Parse is Load on bytes already read, with lookup for ${VAR}.
 func Parse(file string, data []byte, lookup func(string) (string, bool), o Overrides) (*Config, []Problem, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, nil, Problems{yamlProblem(file, err)}
-	}
 	// Variables are expanded in values only, after parsing: never in
 	// comments or keys, and a value cannot change the file's structure.
+	// Before parsing, each ${…} becomes a plain placeholder, so that an
+	// unquoted ${VAR} is still a value where YAML treats "{" and "}" as
+	// syntax (`api: { url: ${API_URL} }`).
 	x := &expander{file: file, lookup: lookup}
+	text := envRef.ReplaceAllStringFunc(string(data), func(m string) string {
+		if m == "$$" {
+			return m
+		}
+		x.refs = append(x.refs, m)
+		return placeholderPrefix + strconv.Itoa(len(x.refs)-1) + "_"
+	})
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &root); err != nil {
+		return nil, nil, Problems{yamlProblem(file, err)}
+	}
 	x.walk(&root, "")
 	expanded, problems := x.values, x.problems
 	cfg := &Config{File: file}
@@ -284,6 +295,7 @@ var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}
 // literal $). It keeps the values it expanded, so that those used inside a
 // secret can be redacted wherever else they show up.
 type expander struct {
+	refs     []string // the ${…} the placeholders stand for
 	file     string
 	lookup   func(string) (string, bool)
 	values   []string
@@ -298,6 +310,7 @@ func (x *expander) walk(n *yaml.Node, path string) {
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			n.Content[i].Value = x.restore(n.Content[i].Value) // a key is never expanded
 			p := n.Content[i].Value
 			if path != "" {
 				p = path + "." + p
@@ -309,6 +322,7 @@ func (x *expander) walk(n *yaml.Node, path string) {
 			x.walk(c, fmt.Sprintf("%s[%d]", path, i))
 		}
 	case yaml.ScalarNode:
+		n.Value = x.restore(n.Value)
 		if strings.Contains(n.Value, "$") {
 			n.Value = x.expand(n.Value, n.Line, path)
 			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
@@ -316,6 +330,26 @@ func (x *expander) walk(n *yaml.Node, path string) {
 			}
 		}
 	}
+}
+
+// placeholderPrefix marks where a ${…} stood before parsing; it is plain
+// YAML in any context.
+const placeholderPrefix = "BWENVREF7q_"
+
+var placeholder = regexp.MustCompile(placeholderPrefix + `(\d+)_`)
+
+// restore puts back the ${…} that placeholders stand for.
+func (x *expander) restore(v string) string {
+	if len(x.refs) == 0 || !strings.Contains(v, placeholderPrefix) {
+		return v
+	}
+	return placeholder.ReplaceAllStringFunc(v, func(m string) string {
+		i, err := strconv.Atoi(placeholder.FindStringSubmatch(m)[1])
+		if err != nil || i >= len(x.refs) {
+			return m
+		}
+		return x.refs[i]
+	})
 }
 
 func (x *expander) expand(v string, line int, path string) string {
