@@ -677,6 +677,25 @@ routes: [ { name: r, upstream: api, match: { path_prefix: /${PREFIX:-v1}/ } } ]
 	}
 }
 
+// Breakers are named after their route or upstream: one name for both
+// would make the admin API's /breakers/{name} ambiguous.
+func TestBreakerNamesMustBeUnique(t *testing.T) {
+	const text = `upstreams:
+  api: { url: "http://127.0.0.1:9000", circuit_breaker: { failure_threshold: 5 } }
+routes:
+  - name: api
+    upstream: api
+    circuit_breaker: { failure_threshold: 3 }
+  - name: other
+    upstream: api
+`
+	_, _, err := Parse("bw.yaml", []byte(text), env(nil), Overrides{})
+	ps := problemsOf(t, err)
+	if len(ps) != 1 || ps[0].Path != "routes[0].name" || ps[0].Line != 4 || !strings.Contains(ps[0].Msg, "rename the route") {
+		t.Fatalf("want one problem at bw.yaml:4 routes[0].name, got:\n%v", ps)
+	}
+}
+
 func TestOverridesWinOverTheFile(t *testing.T) {
 	text := `listen: 127.0.0.1:8080
 admin: {listen: 127.0.0.1:9901}

@@ -74,6 +74,19 @@ func validate(c *Config) []Problem {
 		}
 		v.route(path, r)
 	}
+	// A route breaker is named after its route, a shared one after its
+	// upstream: the same name for both would make /breakers/{name} ambiguous.
+	shared := map[string]bool{}
+	for _, r := range c.Routes {
+		if r != nil && r.Effective.CircuitBreaker != nil && r.Effective.SharedBreaker {
+			shared[r.Upstream] = true
+		}
+	}
+	for i, r := range c.Routes {
+		if r != nil && r.Effective.CircuitBreaker != nil && !r.Effective.SharedBreaker && shared[r.Name] {
+			v.errorf(fmt.Sprintf("routes[%d].name", i), "route %q has its own circuit breaker and upstream %q has a shared one: breakers are named after them, so rename the route", r.Name, r.Name)
+		}
+	}
 	sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
 	return v.problems
 }
