@@ -26,7 +26,7 @@ type Metrics struct {
 	attempts        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
 	budgetExhausted *prometheus.CounterVec
-	breakerState    *prometheus.GaugeVec
+	breakerState    *breakerCollector
 	breakerTrans    *prometheus.CounterVec
 	bulkheadInFl    *prometheus.GaugeVec
 	bulkheadRej     *prometheus.CounterVec
@@ -61,8 +61,8 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 		Help: "Retries scheduled, by route and the reason (status code or error kind)."}, []string{"route", "reason"})
 	m.budgetExhausted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_retry_budget_exhausted_total",
 		Help: "Retries or hedges refused because the route's retry budget was spent."}, []string{"route"})
-	m.breakerState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breakwater_circuit_breaker_state",
-		Help: "1 for the breaker's current state (closed, open, half-open), 0 for the others."}, []string{"breaker", "state"})
+	m.breakerState = &breakerCollector{desc: prometheus.NewDesc("breakwater_circuit_breaker_state",
+		"1 for the breaker's current state (closed, open, half-open), 0 for the others.", []string{"breaker", "state"}, nil)}
 	m.breakerTrans = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_circuit_breaker_transitions_total",
 		Help: "Circuit breaker state transitions."}, []string{"breaker", "from", "to"})
 	m.bulkheadInFl = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breakwater_bulkhead_in_flight",
@@ -212,24 +212,38 @@ func (m *Metrics) cacheLookup(route, result string) {
 
 func (m *Metrics) routeRateLimited(route string) { m.rateLimited.WithLabelValues(route, "route").Inc() }
 
-// setBreaker sets a breaker's state gauge (so it exists before any
-// transition). failsafe-go opens to half-open lazily, on the first request
-// after the delay: until then the breaker is open and so is its gauge,
-// while /breakers says "half-open due".
-func (m *Metrics) setBreaker(name string, s policy.State) {
-	for _, st := range []policy.State{policy.Closed, policy.Open, policy.HalfOpen} {
-		v := 0.0
-		if st == s || (s == policy.HalfOpenDue && st == policy.Open) {
-			v = 1
-		}
-		m.breakerState.WithLabelValues(name, string(st)).Set(v)
-	}
+// FollowBreakers makes the state gauge read the breakers at scrape time,
+// so it can never disagree with /breakers: failsafe-go calls its listener
+// outside its lock, so two quick transitions could otherwise land out of
+// order, and a reload would leave a dropped breaker's series behind.
+func (m *Metrics) FollowBreakers(list func() []policy.BreakerStatus) {
+	m.breakerState.list.Store(&list)
 }
 
-// forgetBreaker removes a breaker that a reload dropped.
-func (m *Metrics) forgetBreaker(name string) {
-	for _, st := range []policy.State{policy.Closed, policy.Open, policy.HalfOpen} {
-		m.breakerState.DeleteLabelValues(name, string(st))
+// breakerCollector is breakwater_circuit_breaker_state, read live.
+// failsafe-go opens to half-open lazily, on the first request after the
+// delay: until then the breaker is open and so is its gauge, while
+// /breakers says "half-open due".
+type breakerCollector struct {
+	desc *prometheus.Desc
+	list atomic.Pointer[func() []policy.BreakerStatus]
+}
+
+func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	list := c.list.Load()
+	if list == nil {
+		return
+	}
+	for _, b := range (*list)() {
+		for _, st := range []policy.State{policy.Closed, policy.Open, policy.HalfOpen} {
+			v := 0.0
+			if st == b.State || (b.State == policy.HalfOpenDue && st == policy.Open) {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, b.Name, string(st))
+		}
 	}
 }
 
@@ -255,7 +269,6 @@ func (m *Metrics) BudgetExhausted(route string) {
 func (m *Metrics) Hedge(route, result string) { m.hedges.WithLabelValues(route, result).Inc() }
 
 func (m *Metrics) BreakerChanged(name string, from, to policy.State) {
-	m.setBreaker(name, to)
 	m.breakerTrans.WithLabelValues(name, string(from), string(to)).Inc()
 	m.hub.Publish("breaker", map[string]any{"breaker": name, "from": from, "to": to})
 }

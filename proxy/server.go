@@ -40,7 +40,9 @@ type Server struct {
 
 // New returns a Server with no config; call Load before serving.
 func New(log zerolog.Logger, metrics *Metrics, hub *Hub) *Server {
-	return &Server{log: log, metrics: metrics, hub: hub, buffers: newBufferPool(), registry: policy.NewRegistry()}
+	s := &Server{log: log, metrics: metrics, hub: hub, buffers: newBufferPool(), registry: policy.NewRegistry()}
+	metrics.FollowBreakers(s.Breakers)
+	return s
 }
 
 // Load builds cfg's routing and swaps it in. Stateful policies whose
@@ -57,19 +59,7 @@ func (s *Server) Load(cfg *config.Config) error {
 	old := s.table.Swap(t)
 	s.registry = reg
 	reg.Commit()
-	for _, b := range t.breakers {
-		s.metrics.setBreaker(b.Name, b.State())
-	}
 	if old != nil {
-		kept := map[string]bool{}
-		for _, b := range t.breakers {
-			kept[b.Name] = true
-		}
-		for _, b := range old.breakers {
-			if !kept[b.Name] {
-				s.metrics.forgetBreaker(b.Name)
-			}
-		}
 		// Transports the new table does not use are closed once their
 		// in-flight requests are done: idle connections now, the rest when
 		// they turn idle (a later pass).
