@@ -121,7 +121,28 @@ func WithTrace(ctx context.Context, t *Trace) context.Context {
 	return context.WithValue(ctx, traceKey{}, t)
 }
 
+// Tracer is a caller's per-request state that holds a Trace. A caller
+// that keeps its own state in the context anyway can carry both in one
+// value (one context allocation fewer per request) with WithTracer.
+type Tracer interface{ PolicyTrace() *Trace }
+
+// WithTracer returns ctx carrying c; the pipeline fills c.PolicyTrace().
+func WithTracer(ctx context.Context, c Tracer) context.Context {
+	return context.WithValue(ctx, traceKey{}, c)
+}
+
+// TracerFrom returns the Tracer WithTracer put in ctx, or nil.
+func TracerFrom(ctx context.Context) Tracer {
+	c, _ := ctx.Value(traceKey{}).(Tracer)
+	return c
+}
+
 func traceFrom(ctx context.Context) *Trace {
-	t, _ := ctx.Value(traceKey{}).(*Trace)
-	return t
+	switch v := ctx.Value(traceKey{}).(type) {
+	case *Trace:
+		return v
+	case Tracer:
+		return v.PolicyTrace()
+	}
+	return nil
 }

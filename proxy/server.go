@@ -85,6 +85,7 @@ func (s *Server) Config() *config.Config {
 type request struct {
 	lw        logWriter // the response writer, in the same allocation
 	idHdr     []string  // []string{id}, shared by the upstream request and the response
+	idArr     [1]string // idHdr's backing array
 	start     time.Time
 	id        string
 	route     *route
@@ -101,15 +102,18 @@ type request struct {
 // idHeader is the request id as a header value, built once.
 func (rq *request) idHeader() []string {
 	if rq.idHdr == nil {
-		rq.idHdr = []string{rq.id}
+		rq.idArr[0] = rq.id
+		rq.idHdr = rq.idArr[:1:1] // in the request's own allocation
 	}
 	return rq.idHdr
 }
 
-type requestKey struct{}
+// PolicyTrace lets the pipeline fill the request's trace: the request and
+// its trace travel as one context value.
+func (rq *request) PolicyTrace() *policy.Trace { return &rq.trace }
 
 func requestFrom(ctx context.Context) *request {
-	rq, _ := ctx.Value(requestKey{}).(*request)
+	rq, _ := policy.TracerFrom(ctx).(*request)
 	return rq
 }
 
@@ -188,7 +192,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(lw, rq, err, 0)
 		return
 	}
-	ctx := context.WithValue(policy.WithTrace(r.Context(), &rq.trace), requestKey{}, rq)
+	ctx := policy.WithTracer(r.Context(), rq)
 	r = r.WithContext(ctx)
 	if rt.cache != nil {
 		if s.serveCached(lw, r, rq, rt) {
