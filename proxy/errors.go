@@ -22,6 +22,9 @@ const (
 	KindNoRoute             Kind = "no_route"
 	KindBodyTooLarge        Kind = "body_too_large"
 	KindBadRequest          Kind = "bad_request" // not in SPEC's table: a malformed request body
+	KindRequestTimeout      Kind = "request_timeout"
+	KindMethodNotAllowed    Kind = "method_not_allowed" // not in SPEC's table: CONNECT or TRACE no route lists
+	KindHeadersTooLarge     Kind = "headers_too_large"  // not in SPEC's table: over server.max_header_bytes
 	KindRateLimited         Kind = "rate_limited"
 	KindQuotaExhausted      Kind = "quota_exhausted"
 	KindCircuitOpen         Kind = "circuit_open"
@@ -34,36 +37,90 @@ const (
 // StatusClientClosed is nginx's 499, logged when the client left first.
 const StatusClientClosed = 499
 
-// errBodyTooLarge is returned by the request body reader past server.max_body.
-var errBodyTooLarge = errors.New("request body too large")
+// statuses is each kind's HTTP status.
+var statuses = map[Kind]int{
+	KindNoRoute:             http.StatusNotFound,
+	KindBodyTooLarge:        http.StatusRequestEntityTooLarge,
+	KindBadRequest:          http.StatusBadRequest,
+	KindRequestTimeout:      http.StatusRequestTimeout,
+	KindMethodNotAllowed:    http.StatusMethodNotAllowed,
+	KindHeadersTooLarge:     http.StatusRequestHeaderFieldsTooLarge,
+	KindRateLimited:         http.StatusTooManyRequests,
+	KindQuotaExhausted:      http.StatusServiceUnavailable,
+	KindCircuitOpen:         http.StatusServiceUnavailable,
+	KindBulkheadFull:        http.StatusServiceUnavailable,
+	KindTimeout:             http.StatusGatewayTimeout,
+	KindUpstreamUnreachable: http.StatusBadGateway,
+	kindClientClosed:        StatusClientClosed,
+}
 
-// errMalformedBody is a request body whose framing is invalid (a bad chunk).
-var errMalformedBody = errors.New("malformed request body")
-
-// classify is the one place that maps any error to a kind and a status.
+// classify maps any error to a kind and a status.
 func classify(err error) (Kind, int) {
+	k := kindOf(err)
+	return k, statuses[k]
+}
+
+func kindOf(err error) Kind {
 	switch {
 	case errors.Is(err, errBodyTooLarge):
-		return KindBodyTooLarge, http.StatusRequestEntityTooLarge
+		return KindBodyTooLarge
 	case errors.Is(err, errMalformedBody):
-		return KindBadRequest, http.StatusBadRequest
+		return KindBadRequest
+	case errors.Is(err, errBodyStalled):
+		return KindRequestTimeout
 	case errors.Is(err, errRateLimited):
-		return KindRateLimited, http.StatusTooManyRequests
+		return KindRateLimited
 	case errors.Is(err, policy.ErrCircuitOpen):
-		return KindCircuitOpen, http.StatusServiceUnavailable
+		return KindCircuitOpen
 	case errors.Is(err, policy.ErrBulkheadFull):
-		return KindBulkheadFull, http.StatusServiceUnavailable
+		return KindBulkheadFull
 	case errors.Is(err, policy.ErrQuotaExhausted):
-		return KindQuotaExhausted, http.StatusServiceUnavailable
+		return KindQuotaExhausted
 	case errors.Is(err, policy.ErrTimeout), errors.Is(err, policy.ErrAttemptTimeout):
-		return KindTimeout, http.StatusGatewayTimeout
+		return KindTimeout
 	case errors.Is(err, errNoRoute):
-		return KindNoRoute, http.StatusNotFound
+		return KindNoRoute
 	case errors.Is(err, context.Canceled):
-		return kindClientClosed, StatusClientClosed
+		return kindClientClosed
 	}
-	return KindUpstreamUnreachable, http.StatusBadGateway
+	return KindUpstreamUnreachable
 }
+
+// failureKind is the one decision, made once per failed request, of what
+// its failure was:
+//   - a client body that broke (too large, malformed, stalled) is the
+//     client's failure, whatever the attempt made of it;
+//   - a cancellation while the client is still here was the pipeline's
+//     own: the route timeout, which failsafe's executor reports as a bare
+//     context.Canceled (writing nothing would hand the client an empty 200);
+//   - otherwise classify's mapping.
+func failureKind(err, bodyErr error, clientGone bool) Kind {
+	if bodyErr != nil && !errors.Is(bodyErr, context.Canceled) {
+		return kindOf(bodyErr)
+	}
+	k := kindOf(err)
+	if k == kindClientClosed && !clientGone {
+		return KindTimeout
+	}
+	return k
+}
+
+// abortKind decides a request whose response was cut after it started
+// (ReverseProxy panics with http.ErrAbortHandler): the client left, or
+// could not keep up; "" when the upstream's stream broke.
+func abortKind(clientGone, clientStalled bool) Kind {
+	switch {
+	case clientGone:
+		return kindClientClosed
+	case clientStalled:
+		return kindClientStalled
+	}
+	return ""
+}
+
+// kindClientStalled is logged, never sent: the client stopped reading its
+// response for stream_idle_timeout.
+const kindClientStalled Kind = "client_stalled"
 
 var (
 	errNoRoute     = errors.New("no route matches")
@@ -74,6 +131,9 @@ var titles = map[Kind]string{
 	KindNoRoute:             "No route matches this request",
 	KindBodyTooLarge:        "Request body too large",
 	KindBadRequest:          "Malformed request",
+	KindRequestTimeout:      "Request body timed out",
+	KindMethodNotAllowed:    "Method not allowed",
+	KindHeadersTooLarge:     "Request headers too large",
 	KindRateLimited:         "Too many requests",
 	KindQuotaExhausted:      "Upstream quota exhausted",
 	KindCircuitOpen:         "Upstream circuit open",
@@ -88,6 +148,9 @@ var details = map[Kind]string{
 	KindNoRoute:             "breakwater has no route for this method and path.",
 	KindBodyTooLarge:        "The request body is larger than this proxy accepts.",
 	KindBadRequest:          "The request body is not valid HTTP (for example a malformed chunk).",
+	KindRequestTimeout:      "The request body stopped arriving, so breakwater gave up waiting for it.",
+	KindMethodNotAllowed:    "breakwater does not forward this method unless a route lists it.",
+	KindHeadersTooLarge:     "The request headers are larger than this proxy accepts.",
 	KindRateLimited:         "This client sent too many requests to this route.",
 	KindQuotaExhausted:      "The upstream API's request quota is used up for now.",
 	KindCircuitOpen:         "The upstream API is failing, so breakwater has stopped calling it for a while.",
@@ -107,6 +170,9 @@ var jsonrpcCodes = map[Kind]int{
 	KindNoRoute:             -31404,
 	KindBodyTooLarge:        -31413,
 	KindBadRequest:          -31400,
+	KindRequestTimeout:      -31504,
+	KindMethodNotAllowed:    -31405,
+	KindHeadersTooLarge:     -31431,
 }
 
 // errorReply is everything an error response needs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -13,6 +14,14 @@ import (
 // logWriter records the status and size written, for the access log. It
 // unwraps for http.ResponseController, so ReverseProxy can still flush
 // (SSE) and hijack (WebSocket) the connection underneath.
+//
+// It also bounds the client's side of the response: a client that stops
+// reading holds a goroutine, a connection and, until its body is closed, a
+// bulkhead slot. Every write moves the connection's write deadline
+// stream_idle_timeout ahead (at most every idle/4, set idle + idle/4
+// ahead, so a write is never cut before a full idle period), and a write
+// that passes it ends the response. net/http clears the deadline after
+// the handler (and a hijack clears it for WebSockets).
 type logWriter struct {
 	http.ResponseWriter
 	status  int
@@ -21,14 +30,27 @@ type logWriter struct {
 	// set here, as the header goes out, because ReverseProxy clears the
 	// header map after relaying a 1xx (100 Continue).
 	closeConn bool
+
+	conn    writeDeadliner // nil: no deadline can be set
+	idle    time.Duration  // the route's stream_idle_timeout; 0 = none
+	armedAt time.Time
+	stalled bool // a write passed its deadline: the client stopped reading
+}
+
+// writeDeadliner is the server's ResponseWriter, HTTP/1 or HTTP/2.
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
 }
 
 func (w *logWriter) WriteHeader(code int) {
 	if w.status == 0 || w.status < 200 {
 		w.status = code
 	}
-	if w.closeConn && code >= 200 {
-		w.Header().Set("Connection", "close")
+	if code >= 200 {
+		if w.closeConn {
+			w.Header().Set("Connection", "close")
+		}
+		w.arm()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -37,9 +59,26 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.arm()
 	n, err := w.ResponseWriter.Write(p)
 	w.written += int64(n)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		w.stalled = true
+	}
 	return n, err
+}
+
+// arm moves the write deadline forward before a write.
+func (w *logWriter) arm() {
+	if w.conn == nil || w.idle <= 0 {
+		return
+	}
+	now := time.Now()
+	if !w.armedAt.IsZero() && now.Sub(w.armedAt) < w.idle/4 {
+		return
+	}
+	w.armedAt = now
+	_ = w.conn.SetWriteDeadline(now.Add(w.idle + w.idle/4))
 }
 
 // Flush lets ReverseProxy flush each SSE event as it arrives.
@@ -47,7 +86,10 @@ func (w *logWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.arm()
+	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		w.stalled = true
+	}
 }
 
 // Hijack hands the connection to a WebSocket splice.
@@ -64,12 +106,15 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	rec := recover()
 	d := time.Since(rq.start)
 	status := w.status
+	if rec != nil {
+		// The response was cut after it started: decide why, once.
+		if k := abortKind(r.Context().Err() != nil, w.stalled); k != "" {
+			rq.errKind = k
+		}
+	}
 	switch {
 	case rq.errKind == kindClientClosed:
 		status = StatusClientClosed
-	case rec != nil && r.Context().Err() != nil:
-		// The client left mid-response and ReverseProxy aborted the copy.
-		status, rq.errKind = StatusClientClosed, kindClientClosed
 	case rec != nil && status == 0:
 		status = http.StatusBadGateway
 	case status == 0:

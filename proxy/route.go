@@ -37,6 +37,9 @@ func (m *matcher) match(r *http.Request, urlPath string) bool {
 	if len(m.methods) > 0 && !contains(m.methods, r.Method) {
 		return false
 	}
+	if len(m.methods) == 0 && refusedMethod(r.Method) {
+		return false // CONNECT and TRACE only where a route lists them
+	}
 	if m.host != "" && !strings.EqualFold(hostOnly(r.Host), m.host) {
 		return false
 	}

@@ -27,7 +27,10 @@ type table struct {
 	upstreams  map[string]*upstream
 	breakers   []*policy.Breaker // sorted by scope, then name
 	trusted    trustedNets
-	maxBody    int64
+	maxBody    int64         // server.max_body
+	maxHeader  int64         // server.max_header_bytes
+	bodyIdle   time.Duration // server.body_idle_timeout
+	detectMax  int64         // JSON-RPC detection limit of a request no route takes
 	transports map[*http.Transport]bool
 }
 
@@ -53,27 +56,36 @@ type route struct {
 	pipeline *policy.Pipeline
 	breaker  *policy.Breaker
 	bulkhead *policy.Bulkhead
-	limiter  *ratelimit.Limiter
+	limiter  limiter
 	limit    *config.RateLimit
+	limitKey func(*http.Request) string // the rate limit's key, resolved at build time
 	cache    *routeCache
 	fallback *config.Fallback
 	errors   string
 	timeout  time.Duration
-	// replayMax is how much of a body is buffered for replay (retry.max_body)
-	// and JSON-RPC detection; 0 = never buffer.
+	idle     time.Duration // stream_idle_timeout, both directions
+	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
+	// request (retry.max_body, or 1 MiB without retry).
+	detectMax int64
+	// replayMax is how much of a body is buffered for replay (retry.max_body);
+	// 0 = never buffer.
 	replayMax    int64
 	retryMethods map[string]bool
 }
 
-// routeCache is a route's cache: policy, store and coalescing group.
-type routeCache struct {
-	policy cache.Policy
-	store  cache.Store
-	group  *cache.Group
+// limiter is a route's ingress rate limit as the request path uses it:
+// local token buckets (ratelimit.Limiter), or a store shared by replicas.
+type limiter interface {
+	// Take spends a token for key, waiting at most maxWait.
+	Take(key string, maxWait time.Duration) ratelimit.Decision
+	// Rejected counts the requests refused so far.
+	Rejected() uint64
+	// Keys is how many keys are tracked.
+	Keys() int
 }
 
-// maxCoalesceWaiters bounds how many requests wait on one upstream miss.
-const maxCoalesceWaiters = 1000
+// defaultDetectMax is SPEC's JSON-RPC detection limit without retry.
+const defaultDetectMax = 1 << 20
 
 // build makes a table from a validated config, taking stateful policies
 // from reg so that unchanged ones keep their state across a reload.
@@ -81,6 +93,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 	t := &table{
 		cfg: cfg, upstreams: map[string]*upstream{},
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
+		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: 30 * time.Second, detectMax: defaultDetectMax,
 		transports: map[*http.Transport]bool{},
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
@@ -116,6 +129,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		rt := &route{
 			name: rc.Name, cfg: rc, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
+			idle: e.StreamIdleTimeout.D(), detectMax: defaultDetectMax,
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
@@ -137,6 +151,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if l := e.RateLimit; l != nil {
 			rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(l.Rate, l.Burst) })
+			rt.limitKey = limitKey(l.Key, t.trusted)
 		}
 		if c := e.Cache; c != nil {
 			store := policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
@@ -147,6 +162,9 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if r := e.Retry; r != nil {
 			rt.replayMax = int64(r.MaxBody)
+			if rt.replayMax > 0 {
+				rt.detectMax = rt.replayMax
+			}
 			rt.retryMethods = map[string]bool{}
 			for _, m := range r.Methods {
 				rt.retryMethods[m] = true
@@ -171,6 +189,33 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		return a.Name < b.Name
 	})
 	return t, nil
+}
+
+// limitKey resolves a rate limit's key (none | client_ip | header:NAME)
+// into the function that reads it from a request.
+func limitKey(key string, trusted trustedNets) func(*http.Request) string {
+	switch {
+	case key == "client_ip":
+		return trusted.clientIP
+	case strings.HasPrefix(key, "header:"):
+		name := http.CanonicalHeaderKey(strings.TrimPrefix(key, "header:"))
+		return func(r *http.Request) string {
+			if v := r.Header[name]; len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+	}
+	return func(*http.Request) string { return "" }
+}
+
+// replayLimit is how much of a body of this method is buffered so that
+// attempts can replay it; 0 = never.
+func (rt *route) replayLimit(method string) int64 {
+	if rt.retryMethods[method] {
+		return rt.replayMax
+	}
+	return 0
 }
 
 // match finds the first route for r, in file order.
