@@ -20,7 +20,7 @@ type request struct {
 	idArr    [1]string // idHdr's backing array
 	start    time.Time
 	client   context.Context // the server's own: ends only when the client leaves
-	deadline time.Time // the route's timeout, one clock for cache waits and the pipeline
+	deadline time.Time       // the route's timeout, one clock for cache waits and the pipeline
 	id       string
 	route    *route
 	trace    policy.Trace

@@ -78,7 +78,6 @@ func (s *Server) Config() *config.Config {
 	return nil
 }
 
-
 // ServeHTTP handles one data-plane request. In order: bound the client's
 // body, match a route (CONNECT and TRACE only where a route lists them),
 // the route's rate limit, its cache, then the route's ReverseProxy whose
