@@ -110,10 +110,10 @@ func failureKind(err, bodyErr error, clientGone bool) Kind {
 // could not keep up; "" when the upstream's stream broke.
 func abortKind(clientGone, clientStalled bool) Kind {
 	switch {
+	case clientStalled: // net/http cancels the request on the failed write too
+		return kindClientStalled
 	case clientGone:
 		return kindClientClosed
-	case clientStalled:
-		return kindClientStalled
 	}
 	return ""
 }
