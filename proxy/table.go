@@ -31,7 +31,7 @@ type table struct {
 	maxHeader  int64         // server.max_header_bytes
 	bodyIdle   time.Duration // server.body_idle_timeout
 	detectMax  int64         // JSON-RPC detection limit of a request no route takes
-	transports map[*http.Transport]bool
+	transports map[baseTransport]bool
 }
 
 // upstream is one config upstream, ready to send to.
@@ -41,7 +41,7 @@ type upstream struct {
 	hostFromClient bool
 	set            [][2]string // header name, value (secrets revealed here only)
 	remove         []string
-	transport      *http.Transport
+	transport      baseTransport
 	quota          *ratelimit.Quota
 }
 
@@ -94,7 +94,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		cfg: cfg, upstreams: map[string]*upstream{},
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: 30 * time.Second, detectMax: defaultDetectMax,
-		transports: map[*http.Transport]bool{},
+		transports: map[baseTransport]bool{},
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		u := cfg.Upstreams[name]
@@ -103,8 +103,8 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
 		var buildErr error
-		tr := policy.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() *http.Transport {
-			tr, err := newTransport(settingsOf(u, target.Scheme))
+		tr := policy.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() baseTransport {
+			tr, err := newBaseTransport(settingsOf(u, target.Scheme))
 			buildErr = err
 			return tr
 		})

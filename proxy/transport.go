@@ -28,7 +28,22 @@ func settingsOf(u *config.Upstream, scheme string) transportSettings {
 	return transportSettings{scheme, u.TLS, u.ConnectTimeout, u.ResponseHeaderTimeout, u.MaxConns, u.MaxIdleConns, u.IdleConnTimeout}
 }
 
-// newTransport builds one upstream's transport. Every field is set on
+// baseTransport is an upstream's connections: what the policy pipeline
+// sends each attempt through. Credentials and load balancing wrap it.
+type baseTransport interface {
+	http.RoundTripper
+	// CloseIdleConnections closes what is idle now; a transport a reload
+	// dropped is closed this way once its requests are done.
+	CloseIdleConnections()
+}
+
+// newBaseTransport is the one place an upstream's base transport is
+// built.
+func newBaseTransport(s transportSettings) (baseTransport, error) {
+	return newTransport(s)
+}
+
+// newTransport builds one upstream's net/http transport. Every field is set on
 // purpose; Go's zero values suit a browser, not a proxy.
 func newTransport(s transportSettings) (*http.Transport, error) {
 	dialer := &net.Dialer{Timeout: s.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
