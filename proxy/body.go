@@ -43,14 +43,9 @@ type clientBody struct {
 	rq     *request
 	cancel context.CancelCauseFunc // the request's
 
-	// The idle deadline is moved forward at most every idle/4, so a
-	// steady upload costs few deadline updates; it is set idle + idle/4
-	// ahead, so a body is never abandoned before a full idle period of
-	// silence.
-	conn    readDeadliner // nil: no deadline can be set (then idle is ignored)
-	idle    time.Duration
-	armedAt time.Time
-	done    bool
+	conn     readDeadliner // nil: no deadline can be set
+	deadline idleDeadline  // body_idle_timeout
+	done     bool
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
@@ -78,22 +73,19 @@ func (b *clientBody) Read(p []byte) (int, error) {
 
 // arm moves the read deadline forward before a read.
 func (b *clientBody) arm() {
-	if b.conn == nil || b.idle <= 0 || b.done {
+	if b.conn == nil || b.done {
 		return
 	}
-	now := time.Now()
-	if !b.armedAt.IsZero() && now.Sub(b.armedAt) < b.idle/4 {
-		return
+	if dl, ok := b.deadline.next(); ok {
+		_ = b.conn.SetReadDeadline(dl)
 	}
-	b.armedAt = now
-	_ = b.conn.SetReadDeadline(now.Add(b.idle + b.idle/4))
 }
 
 // disarm clears the deadline once the body is whole: net/http then reads
 // the connection in the background to notice a client that goes away,
 // and a deadline left behind would cancel a long response.
 func (b *clientBody) disarm() {
-	if b.conn != nil && !b.armedAt.IsZero() && !b.done {
+	if b.conn != nil && b.deadline.armed() && !b.done {
 		_ = b.conn.SetReadDeadline(time.Time{})
 	}
 	b.done = true

@@ -18,9 +18,8 @@ import (
 // It also bounds the client's side of the response: a client that stops
 // reading holds a goroutine, a connection and, until its body is closed, a
 // bulkhead slot. Every write moves the connection's write deadline
-// stream_idle_timeout ahead (at most every idle/4, set idle + idle/4
-// ahead, so a write is never cut before a full idle period), and a write
-// that passes it ends the response. net/http clears the deadline after
+// stream_idle_timeout ahead (idleDeadline), and a write that passes it
+// ends the response. net/http clears the deadline after
 // the handler (and a hijack clears it for WebSockets).
 type logWriter struct {
 	http.ResponseWriter
@@ -31,10 +30,9 @@ type logWriter struct {
 	// header map after relaying a 1xx (100 Continue).
 	closeConn bool
 
-	conn    writeDeadliner // nil: no deadline can be set
-	idle    time.Duration  // the route's stream_idle_timeout; 0 = none
-	armedAt time.Time
-	stalled bool // a write passed its deadline: the client stopped reading
+	conn     writeDeadliner // nil: no deadline can be set
+	deadline idleDeadline   // the route's stream_idle_timeout
+	stalled  bool           // a write passed its deadline: the client stopped reading
 }
 
 // writeDeadliner is the server's ResponseWriter, HTTP/1 or HTTP/2.
@@ -70,15 +68,12 @@ func (w *logWriter) Write(p []byte) (int, error) {
 
 // arm moves the write deadline forward before a write.
 func (w *logWriter) arm() {
-	if w.conn == nil || w.idle <= 0 {
+	if w.conn == nil {
 		return
 	}
-	now := time.Now()
-	if !w.armedAt.IsZero() && now.Sub(w.armedAt) < w.idle/4 {
-		return
+	if dl, ok := w.deadline.next(); ok {
+		_ = w.conn.SetWriteDeadline(dl)
 	}
-	w.armedAt = now
-	_ = w.conn.SetWriteDeadline(now.Add(w.idle + w.idle/4))
 }
 
 // Flush lets ReverseProxy flush each SSE event as it arrives.

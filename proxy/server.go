@@ -113,7 +113,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
-		rq.body = clientBody{rc: r.Body, left: t.maxBody, rq: rq, cancel: cancel, idle: t.bodyIdle}
+		rq.body = clientBody{rc: r.Body, left: t.maxBody, rq: rq, cancel: cancel, deadline: idleDeadline{idle: t.bodyIdle}}
 		rq.body.conn, _ = w.(readDeadliner)
 	}
 	r = r.WithContext(policy.WithTracer(context.WithValue(ctx, requestKey{}, rq), rq))
@@ -135,7 +135,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.route = rt
-	lw.idle = rt.idle
+	lw.deadline.idle = rt.idle
 	lw.conn, _ = w.(writeDeadliner)
 	if r.ContentLength > t.maxBody {
 		s.reject(rq, KindBodyTooLarge, 0)
