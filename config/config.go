@@ -21,14 +21,22 @@ type Config struct {
 
 	// File is the path the config was read from ("" in quick mode).
 	File string `yaml:"-" json:"file,omitempty"`
-	// Hash identifies the effective configuration (hex SHA-256 of its
-	// redacted JSON form); it changes whenever any setting changes.
+	// Hash identifies the effective configuration: 16 hex digits of the
+	// SHA-256 of its redacted JSON form (what /config shows). It changes
+	// whenever a setting changes, but not when only a secret's value does
+	// (see hash).
 	Hash string `yaml:"-" json:"hash"`
 
 	lines map[string]int // field path → line, for errors found after decoding
 	// expanded holds the values of ${VAR}s, to redact those used in
 	// secrets. They are Secrets because fmt prints unexported fields raw.
-	expanded       []Secret
+	expanded []Secret
+	// redactor knows the fields that a variable filling a secret fills
+	// too; nil for quick mode.
+	redactor *redactor
+	// view is what the config shows of itself when redactor knows such
+	// fields (nil otherwise): see shown.
+	view           *Config
 	decodeProblems []Problem
 }
 

@@ -12,15 +12,21 @@ import (
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 // expander replaces ${VAR} and ${VAR:-default} in scalar values ($$ is a
-// literal $). It keeps the values it expanded, so that those used inside a
-// secret can be redacted wherever else they show up.
+// literal $). It keeps the values it expanded, and which variables filled
+// each scalar, so that a variable used inside a secret can be redacted
+// wherever else it shows up.
 type expander struct {
 	refs     []string // the ${…} the placeholders stand for
 	file     string
 	lookup   func(string) (string, bool)
 	values   []string
+	uses     map[*yaml.Node][]use
 	problems []Problem
 }
+
+// use is one variable that filled part of a scalar: its name, and the text
+// it put there (its value, or the default written after :-).
+type use struct{ name, text string }
 
 func (x *expander) walk(n *yaml.Node, path string) {
 	switch n.Kind {
@@ -44,7 +50,7 @@ func (x *expander) walk(n *yaml.Node, path string) {
 	case yaml.ScalarNode:
 		n.Value = x.restore(n.Value)
 		if strings.Contains(n.Value, "$") {
-			n.Value = x.expand(n.Value, n.Line, path)
+			n.Value = x.expand(n, path)
 			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
 				n.Tag = "" // re-resolve: ${PORT} may be a number, ${FLAG} a bool
 			}
@@ -72,8 +78,8 @@ func (x *expander) restore(v string) string {
 	})
 }
 
-func (x *expander) expand(v string, line int, path string) string {
-	return envRef.ReplaceAllStringFunc(v, func(m string) string {
+func (x *expander) expand(n *yaml.Node, path string) string {
+	return envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 		if m == "$$" {
 			return "$"
 		}
@@ -82,12 +88,14 @@ func (x *expander) expand(v string, line int, path string) string {
 			if val != "" {
 				x.values = append(x.values, val)
 			}
+			x.uses[n] = append(x.uses[n], use{sub[1], val})
 			return val
 		}
 		if sub[2] != "" {
+			x.uses[n] = append(x.uses[n], use{sub[1], sub[3]})
 			return sub[3]
 		}
-		x.problems = append(x.problems, Problem{File: x.file, Line: line, Path: path,
+		x.problems = append(x.problems, Problem{File: x.file, Line: n.Line, Path: path,
 			Msg: "environment variable " + sub[1] + " is not set (write ${" + sub[1] + ":-default} to give a default)"})
 		return ""
 	})

@@ -42,12 +42,41 @@ func Load(path string, o Overrides) (*Config, []Problem, error) {
 
 // Parse is Load on bytes already read, with lookup for ${VAR}.
 func Parse(file string, data []byte, lookup func(string) (string, bool), o Overrides) (*Config, []Problem, error) {
+	cfg, secretVars, err := decodeFile(file, data, lookup)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(cfg.redactor.paths) > 0 {
+		// A variable that fills a secret fills other fields too: what the
+		// config shows of itself (/config, the summary, the hash) is the
+		// same file decoded with that variable written [REDACTED]. The
+		// file decoded once already, so this decodes too; its problems
+		// (a duration cannot read [REDACTED]) are not the file's.
+		hide := func(name string) (string, bool) {
+			if secretVars[name] {
+				return Redacted, true
+			}
+			return lookup(name)
+		}
+		if view, _, err := decodeFile(file, data, hide); err == nil {
+			prepare(view, o)
+			cfg.view = view
+		}
+	}
+	return finish(cfg, o)
+}
+
+// decodeFile expands and decodes data, and finds which variables fill a
+// secret (secretVars) and which other fields they fill (cfg.redactor). A
+// file that cannot be decoded at all is an error; the problems of one that
+// can wait in cfg.decodeProblems for validation.
+func decodeFile(file string, data []byte, lookup func(string) (string, bool)) (cfg *Config, secretVars map[string]bool, err error) {
 	// Variables are expanded in values only, after parsing: never in
 	// comments or keys, and a value cannot change the file's structure.
 	// Before parsing, each ${…} becomes a plain placeholder, so that an
 	// unquoted ${VAR} is still a value where YAML treats "{" and "}" as
 	// syntax (`api: { url: ${API_URL} }`).
-	x := &expander{file: file, lookup: lookup}
+	x := &expander{file: file, lookup: lookup, uses: map[*yaml.Node][]use{}}
 	text := envRef.ReplaceAllStringFunc(string(data), func(m string) string {
 		if m == "$$" {
 			return m
@@ -61,8 +90,8 @@ func Parse(file string, data []byte, lookup func(string) (string, bool), o Overr
 	}
 	x.walk(&root, "")
 	expanded, problems := x.values, x.problems
-	cfg := &Config{File: file}
-	d := &decoder{file: file, lines: map[string]int{}}
+	cfg = &Config{File: file}
+	d := &decoder{file: file, lines: map[string]int{}, scalars: map[string]*yaml.Node{}, secrets: map[string]bool{}}
 	if len(root.Content) == 0 {
 		problems = append(problems, Problem{File: file, Msg: "file is empty"})
 	} else {
@@ -81,10 +110,11 @@ func Parse(file string, data []byte, lookup func(string) (string, bool), o Overr
 	for _, v := range expanded {
 		cfg.expanded = append(cfg.expanded, NewSecret(v))
 	}
+	cfg.redactor, secretVars = newRedactor(d, x.uses)
 	// Validate even a file that did not decode cleanly, so one run reports
 	// every mistake; a field that failed to decode is not judged again.
 	cfg.decodeProblems = problems
-	return finish(cfg, o)
+	return cfg, secretVars, nil
 }
 
 // Quick builds quick mode's config: one catch-all route to upstreamURL
@@ -98,7 +128,8 @@ func Quick(upstreamURL string, o Overrides) (*Config, []Problem, error) {
 	return finish(cfg, o)
 }
 
-func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
+// prepare applies the command-line overrides, then the defaults.
+func prepare(cfg *Config, o Overrides) {
 	if o.Listen != "" {
 		cfg.Listen = o.Listen
 	}
@@ -110,6 +141,10 @@ func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
 		cfg.Log.markSet("level")
 	}
 	applyDefaults(cfg)
+}
+
+func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
+	prepare(cfg, o)
 	problems := cfg.decodeProblems
 	bad := map[string]bool{}
 	for _, p := range problems {
@@ -123,6 +158,7 @@ func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {
 	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
 	var errs, warns []Problem
 	for _, p := range problems {
+		p.render(cfg.redactor)
 		p.Msg, p.Path = cfg.redactEcho(p.Msg), cfg.Redact(p.Path)
 		if p.Warning {
 			warns = append(warns, p)

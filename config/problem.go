@@ -14,6 +14,33 @@ type Problem struct {
 	Path    string
 	Msg     string
 	Warning bool
+
+	// raw is the message's format and arguments until Parse renders it
+	// with the arguments that show a secret redacted (which fields those
+	// are is known only once the whole file is decoded). A pointer, so
+	// that fmt prints an address rather than the arguments.
+	raw *message
+}
+
+type message struct {
+	format string
+	args   []any
+}
+
+// newProblem is a problem whose message quotes values from the file:
+// render redacts them before the problem leaves Parse.
+func newProblem(file string, line int, path string, warning bool, format string, args ...any) Problem {
+	return Problem{File: file, Line: line, Path: path, Warning: warning,
+		Msg: fmt.Sprintf(format, args...), raw: &message{format, args}}
+}
+
+// render settles the message, with every argument that could show a
+// secret replaced by [REDACTED].
+func (p *Problem) render(r *redactor) {
+	if p.raw != nil {
+		p.Msg = fmt.Sprintf(p.raw.format, r.args(p.Path, p.raw.args)...)
+		p.raw = nil
+	}
 }
 
 func (p Problem) Error() string {
