@@ -138,6 +138,9 @@ func (v *validator) server() {
 	if s.ReadHeaderTimeout <= 0 {
 		v.errorf("server.read_header_timeout", "must be above 0 (it is the slowloris guard)")
 	}
+	if s.BodyIdleTimeout <= 0 {
+		v.errorf("server.body_idle_timeout", "must be above 0 (it is the stalled-upload guard)")
+	}
 	for i, cidr := range s.TrustedProxies {
 		if _, _, err := net.ParseCIDR(cidr); err != nil && net.ParseIP(cidr) == nil {
 			v.errorf(fmt.Sprintf("server.trusted_proxies[%d]", i), "want a CIDR such as 10.0.0.0/8, got %q", cidr)
