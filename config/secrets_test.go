@@ -50,6 +50,16 @@ func assertNoSecret(t *testing.T, what, out string, secrets ...string) {
 	}
 }
 
+// assertShows fails when out lacks any of wants.
+func assertShows(t *testing.T, what, out string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %s:\n%s", what, w, out)
+		}
+	}
+}
+
 func TestSecretsNeverPrint(t *testing.T) {
 	cfg := parseSecrets(t)
 	up := cfg.Upstreams["api"]
@@ -115,17 +125,12 @@ func TestConfigJSONRedactsSecretsAndVariablesUsedInThem(t *testing.T) {
 	// API_TOKEN also sits in the URL and the fallback body, which are not
 	// secrets themselves; it is redacted there too.
 	assertNoSecret(t, "Config.JSON()", out, apiToken, adminToken)
-	for _, want := range []string{
+	assertShows(t, "Config.JSON()", out,
 		`"url": "https://api.example.com/v1/[REDACTED]"`,
 		`"Authorization": "[REDACTED]"`,
 		`"X-Short": "[REDACTED]"`,
 		`"token": "[REDACTED]"`,
-		`"body": "token [REDACTED] is broken"`,
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("Config.JSON() lacks %s:\n%s", want, out)
-		}
-	}
+		`"body": "token [REDACTED] is broken"`)
 	if !json.Valid(cfg.JSON()) {
 		t.Error("Config.JSON() is not valid JSON")
 	}
@@ -273,16 +278,11 @@ routes:
 				}
 				out := string(cfg.JSON())
 				assertNoSecret(t, "Config.JSON()", out, short)
-				for _, want := range []string{
+				assertShows(t, "Config.JSON()", out,
 					`"url": "https://api.example.com/v1/[REDACTED]"`,
 					`"X-Key": "[REDACTED]"`,
 					`"path_prefix": "/[REDACTED]/"`,
-					`"body": "key=[REDACTED]"`,
-				} {
-					if !strings.Contains(out, want) {
-						t.Errorf("Config.JSON() lacks %s:\n%s", want, out)
-					}
-				}
+					`"body": "key=[REDACTED]"`)
 				assertNoSecret(t, "the summary", Summary(cfg).String(), short)
 				if b, _ := json.Marshal(Summary(cfg)); true {
 					assertNoSecret(t, "the summary's JSON", string(b), short)
@@ -305,14 +305,9 @@ routes:
 					}
 				}
 				// The messages still say what is wrong.
-				for _, want := range []string{
+				assertShows(t, "the errors", ps.Error(),
 					`log.level: want debug, info, warn or error, got "[REDACTED]"`,
-					`routes[0].timeout: want a duration such as 250ms or 30s, got "[REDACTED]"`,
-				} {
-					if !strings.Contains(ps.Error(), want) {
-						t.Errorf("a problem lost its message: want %s in\n%v", want, ps)
-					}
-				}
+					`routes[0].timeout: want a duration such as 250ms or 30s, got "[REDACTED]"`)
 			})
 		}
 	}
