@@ -15,9 +15,9 @@ import (
 // and where its variable is used; so replicas that load one file agree,
 // and a rotated secret (a new token in the same ${VAR}) keeps the hash.
 // The hash digests nothing that /config does not show to the same reader
-// (/health and /config are GETs on the same admin listener): only where a secret's
-// value also sits in a plain field does /config, and so the hash, change
-// with it, and /config shows that redaction anyway.
+// (/health and /config are GETs on the same admin listener): only where a
+// secret's value also sits in a plain field does /config, and so the
+// hash, change with it, and /config shows that redaction anyway.
 func (c *Config) hash() string {
 	sum := sha256.Sum256(c.redactedJSON(""))
 	return hex.EncodeToString(sum[:])[:16]
