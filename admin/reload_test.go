@@ -18,7 +18,8 @@ upstreams:
   echo:
     url: {{UP}}
     headers:
-      set: { X-Config: "%s" }
+      set: { X-Config: "%[1]s" }     # a secret: it does not change the config hash
+      remove: [ "X-Drop-%[1]s" ]      # ... so the files differ in a non-secret too
 routes:
   - name: main
     match: { path_prefix: / }

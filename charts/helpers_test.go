@@ -24,7 +24,7 @@ import (
 	"sync"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )

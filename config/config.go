@@ -21,14 +21,22 @@ type Config struct {
 
 	// File is the path the config was read from ("" in quick mode).
 	File string `yaml:"-" json:"file,omitempty"`
-	// Hash identifies the effective configuration (hex SHA-256 of its
-	// redacted JSON form); it changes whenever any setting changes.
+	// Hash identifies the effective configuration: 16 hex digits of the
+	// SHA-256 of its redacted JSON form (what /config shows). It changes
+	// whenever a setting changes, but not when only a secret's value does
+	// (see hash).
 	Hash string `yaml:"-" json:"hash"`
 
 	lines map[string]int // field path → line, for errors found after decoding
 	// expanded holds the values of ${VAR}s, to redact those used in
 	// secrets. They are Secrets because fmt prints unexported fields raw.
-	expanded       []Secret
+	expanded []Secret
+	// redactor knows the fields that a variable filling a secret fills
+	// too; nil for quick mode.
+	redactor *redactor
+	// view is what the config shows of itself when redactor knows such
+	// fields (nil otherwise): see shown.
+	view           *Config
 	decodeProblems []Problem
 }
 
@@ -49,6 +57,11 @@ type Server struct {
 	MaxHeaderBytes    Size     `yaml:"max_header_bytes" json:"max_header_bytes"`
 	// MaxBody is the largest request body accepted; larger ones get 413.
 	MaxBody Size `yaml:"max_body" json:"max_body"`
+	// BodyIdleTimeout: a request body that sends no byte for this long is
+	// abandoned (408 request_timeout, connection closed). Every body read
+	// is bounded by it: JSON-RPC detection, replay buffering, streaming to
+	// the upstream. Always above 0 once defaulted (30s).
+	BodyIdleTimeout Duration `yaml:"body_idle_timeout" json:"body_idle_timeout"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are kept.
 	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
 	// DrainDelay: after SIGTERM, keep serving this long while /readyz says 503.
@@ -109,7 +122,9 @@ type Headers struct {
 
 // Quota is the upstream's own rate limit, spent by every attempt.
 type Quota struct {
-	Rate            Rate     `yaml:"rate" json:"rate"`
+	Rate Rate `yaml:"rate" json:"rate"`
+	// Burst is the bucket size: 1 unless set, and never below 1 in a
+	// validated config.
 	Burst           int      `yaml:"burst" json:"burst"`
 	MaxWait         Duration `yaml:"max_wait" json:"max_wait"`
 	HonorRetryAfter bool     `yaml:"honor_retry_after" json:"honor_retry_after"`
@@ -158,6 +173,10 @@ type Match struct {
 }
 
 // Effective is a route's resolved policy set. Nil blocks are off.
+//
+// It is the one place where defaults are applied: every value in it is
+// final (a RateLimit's Burst is never 0, for instance), so consumers use
+// it as it is and never default anything again.
 type Effective struct {
 	Timeout           Duration        `json:"timeout"`
 	StreamIdleTimeout Duration        `json:"stream_idle_timeout"`
@@ -172,7 +191,18 @@ type Effective struct {
 	Cache         *Cache     `json:"cache"`
 	Fallback      *Fallback  `json:"fallback"`
 	Errors        string     `json:"errors"`
+
+	// DetectBody is how much of a JSON POST body is read to tell whether it
+	// is a JSON-RPC request (SPEC "Details that tests rely on"):
+	// retry.max_body when the route has retry with a max_body above 0, else
+	// DefaultDetectBody. Derived, not a key, so /config does not show it.
+	DetectBody Size `json:"-"`
 }
+
+// DefaultDetectBody is how much of a body JSON-RPC detection reads when no
+// retry.max_body applies: on a route without retry (Effective.DetectBody),
+// and, capped at server.max_body, on a request that matches no route.
+const DefaultDetectBody Size = 1 << 20
 
 // Retry re-sends failed attempts.
 type Retry struct {
@@ -242,7 +272,9 @@ type Bulkhead struct {
 
 // RateLimit limits the callers of a route (a token bucket per key).
 type RateLimit struct {
-	Rate    Rate     `yaml:"rate" json:"rate"`
+	Rate Rate `yaml:"rate" json:"rate"`
+	// Burst is the bucket size. A file's 0 means one period's worth
+	// (Rate.N); in Effective it is resolved, so never below 1.
 	Burst   int      `yaml:"burst" json:"burst"`
 	Key     string   `yaml:"key" json:"key"`           // none | client_ip | header:NAME
 	MaxWait Duration `yaml:"max_wait" json:"max_wait"` // 0 = reject at once

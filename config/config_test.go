@@ -735,6 +735,7 @@ func TestFileDefaults(t *testing.T) {
 		{"server.max_body", cfg.Server.MaxBody, Size(10 << 20)},
 		{"server.drain_delay", cfg.Server.DrainDelay.String(), "0s"},
 		{"server.shutdown_timeout", cfg.Server.ShutdownTimeout.String(), "30s"},
+		{"server.body_idle_timeout", cfg.Server.BodyIdleTimeout.String(), "30s"},
 		{"log.level", cfg.Log.Level, "info"},
 		{"log.format", cfg.Log.Format, "json"},
 		{"log.access_log", cfg.Log.AccessLog, true},

@@ -1,13 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // maxNodes bounds how many YAML nodes one file may expand to, aliases
@@ -34,16 +35,23 @@ type decoder struct {
 	depth    int
 	// bomb is the problem reported when the walk was abandoned.
 	bomb *Problem
+	// scalars maps each field path to the scalar decoded there, and
+	// secrets marks the paths that hold a Secret, so that Parse can tell
+	// which variables fill a secret and which other fields they fill. Nil
+	// maps record nothing.
+	scalars map[string]*yaml.Node
+	secrets map[string]bool
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	d.problems = append(d.problems, Problem{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.problems = append(d.problems, newProblem(d.file, n.Line, path, false, format, args...))
 }
 
 var (
 	scalarType  = reflect.TypeOf((*scalar)(nil)).Elem()
 	offableType = reflect.TypeOf((*interface{ turnOff() })(nil)).Elem()
 	markerType  = reflect.TypeOf((*interface{ markSet(string) })(nil)).Elem()
+	secretType  = reflect.TypeOf(Secret{})
 )
 
 // decode fills v (addressable) from n. It returns false when the walk was
@@ -72,13 +80,24 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 	if _, seen := d.lines[path]; !seen && path != "" {
 		d.lines[path] = n.Line
 	}
+	if n.Kind == yaml.ScalarNode && d.scalars != nil {
+		d.scalars[path] = n
+		if v.Type() == secretType {
+			d.secrets[path] = true
+		}
+	}
 	if v.CanAddr() && v.Addr().Type().Implements(scalarType) {
 		if n.Kind != yaml.ScalarNode {
 			d.fail(n, path, "want a single value, got a %s", kindName(n))
 			return true
 		}
 		if err := v.Addr().Interface().(scalar).parseScalar(n.Value); err != nil {
-			d.fail(n, path, "%v", err)
+			if e, ok := errors.AsType[*echoError](err); ok {
+				d.fail(n, path, e.format, e.args...)
+			} else {
+				// The other parse errors quote nothing.
+				d.problems = append(d.problems, Problem{File: d.file, Line: n.Line, Path: path, Msg: err.Error()})
+			}
 		}
 		return true
 	}

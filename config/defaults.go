@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // safeDefaults are what every route gets for the keys that neither it, its
@@ -48,6 +48,17 @@ cache:
 fallback: { status: 503, content_type: application/json, body: '{"error":"unavailable"}' }
 `
 
+// serverDefaults fill the data listener's limits. drain_delay and
+// trusted_proxies have none: 0s and [] are what they mean unset.
+const serverDefaults = `
+read_header_timeout: 10s  # slowloris guard: a client must send its headers within this
+idle_timeout: 120s        # idle keep-alive client connections are closed after this
+max_header_bytes: 64KiB   # generous for cookies and tokens, far from a memory problem
+max_body: 10MiB           # larger request bodies get 413 before anything is buffered
+body_idle_timeout: 30s    # a stalled upload would hold a goroutine, a buffer and a bulkhead slot for ever
+shutdown_timeout: 30s     # in-flight requests get this long to finish at shutdown
+`
+
 // quotaDefaults fill an upstream quota block.
 const quotaDefaults = `
 burst: 1                  # spread the quota evenly: SaaS limits are often per second too
@@ -79,12 +90,9 @@ func applyDefaults(c *Config) {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9901"
 	}
-	s := &c.Server
-	setDefault(&s.fields, "read_header_timeout", &s.ReadHeaderTimeout, Duration(10e9)) // slowloris bound
-	setDefault(&s.fields, "idle_timeout", &s.IdleTimeout, Duration(120e9))
-	setDefault(&s.fields, "max_header_bytes", &s.MaxHeaderBytes, Size(64<<10))
-	setDefault(&s.fields, "max_body", &s.MaxBody, Size(10<<20))
-	setDefault(&s.fields, "shutdown_timeout", &s.ShutdownTimeout, Duration(30e9))
+	var server Server
+	mustDecode(serverDefaults, &server)
+	inherit(reflect.ValueOf(&c.Server).Elem(), reflect.ValueOf(&server).Elem())
 	l := &c.Log
 	setDefault(&l.fields, "level", &l.Level, "info")
 	setDefault(&l.fields, "format", &l.Format, "json")
@@ -166,6 +174,10 @@ func resolve(r *Route, u *Upstream, defaults, safe, blocks *Policies) Effective 
 	e.Fallback = resolveBlock(chain, blocks, func(p *Policies) *Fallback { return p.Fallback })
 	if e.RateLimit != nil && e.RateLimit.Burst == 0 {
 		e.RateLimit.Burst = e.RateLimit.Rate.N
+	}
+	e.DetectBody = DefaultDetectBody
+	if e.Retry != nil && e.Retry.MaxBody > 0 {
+		e.DetectBody = e.Retry.MaxBody
 	}
 	return e
 }

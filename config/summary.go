@@ -31,12 +31,35 @@ type RouteSummary struct {
 	Policies []string `json:"policies"`
 }
 
-// Summary describes c's listeners, upstreams and routes with their policies.
+// Summary describes c's listeners, upstreams and routes with their
+// policies, redacted as /config is.
 func Summary(c *Config) SummaryInfo {
+	s := summarize(c.shown())
+	s.Listen, s.Admin = c.Redact(s.Listen), c.Redact(s.Admin)
+	for i := range s.Upstreams {
+		u := &s.Upstreams[i]
+		u.Name, u.URL = c.Redact(u.Name), c.Redact(u.URL)
+		redactAll(c, u.Policies)
+	}
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		r.Name, r.Match, r.Upstream = c.Redact(r.Name), c.Redact(r.Match), c.Redact(r.Upstream)
+		redactAll(c, r.Policies)
+	}
+	return s
+}
+
+func redactAll(c *Config, ss []string) {
+	for i := range ss {
+		ss[i] = c.Redact(ss[i])
+	}
+}
+
+func summarize(c *Config) SummaryInfo {
 	s := SummaryInfo{Listen: c.Listen, Admin: c.Admin.Listen}
 	for _, n := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		u := c.Upstreams[n]
-		us := UpstreamSummary{Name: n, URL: c.Redact(u.URL)}
+		us := UpstreamSummary{Name: n, URL: u.URL}
 		if q := u.Quota; q != nil {
 			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)", q.Rate, q.Burst, q.MaxWait))
 		}

@@ -38,7 +38,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("want a duration such as 250ms or 30s, got %q", clip(s))
+		return 0, echof("want a duration such as 250ms or 30s, got %q", clip(s))
 	}
 	if v < 0 {
 		return 0, errors.New("must not be negative")
@@ -86,7 +86,7 @@ func ParseSize(v string) (int64, error) {
 		}
 		return n * u.mult, nil
 	}
-	return 0, fmt.Errorf("want a size such as 512KiB or 10MiB, got %q", clip(v))
+	return 0, echof("want a size such as 512KiB or 10MiB, got %q", clip(v))
 }
 
 func (s Size) String() string {
@@ -118,7 +118,7 @@ func (r *Rate) parseScalar(v string) error {
 
 // ParseRate parses N/DURATION; the duration's leading 1 may be left out.
 func ParseRate(v string) (Rate, error) {
-	bad := fmt.Errorf("want a rate such as 100/1m or 10/1s, got %q", clip(v))
+	bad := echof("want a rate such as 100/1m or 10/1s, got %q", clip(v))
 	num, per, ok := strings.Cut(strings.TrimSpace(v), "/")
 	if !ok {
 		return Rate{}, bad
@@ -170,7 +170,7 @@ func (p *Percent) parseScalar(v string) error {
 	}
 	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 	if err != nil {
-		return fmt.Errorf("want a percentage such as 50%%, got %q", clip(v))
+		return echof("want a percentage such as 50%%, got %q", clip(v))
 	}
 	*p = Percent(f / div)
 	if !(*p > 0 && *p <= 1) { // written so that NaN fails too
@@ -231,6 +231,18 @@ func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) 
 
 // MarshalText writes [REDACTED] too, for encoders that prefer text.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// echoError is a parse error that quotes its input: the decoder passes
+// the format and arguments on, so that Parse can redact the quote when the
+// input came from a variable that fills a secret.
+type echoError struct {
+	format string
+	args   []any
+}
+
+func echof(format string, args ...any) error { return &echoError{format, args} }
+
+func (e *echoError) Error() string { return fmt.Sprintf(e.format, e.args...) }
 
 // clip shortens echoed input so a long (maybe secret-bearing) value is not
 // repeated whole in an error.

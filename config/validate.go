@@ -24,11 +24,11 @@ type validator struct {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
-	v.problems = append(v.problems, Problem{File: v.c.File, Line: v.c.Line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, newProblem(v.c.File, v.c.Line(path), path, false, format, args...))
 }
 
 func (v *validator) warnf(path, format string, args ...any) {
-	v.problems = append(v.problems, Problem{File: v.c.File, Line: v.c.Line(path), Path: path, Msg: fmt.Sprintf(format, args...), Warning: true})
+	v.problems = append(v.problems, newProblem(v.c.File, v.c.Line(path), path, true, format, args...))
 }
 
 // validate checks a defaulted config; it returns every error and warning,
@@ -68,7 +68,8 @@ func validate(c *Config) []Problem {
 		if r.Name == "" {
 			v.errorf(path+".name", "every route needs a name (it labels metrics and logs)")
 		} else if j, dup := seen[r.Name]; dup {
-			v.errorf(path+".name", "route name %q is already used by routes[%d]", r.Name, j)
+			// The index goes into the format: only arguments are redacted.
+			v.errorf(path+".name", "route name %q is already used by "+fmt.Sprintf("routes[%d]", j), r.Name)
 		} else {
 			seen[r.Name] = i
 		}
@@ -136,6 +137,9 @@ func (v *validator) server() {
 	}
 	if s.ReadHeaderTimeout <= 0 {
 		v.errorf("server.read_header_timeout", "must be above 0 (it is the slowloris guard)")
+	}
+	if s.BodyIdleTimeout <= 0 {
+		v.errorf("server.body_idle_timeout", "must be above 0 (it is the stalled-upload guard)")
 	}
 	for i, cidr := range s.TrustedProxies {
 		if _, _, err := net.ParseCIDR(cidr); err != nil && net.ParseIP(cidr) == nil {
