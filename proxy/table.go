@@ -84,16 +84,14 @@ type limiter interface {
 	Keys() int
 }
 
-// defaultDetectMax is SPEC's JSON-RPC detection limit without retry.
-const defaultDetectMax = 1 << 20
-
 // build makes a table from a validated config, taking stateful policies
 // from reg so that unchanged ones keep their state across a reload.
 func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error) {
 	t := &table{
 		cfg: cfg, upstreams: map[string]*upstream{},
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
-		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: 30 * time.Second, detectMax: defaultDetectMax,
+		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
+		detectMax: min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		transports: map[baseTransport]bool{},
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
@@ -129,7 +127,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		rt := &route{
 			name: rc.Name, cfg: rc, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
-			idle: e.StreamIdleTimeout.D(), detectMax: defaultDetectMax,
+			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
@@ -162,9 +160,6 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if r := e.Retry; r != nil {
 			rt.replayMax = int64(r.MaxBody)
-			if rt.replayMax > 0 {
-				rt.detectMax = rt.replayMax
-			}
 			rt.retryMethods = map[string]bool{}
 			for _, m := range r.Methods {
 				rt.retryMethods[m] = true
