@@ -10,8 +10,8 @@ import (
 )
 
 // SetHeaders writes the IETF httpapi RateLimit draft headers for one Take
-// of a route limited by policy with bursts of burst (burst < 1 means
-// policy.N), on allowed and on limited responses alike:
+// of a route limited by policy with bursts of burst (the resolved
+// config's, at least 1), on allowed and on limited responses alike:
 //
 //	RateLimit-Policy: "NAME";q=QUOTA;w=WINDOW
 //	RateLimit: "NAME";r=REMAINING;t=SECONDS
@@ -30,9 +30,6 @@ func SetHeaders(h http.Header, name string, policy config.Rate, burst int, d Dec
 	perSec := policy.PerSecond()
 	if perSec <= 0 {
 		return
-	}
-	if burst < 1 {
-		burst = max(policy.N, 1)
 	}
 	q, w := policy.N, ceilSeconds(policy.Period)
 	w = max(w, 1)

@@ -47,7 +47,7 @@ func TestSetHeaders(t *testing.T) {
 		},
 		{
 			name: "per minute", route: "slow",
-			policy: config.Rate{N: 100, Period: time.Minute}, burst: 0,
+			policy: config.Rate{N: 100, Period: time.Minute}, burst: 100,
 			d:         Decision{Allowed: true, Remaining: 99, Reset: 600 * time.Millisecond},
 			policyHdr: `"slow";q=100;w=60`, limitHdr: `"slow";r=99;t=1`,
 		},

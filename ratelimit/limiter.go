@@ -98,12 +98,10 @@ type Decision struct {
 
 // NewLimiter returns a Limiter of rate with bursts of burst tokens per key.
 // A zero (or non-positive) rate means no limit: every Take is allowed and
-// no key is tracked. burst < 1 means rate.N, as in the config's defaults.
+// no key is tracked. burst is the resolved config's (at least 1: the
+// config applies its default, rate.N, once).
 func NewLimiter(r config.Rate, burst int, opts ...Option) *Limiter {
 	o := buildOptions(opts)
-	if burst < 1 {
-		burst = max(r.N, 1)
-	}
 	l := &Limiter{
 		perSec:  r.PerSecond(),
 		burst:   burst,

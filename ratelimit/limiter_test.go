@@ -159,17 +159,6 @@ func TestLimiterZeroRateIsNoLimit(t *testing.T) {
 	}
 }
 
-func TestLimiterBurstDefaultsToRate(t *testing.T) {
-	l := NewLimiter(config.Rate{N: 3, Period: time.Minute}, 0, WithClock(newFakeClock().Now))
-	n := 0
-	for l.Take("k", 0).Allowed {
-		n++
-	}
-	if n != 3 {
-		t.Errorf("burst 0 allowed %d takes, want rate.N = 3", n)
-	}
-}
-
 func TestLimiterEvictsLeastRecentlyUsed(t *testing.T) {
 	clock := newFakeClock()
 	l := NewLimiter(config.Rate{N: 1, Period: time.Hour}, 1, WithMaxKeys(3), WithClock(clock.Now))
