@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -111,8 +112,9 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	c.nwritten, c.werr = 0, nil
+	out, sent := withTrackedBody(req)
 	bw := c.p.t.writer(c)
-	err := req.Write(bw)
+	err := out.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -134,8 +136,12 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		case c.werr == nil:
 			// The request body failed (the client's upload broke): the
-			// upstream waits for bytes that will never come.
+			// upstream waits for bytes that will never come. The body's
+			// own error goes back, as http.Transport returns it.
 			c.fail(stop)
+			if sent != nil && sent.err != nil {
+				return nil, sent.err
+			}
 			return nil, err
 		case c.nwritten == 0:
 			c.fail(stop)
@@ -237,4 +243,34 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 			}
 		}
 	}
+}
+
+// trackedBody keeps the first error of a request body. Request.Write
+// hides it in an unexported type without Unwrap, and the caller must get
+// it back as is (its kind decides the status, e.g. a body read timeout).
+type trackedBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// withTrackedBody returns the request to write: req itself when it has no
+// body, else a copy whose body is tracked (RoundTrip must not modify req).
+func withTrackedBody(req *http.Request) (*http.Request, *trackedBody) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	w := &struct {
+		req  http.Request
+		body trackedBody
+	}{req: *req, body: trackedBody{ReadCloser: req.Body}}
+	w.req.Body = &w.body
+	return &w.req, &w.body
 }
