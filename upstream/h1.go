@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 )
@@ -141,16 +142,14 @@ func (t *H1) pool(host string) *pool {
 	return p
 }
 
-// dialAddr adds port 80 to a host that names none.
+// dialAddr adds port 80 to a host that names none, as net/http does.
 func dialAddr(host string) string {
-	if _, port, err := net.SplitHostPort(host); err == nil && port != "" {
-		return host
+	u := url.URL{Host: host}
+	port := u.Port()
+	if port == "" {
+		port = "80"
 	}
-	h := host
-	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
-	}
-	return net.JoinHostPort(h, "80")
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 func (t *H1) reader(r io.Reader) *bufio.Reader {

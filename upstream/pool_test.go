@@ -223,3 +223,46 @@ func TestMaxIdleConns(t *testing.T) {
 		t.Fatalf("%d idle, %d open after CloseIdleConnections", tr.idle(), tr.open())
 	}
 }
+
+// A refused dial comes back as net's dial error (the retry policy knows
+// such a request was never sent), and frees its slot for the next waiter.
+func TestDialFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	tr := NewH1(Settings{MaxConns: 1, ConnectTimeout: 5 * time.Second})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := tr.RoundTrip(newReq(t, "GET", dead, nil))
+			errs <- err
+		}()
+	}
+	for range 4 {
+		var op *net.OpError
+		if err := <-errs; !errors.As(err, &op) || op.Op != "dial" {
+			t.Fatalf("err = %v, want a dial *net.OpError", err)
+		}
+	}
+	if tr.open() != 0 {
+		t.Fatalf("%d connections counted after failed dials", tr.open())
+	}
+}
+
+func TestDialAddr(t *testing.T) {
+	for host, want := range map[string]string{
+		"example.com":      "example.com:80",
+		"example.com:8080": "example.com:8080",
+		"[::1]":            "[::1]:80",
+		"[::1]:81":         "[::1]:81",
+		"127.0.0.1":        "127.0.0.1:80",
+		"example.com:":     "example.com:80",
+	} {
+		if got := dialAddr(host); got != want {
+			t.Errorf("dialAddr(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
