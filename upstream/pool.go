@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -91,9 +92,7 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 func (p *pool) put(c *conn) {
 	c.idleAt = time.Now()
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		ch := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if ch := p.firstWaiterLocked(); ch != nil {
 		p.mu.Unlock()
 		ch <- c
 		return
@@ -123,9 +122,7 @@ func (p *pool) put(c *conn) {
 // opened): the first waiter may dial in it.
 func (p *pool) drop() {
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		ch := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if ch := p.firstWaiterLocked(); ch != nil {
 		p.mu.Unlock()
 		ch <- nil
 		return
@@ -134,13 +131,24 @@ func (p *pool) drop() {
 	p.mu.Unlock()
 }
 
+// firstWaiterLocked dequeues the longest waiting request, if any; what is
+// sent to it (under no lock: the channel has room) is now its own.
+func (p *pool) firstWaiterLocked() chan *conn {
+	if len(p.waiters) == 0 {
+		return nil
+	}
+	ch := p.waiters[0]
+	p.waiters = slices.Delete(p.waiters, 0, 1)
+	return ch
+}
+
 // stopWaiting withdraws a waiter whose context ended; whatever was handed
 // to it meanwhile is passed on.
 func (p *pool) stopWaiting(ch chan *conn) {
 	p.mu.Lock()
 	for i, w := range p.waiters {
 		if w == ch {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.waiters = slices.Delete(p.waiters, i, i+1)
 			p.mu.Unlock()
 			return
 		}
