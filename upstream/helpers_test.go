@@ -19,8 +19,10 @@ type upstream struct {
 	ln       net.Listener
 	url      string
 	accepted atomic.Int32
-	closed   chan int // the index of each connection whose client went away
-	wg       sync.WaitGroup
+	closed   chan int // serve: the index of each connection whose client went away
+	// countGone (serve) says how many clients went away.
+	countGone func() int32
+	wg        sync.WaitGroup
 }
 
 // serveRaw starts an upstream whose handle owns each connection (index
@@ -31,7 +33,7 @@ func serveRaw(t testing.TB, handle func(nc net.Conn, br *bufio.Reader, id int)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &upstream{ln: ln, url: "http://" + ln.Addr().String(), closed: make(chan int, 100)}
+	u := &upstream{ln: ln, url: "http://" + ln.Addr().String()}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
@@ -58,12 +60,17 @@ func serveRaw(t testing.TB, handle func(nc net.Conn, br *bufio.Reader, id int)) 
 // request); an answer "" closes the connection without a word. When the
 // client goes away, the connection's id is sent on u.closed.
 func serve(t testing.TB, respond func(id, n int, req *http.Request) string) *upstream {
-	var u *upstream
-	u = serveRaw(t, func(nc net.Conn, br *bufio.Reader, id int) {
+	closed := make(chan int, 1000)
+	var gone atomic.Int32
+	u := serveRaw(t, func(nc net.Conn, br *bufio.Reader, id int) {
 		for n := 1; ; n++ {
 			req, err := http.ReadRequest(br)
 			if err != nil {
-				u.closed <- id
+				gone.Add(1)
+				select {
+				case closed <- id:
+				default:
+				}
 				return
 			}
 			io.Copy(io.Discard, req.Body)
@@ -76,6 +83,8 @@ func serve(t testing.TB, respond func(id, n int, req *http.Request) string) *ups
 			}
 		}
 	})
+	u.closed = closed
+	u.countGone = gone.Load
 	return u
 }
 

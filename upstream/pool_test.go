@@ -266,3 +266,49 @@ func TestDialAddr(t *testing.T) {
 		}
 	}
 }
+
+// Slots are never lost or doubled when waiters give up while connections
+// are handed over: after a storm of requests, many cancelled, the pool
+// counts exactly its idle connections and still serves.
+func TestPoolAccountingUnderCancellation(t *testing.T) {
+	u := serve(t, func(_, n int, _ *http.Request) string {
+		if n%3 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		return ok("x")
+	})
+	tr := NewH1(Settings{MaxConns: 2, MaxIdleConns: 2})
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration((g+i)%4)*time.Millisecond)
+				resp, err := tr.RoundTrip(newReq(t, "GET", u.url, nil).WithContext(ctx))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				cancel()
+				if n := tr.open(); n > 2 {
+					t.Errorf("%d connections counted with max_conns 2", n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if tr.open() != tr.idle() {
+		t.Fatalf("%d connections counted, %d idle, none busy", tr.open(), tr.idle())
+	}
+	get(t, tr, u.url)
+	// Every socket the pool let go is closed: the upstream sees them go.
+	open := func() int32 { return u.accepted.Load() - u.countGone() }
+	for deadline := time.Now().Add(10 * time.Second); open() > 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := open(); n > 2 {
+		t.Fatalf("%d upstream connections open", n)
+	}
+}
