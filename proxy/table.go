@@ -91,7 +91,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		cfg: cfg, upstreams: map[string]*upstream{},
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
-		detectMax: min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
+		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		transports: map[baseTransport]bool{},
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	uptransport "github.com/breakwater-proxy/breakwater/upstream"
 )
 
 // transportSettings are the upstream keys that shape its connections; a
@@ -38,10 +39,34 @@ type baseTransport interface {
 }
 
 // newBaseTransport is the one place an upstream's base transport is
-// built.
+// built: for a plain http:// upstream, the lean HTTP/1.1 transport with
+// net/http's as the fallback for what it does not do (upgrades,
+// 100-continue, bodies of unknown length; see uptransport.Dual.Path); for
+// https, net/http's alone.
+//
+// Why the lean one by default: besides costing less per request, it reads
+// the upstream's raw header block, so the headers an upstream names in
+// Connection are removed even when it also says "close" (net/http drops
+// the whole Connection header then, and with it the names).
 func newBaseTransport(s transportSettings) (baseTransport, error) {
-	return newTransport(s)
+	std, err := newTransport(s)
+	if err != nil || s.Scheme != "http" {
+		return std, err
+	}
+	return uptransport.New(uptransport.Settings{
+		Scheme:                 s.Scheme,
+		ConnectTimeout:         s.ConnectTimeout.D(),
+		ResponseHeaderTimeout:  s.ResponseHeaderTimeout.D(),
+		MaxConns:               s.MaxConns,
+		MaxIdleConns:           s.MaxIdleConns,
+		IdleConnTimeout:        s.IdleConnTimeout.D(),
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+	}, std), nil
 }
+
+// maxResponseHeaderBytes bounds an upstream's response headers on both
+// paths (net/http's own default is 10 MB).
+const maxResponseHeaderBytes = 64 << 10
 
 // newTransport builds one upstream's net/http transport. Every field is set on
 // purpose; Go's zero values suit a browser, not a proxy.
@@ -67,6 +92,8 @@ func newTransport(s transportSettings) (*http.Transport, error) {
 		ForceAttemptHTTP2:  s.Scheme == "https",
 		WriteBufferSize:    32 << 10,
 		ReadBufferSize:     32 << 10,
+
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 	if s.Scheme == "https" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify} //nolint:gosec // opt-in by config
