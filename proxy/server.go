@@ -108,13 +108,20 @@ func (rq *request) idHeader() []string {
 	return rq.idHdr
 }
 
-// PolicyTrace lets the pipeline fill the request's trace: the request and
-// its trace travel as one context value.
-func (rq *request) PolicyTrace() *policy.Trace { return &rq.trace }
+type requestKey struct{}
 
 func requestFrom(ctx context.Context) *request {
-	rq, _ := policy.TracerFrom(ctx).(*request)
+	rq, _ := ctx.Value(requestKey{}).(*request)
 	return rq
+}
+
+// traceOf gives the pipeline the request's trace: the request and its
+// trace travel as one context value.
+func traceOf(ctx context.Context) *policy.Trace {
+	if rq := requestFrom(ctx); rq != nil {
+		return &rq.trace
+	}
+	return nil
 }
 
 // ServeHTTP handles one data-plane request.
@@ -174,7 +181,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if rt.errors != "problem" {
 				// Rejected before its body was read: learn its JSON-RPC id
 				// so the error comes in the caller's own protocol.
-				limit := rt.replayMax
+				limit := rt.rpcMax
 				if limit <= 0 {
 					limit = 1 << 20
 				}
@@ -192,7 +199,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(lw, rq, err, 0)
 		return
 	}
-	ctx := policy.WithTracer(r.Context(), rq)
+	ctx := context.WithValue(r.Context(), requestKey{}, rq)
 	r = r.WithContext(ctx)
 	if rt.cache != nil {
 		if s.serveCached(lw, r, rq, rt) {
@@ -412,11 +419,14 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 		return nil
 	}
 	rpc := r.Method == http.MethodPost && rt.errors != "problem" && isJSON(r.Header.Get("Content-Type"))
-	replay := rt.replayMax > 0 && rt.retryMethods[r.Method]
+	limit := rt.pipeline.ReplayLimit(r.Method)
+	replay := limit > 0
 	if !rpc && !replay {
 		return nil
 	}
-	limit := rt.replayMax
+	if !replay {
+		limit = rt.rpcMax
+	}
 	if limit <= 0 {
 		limit = 1 << 20
 	}

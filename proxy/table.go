@@ -59,10 +59,10 @@ type route struct {
 	fallback *config.Fallback
 	errors   string
 	timeout  time.Duration
-	// replayMax is how much of a body is buffered for replay (retry.max_body)
-	// and JSON-RPC detection; 0 = never buffer.
-	replayMax    int64
-	retryMethods map[string]bool
+	// rpcMax is how much of a JSON POST is read for JSON-RPC detection
+	// (retry.max_body; 0 = 1MiB). How much is buffered for replay is the
+	// pipeline's decision (ReplayLimit).
+	rpcMax int64
 }
 
 // routeCache is a route's cache: policy, store and coalescing group.
@@ -146,13 +146,13 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 		}
 		if r := e.Retry; r != nil {
-			rt.replayMax = int64(r.MaxBody)
-			rt.retryMethods = map[string]bool{}
-			for _, m := range r.Methods {
-				rt.retryMethods[m] = true
-			}
+			rt.rpcMax = int64(r.MaxBody)
 		}
-		rt.pipeline = policy.NewPipeline(rc, up.transport, policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Quota: up.quota}, s.metrics)
+		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
+		if up.quota != nil {
+			parts.Quota = up.quota // a nil *ratelimit.Quota would be a non-nil policy.Quota
+		}
+		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, traceOf)
 		rt.proxy = &httputil.ReverseProxy{
 			Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
 			Transport:      rt.pipeline,
