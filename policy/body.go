@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,83 @@ func (b *respBody) discard() { drainClose(b) }
 func drainClose(rc io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, rc, maxDrain)
 	_ = rc.Close()
+}
+
+func (st *reqState) newBody() *respBody {
+	if st.firstUsed.CompareAndSwap(false, true) {
+		st.first.st = st
+		return &st.first
+	}
+	return &respBody{st: st}
+}
+
+// replayable reports whether the request's body can be sent again.
+func (st *reqState) replayable() bool {
+	b := st.req.Body
+	return b == nil || b == http.NoBody || st.req.GetBody != nil
+}
+
+// bodyForAttempt gives each attempt its own copy of a replayable body.
+// A body too large to buffer goes to the first attempt through onceBody,
+// which notes whether any of it was read: if not (a refused connection),
+// it can still go to the next attempt.
+func (st *reqState) bodyForAttempt() (body readCloser) {
+	r := st.req
+	if r.Body == nil || r.Body == http.NoBody {
+		return r.Body
+	}
+	if r.GetBody != nil {
+		if st.bodyTaken.CompareAndSwap(false, true) {
+			return r.Body
+		}
+		b, err := r.GetBody()
+		if err != nil {
+			return errBody{err}
+		}
+		return b
+	}
+	if st.once == nil {
+		st.once = &onceBody{rc: r.Body}
+	}
+	return st.once
+}
+
+// register remembers a response so that, whatever wins, every other one
+// is drained and closed.
+func (st *reqState) register(rb *respBody, resp *http.Response) {
+	st.mu.Lock()
+	if st.done {
+		st.mu.Unlock()
+		rb.discard()
+		return
+	}
+	if st.bodies == nil {
+		st.bodies = st.bodyBuf[:0]
+	}
+	st.bodies = append(st.bodies, rb)
+	st.lastResp, st.lastErr = resp, nil
+	st.mu.Unlock()
+}
+
+// discardAll drains and closes every response but the winner's.
+func (st *reqState) discardAll(winner *http.Response) {
+	st.mu.Lock()
+	st.done = true
+	bodies := st.bodies
+	st.bodies = nil
+	st.mu.Unlock()
+	for _, rb := range bodies {
+		if winner != nil && winner.Body == rb {
+			if rb.hedge {
+				st.p.obs.Hedge(st.p.route, "won")
+			}
+			continue
+		}
+		if rb.hedge {
+			st.p.obs.Hedge(st.p.route, "lost")
+		}
+		rb.discard()
+	}
 }
 
 // upgradedBody is a 101 response's connection: ReverseProxy needs it

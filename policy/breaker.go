@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -31,24 +32,35 @@ type Breaker struct {
 	cb    circuitbreaker.CircuitBreaker[any]
 	on    conditions
 	delay time.Duration
+
+	// Half-open probes are counted here, not by failsafe-go (see acquire).
+	probes   int        // probes in flight allowed while half-open
+	mu       sync.Mutex // guards what follows
+	halfOpen bool       // failsafe's state, as its listener last reported it
+	free     int        // probe permits left
+	period   uint64     // counts transitions: a permit from an earlier period is not given back
 }
 
 // NewBreaker builds a breaker from a resolved config block. Both thresholds
 // are always set: failsafe-go's defaults open on one failure and, without a
 // success threshold, close on one success.
 func NewBreaker(name, scope string, c *config.CircuitBreaker, obs Observer) *Breaker {
+	brk := &Breaker{Name: name, Scope: scope, on: parseConditions(c.On), delay: c.Delay.D(),
+		probes: max(c.HalfOpenRequests, c.SuccessThreshold)}
 	b := circuitbreaker.NewBuilder[any]().
 		WithDelay(c.Delay.D()).
-		WithSuccessThresholdRatio(uint(c.SuccessThreshold), uint(max(c.HalfOpenRequests, c.SuccessThreshold)))
+		WithSuccessThresholdRatio(uint(c.SuccessThreshold), uint(brk.probes))
 	if c.FailureThreshold > 0 {
 		b = b.WithFailureThreshold(uint(c.FailureThreshold))
 	} else {
 		b = b.WithFailureRateThreshold(float64(c.FailureRate), uint(c.MinRequests), c.Window.D())
 	}
 	b = b.OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
+		brk.changed(e.NewState)
 		obs.BreakerChanged(name, stateOf(e.OldState), stateOf(e.NewState))
 	})
-	return &Breaker{Name: name, Scope: scope, cb: b.Build(), on: parseConditions(c.On), delay: c.Delay.D()}
+	brk.cb = b.Build()
+	return brk
 }
 
 func stateOf(s circuitbreaker.State) State {
@@ -118,13 +130,68 @@ func (b *Breaker) openFor() (time.Duration, bool) {
 	return rem, rem > 0
 }
 
-// acquire takes a permit. probe reports a half-open probe, whose permit
-// must be given back by a record of some kind.
-func (b *Breaker) acquire() (probe, ok bool) {
-	if !b.cb.TryAcquirePermit() {
-		return false, false
+// permit is what acquire hands out; a half-open probe's names the period
+// it was taken in.
+type permit struct {
+	probe  bool
+	period uint64
+}
+
+// acquire takes a permit for one attempt; a probe's must be given back
+// by record, whatever the attempt's verdict.
+//
+// Why breakwater counts half-open probes itself: failsafe-go's half-open
+// state hands out a fixed number of permits (the success threshold's
+// capacity, max(half_open_requests, success_threshold) here) in
+// TryAcquirePermit and takes one back only in RecordSuccess or
+// RecordFailure; it has no way to release a permit without a result
+// (v0.9.8, circuitbreaker/circuitstates.go). A probe whose client gave up
+// is nobody's result (FAILSAFE_NOTES: a cancelled client is not a breaker
+// failure) — recording it as a success closed the breaker on a dead
+// upstream (issue 11), and recording nothing would lose the permit until
+// every probe was stuck out. So while half-open, failsafe-go's permits
+// are not asked for: our own count of the same size is, and a cancelled
+// probe gives its permit back there. failsafe-go still decides every
+// transition, from the results recorded; its listener (changed) tells us
+// when a half-open period starts or ends.
+func (b *Breaker) acquire() (permit, bool) {
+	if p, halfOpen, ok := b.takeProbe(); halfOpen {
+		return p, ok
 	}
-	return b.cb.IsHalfOpen(), true
+	// Closed, or open: failsafe-go decides, and moves an open breaker
+	// whose delay has passed to half-open (its listener then fills our
+	// probe permits, before TryAcquirePermit returns).
+	if !b.cb.TryAcquirePermit() {
+		return permit{}, false
+	}
+	if p, halfOpen, ok := b.takeProbe(); halfOpen {
+		return p, ok
+	}
+	return permit{}, true
+}
+
+// takeProbe takes a probe permit while half-open.
+func (b *Breaker) takeProbe() (p permit, halfOpen, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.halfOpen {
+		return permit{}, false, false
+	}
+	if b.free <= 0 {
+		return permit{}, true, false
+	}
+	b.free--
+	return permit{probe: true, period: b.period}, true, true
+}
+
+// changed follows failsafe-go's transitions: each one starts a period,
+// and a half-open one starts with every probe permit free.
+func (b *Breaker) changed(to circuitbreaker.State) {
+	b.mu.Lock()
+	b.period++
+	b.halfOpen = to == circuitbreaker.HalfOpenState
+	b.free = b.probes
+	b.mu.Unlock()
 }
 
 // verdict is how one attempt counts for a breaker.
@@ -136,16 +203,23 @@ const (
 	failure
 )
 
-// record counts an attempt. A neutral outcome is not recorded, except that
-// a half-open probe's permit must be returned, and failsafe-go returns it
-// only with a result: such a probe counts as a success, because the
-// upstream did not fail it.
-func (b *Breaker) record(v verdict, probe bool) {
-	switch {
-	case v == failure:
+// record counts an attempt and gives a probe's permit back. A neutral
+// outcome is not recorded at all. The result goes to failsafe-go first:
+// if it ends the half-open period, the permit belongs to a period that
+// is over and is not given back.
+func (b *Breaker) record(v verdict, p permit) {
+	switch v {
+	case failure:
 		b.cb.RecordFailure()
-	case v == success || probe:
+	case success:
 		b.cb.RecordSuccess()
+	}
+	if p.probe {
+		b.mu.Lock()
+		if p.period == b.period {
+			b.free++
+		}
+		b.mu.Unlock()
 	}
 }
 

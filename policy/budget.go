@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"sync/atomic"
-
-	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/budget"
 )
+
+// errBudgetExceeded ends a retry loop whose next retry the budget refused;
+// the pipeline then returns the last failure as it came (SPEC.md,
+// Semantics → Retries). A refused hedge is simply not sent.
+var errBudgetExceeded = errors.New("retry budget exceeded")
 
 // attemptBudget is retry.budget as SPEC.md defines it: retries and hedges
 // in flight are at most ratio of the upstream attempts in flight, except
@@ -16,23 +19,30 @@ import (
 // waits included) and every retry a second time, so ratio 0.2 let 25% of
 // attempts plus one be retries (measured: 1.46× attempts per request with
 // a dead upstream under 20 concurrent callers, against 1.25× here), and a
-// route with both retry and hedge counted each request twice. failsafe's
-// executors call this type through the same methods (its internal.Budget).
+// route with both retry and hedge counted each request twice.
+//
+// Why it is not handed to failsafe's WithBudget either: retrypolicy and
+// hedgepolicy assert any budget to failsafe-go's internal.Budget
+// interface, unchecked, so a type of ours would have to match an
+// internal interface by method names, and an upgrade that changes it
+// would panic when a pipeline is built. The pipeline asks this budget
+// itself, when a retry or hedge attempt starts (Pipeline.spendBudget):
+// the permit is held for the same span failsafe would hold it, until the
+// attempt has its response headers or its error.
 type attemptBudget struct {
-	ratio      float64
-	min        int64
-	attempts   atomic.Int64 // attempts in flight, counted by Pipeline.attempt
-	extra      atomic.Int64 // retries and hedges holding a permit
-	onExceeded func()
+	ratio    float64
+	min      int64
+	attempts atomic.Int64 // attempts in flight, counted by Pipeline.send
+	extra    atomic.Int64 // retries and hedges holding a permit
 }
 
-func newAttemptBudget(ratio float64, minConcurrent int, onExceeded func()) *attemptBudget {
-	return &attemptBudget{ratio: ratio, min: int64(minConcurrent), onExceeded: onExceeded}
+func newAttemptBudget(ratio float64, minConcurrent int) *attemptBudget {
+	return &attemptBudget{ratio: ratio, min: int64(minConcurrent)}
 }
 
-// TryAcquirePermit admits a retry or hedge when, counting it, the share of
+// tryAcquire admits a retry or hedge when, counting it, the share of
 // attempts in flight that are retries or hedges stays within ratio.
-func (b *attemptBudget) TryAcquirePermit() bool {
+func (b *attemptBudget) tryAcquire() bool {
 	extra := b.extra.Add(1)
 	if extra <= b.min || float64(extra) <= b.ratio*float64(b.attempts.Load()+1) {
 		return true
@@ -41,26 +51,5 @@ func (b *attemptBudget) TryAcquirePermit() bool {
 	return false
 }
 
-func (b *attemptBudget) ReleasePermit() { b.extra.Add(-1) }
-
-// RecordExecution and ReleaseExecution are failsafe's count of requests;
-// this budget counts attempts instead (Pipeline.attempt).
-func (b *attemptBudget) RecordExecution()  {}
-func (b *attemptBudget) ReleaseExecution() {}
-
-// Rate is the share of attempts in flight that are retries or hedges.
-func (b *attemptBudget) Rate() float64 {
-	a := b.attempts.Load()
-	if a <= 0 {
-		return 0
-	}
-	return float64(b.extra.Load()) / float64(a)
-}
-
-func (b *attemptBudget) OnBudgetExceeded(budget.ExecutionType, failsafe.ExecutionInfo) {
-	if b.onExceeded != nil {
-		b.onExceeded()
-	}
-}
-
-var _ budget.Budget = (*attemptBudget)(nil)
+// release gives back a permit tryAcquire granted.
+func (b *attemptBudget) release() { b.extra.Add(-1) }

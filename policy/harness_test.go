@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -197,7 +198,7 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 	if q := cfg.Upstreams[rc.Upstream].Quota; q != nil {
 		parts.Quota = ratelimit.NewQuota(*q)
 	}
-	rg.pipeline = policy.NewPipeline(rc, rg.tracker, parts, obs)
+	rg.pipeline = policy.NewPipeline(rc, rg.tracker, parts, obs, traceFrom)
 	rg.client = &http.Client{Transport: rg.pipeline}
 	t.Cleanup(func() {
 		if n := rg.tracker.open.Load(); n != 0 {
@@ -216,6 +217,19 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 		}
 	})
 	return rg
+}
+
+type traceKey struct{}
+
+// withTrace returns ctx carrying t, for the rig's pipeline to fill.
+func withTrace(ctx context.Context, t *policy.Trace) context.Context {
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// traceFrom is the rig's trace function, as the proxy supplies one.
+func traceFrom(ctx context.Context) *policy.Trace {
+	t, _ := ctx.Value(traceKey{}).(*policy.Trace)
+	return t
 }
 
 // get sends a GET through the rig and returns status and body.

@@ -8,16 +8,21 @@
 //	total timeout → bulkhead → retry (with budget) → hedge → circuit breaker → upstream quota → per-try timeout → transport
 //
 // In failsafe's notation the middle is failsafe.With(retry, hedge)(attempt),
-// and attempt does breaker → quota → per-try timeout → transport itself,
-// because a proxy needs what failsafe's executors do not give: a breaker
-// that never records client cancellations or quota waits, a quota that is
-// spent only by attempts actually sent, per-attempt contexts that outlive
-// the executor (a streamed body is read after it returns), and bodies of
-// discarded responses drained and closed.
+// and attempt does budget → breaker → quota → per-try timeout → transport
+// itself, because a proxy needs what failsafe's executors do not give: a
+// budget that counts attempts (budget.go), a breaker that never records
+// client cancellations or quota waits, a quota that is spent only by
+// attempts actually sent, per-attempt contexts that outlive the executor
+// (a streamed body is read after it returns), and bodies of discarded
+// responses drained and closed.
+//
+// Files: pipeline.go (RoundTrip, the request's timer and executors),
+// attempt.go (one attempt), body.go (bodies sent and received), retry.go
+// (retry and hedge decisions), breaker.go, bulkhead.go, budget.go,
+// quota.go (the policies' state).
 package policy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -104,45 +109,19 @@ func (NopObserver) QuotaWaited(string, time.Duration)             {}
 func (NopObserver) QuotaExhausted(string, string, time.Duration)  {}
 func (NopObserver) QuotaPaused(string, time.Duration)             {}
 
-// Trace is what one request went through, for its access-log line. The
-// proxy puts one in the request's context with WithTrace; the pipeline
-// fills it. Fields are written by the request's own goroutine, except
-// Attempts, which hedges update atomically through the pipeline.
+// Trace is one request's passage, shared with the caller: the proxy hands
+// it over through the function it gives NewPipeline, fills Deadline
+// before RoundTrip, and reads the rest for its access-log line once
+// RoundTrip has returned. The pipeline writes the rest only from the
+// goroutine that called RoundTrip, before RoundTrip returns.
 type Trace struct {
 	Attempts int    // attempts sent upstream
 	Breaker  string // breaker state when the request was decided ("" = none)
 	Retries  int
-}
-
-type traceKey struct{}
-
-// WithTrace returns ctx carrying t.
-func WithTrace(ctx context.Context, t *Trace) context.Context {
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// Tracer is a caller's per-request state that holds a Trace. A caller
-// that keeps its own state in the context anyway can carry both in one
-// value (one context allocation fewer per request) with WithTracer.
-type Tracer interface{ PolicyTrace() *Trace }
-
-// WithTracer returns ctx carrying c; the pipeline fills c.PolicyTrace().
-func WithTracer(ctx context.Context, c Tracer) context.Context {
-	return context.WithValue(ctx, traceKey{}, c)
-}
-
-// TracerFrom returns the Tracer WithTracer put in ctx, or nil.
-func TracerFrom(ctx context.Context) Tracer {
-	c, _ := ctx.Value(traceKey{}).(Tracer)
-	return c
-}
-
-func traceFrom(ctx context.Context) *Trace {
-	switch v := ctx.Value(traceKey{}).(type) {
-	case *Trace:
-		return v
-	case Tracer:
-		return v.PolicyTrace()
-	}
-	return nil
+	// Deadline, when set, is when the route's total timeout ends, so that
+	// time the caller already spent on this request (a coalesced cache
+	// wait) comes out of the same budget: one clock for the route
+	// timeout. Already passed: RoundTrip fails with ErrTimeout at once and
+	// sends nothing. Zero: RoundTrip's start plus the route's timeout.
+	Deadline time.Time
 }

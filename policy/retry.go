@@ -1,13 +1,9 @@
 package policy
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -31,6 +27,7 @@ type retrySpec struct {
 	jitter     float64
 	raHonor    bool
 	raMax      time.Duration
+	maxBody    int64 // bodies up to this are buffered for replay (ReplayLimit)
 }
 
 func newRetrySpec(c *config.Retry) *retrySpec {
@@ -39,98 +36,12 @@ func newRetrySpec(c *config.Retry) *retrySpec {
 		initial: c.Backoff.Initial.D(), maxDelay: c.Backoff.Max.D(),
 		multiplier: c.Backoff.Multiplier, jitter: c.Backoff.Jitter,
 		raHonor: c.RetryAfter.Honor, raMax: c.RetryAfter.Max.D(),
+		maxBody: int64(c.MaxBody),
 	}
 	for _, m := range c.Methods {
 		s.methods[m] = true
 	}
 	return s
-}
-
-// Attempt error kinds, as reported to the Observer and the breaker.
-const (
-	kindConnect  = "connect_error" // the connection was never made: nothing was sent
-	kindTimeout  = "timeout"       // per_try_timeout, or the route's timeout, during the attempt
-	kindCanceled = "canceled"      // the client left (or a hedge lost)
-	kindError    = "error"         // any other transport error (reset, EOF before headers…)
-)
-
-// attemptError is a failed attempt with what the retry decision needs;
-// failsafe's predicates see only (response, error), so it travels inside
-// the error.
-type attemptError struct {
-	err    error
-	kind   string
-	unsent bool // provably nothing was sent: safe to retry any method
-	st     *reqState
-}
-
-func (e *attemptError) Error() string { return e.err.Error() }
-func (e *attemptError) Unwrap() error { return e.err }
-
-// finalError is the error the pipeline returns for err. Once the request's
-// context has ended, that is the reason, whatever the attempt or failsafe
-// made of it: failsafe reports a context ended during an attempt or a
-// backoff as context.Canceled, which the proxy would take for a client
-// that left, though it was the route's timeout.
-func (st *reqState) finalError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if st.ctx.Err() != nil {
-		return st.ctxError()
-	}
-	var ae *attemptError
-	if errors.As(err, &ae) {
-		if ae.kind == kindTimeout {
-			return &RejectedError{Err: ErrAttemptTimeout}
-		}
-		if ae.kind == kindCanceled {
-			return ae.st.ctxError()
-		}
-		return ae.err
-	}
-	return err
-}
-
-// attemptError classifies a failed attempt. timedOut: per_try_timeout
-// fired; abandoned: we cancelled it ourselves because failsafe gave up on
-// it (a hedge that lost) — like a client leaving, nobody's failure.
-func (st *reqState) attemptError(err error, timedOut, abandoned bool) *attemptError {
-	ae := &attemptError{err: err, st: st, kind: kindError}
-	switch {
-	case timedOut || errors.Is(err, ErrAttemptTimeout):
-		ae.kind = kindTimeout
-	case st.ctx.Err() != nil:
-		if errors.Is(context.Cause(st.ctx), ErrTimeout) && st.req.Context().Err() == nil {
-			ae.kind = kindTimeout // the route ran out of time waiting on the upstream
-		} else {
-			ae.kind = kindCanceled
-		}
-	case abandoned:
-		ae.kind = kindCanceled
-	case isDialError(err):
-		ae.kind = kindConnect
-		ae.unsent = st.once == nil || !st.once.read.Load()
-	}
-	return ae
-}
-
-// isDialError reports errors that prove the request never left: the
-// connection (or its TLS handshake) was not established.
-func isDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) {
-		return true
-	}
-	var rhe tls.RecordHeaderError
-	var ue x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var cie x509.CertificateInvalidError
-	return errors.As(err, &rhe) || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &cie)
 }
 
 // eligible reports whether a request may be sent again: its method is
@@ -225,9 +136,12 @@ func (s *retrySpec) abort(resp *http.Response, err error) bool {
 	return time.Until(st.dctx.deadline) < wait
 }
 
-func (p *Pipeline) buildRetry(bud *attemptBudget) failsafe.Policy[*http.Response] {
+// buildRetry is the route's retry policy. The budget is not given to
+// WithBudget, and retries are not counted in OnRetry: both happen in
+// Pipeline.spendBudget, when the retry's attempt starts (budget.go).
+func (p *Pipeline) buildRetry() failsafe.Policy[*http.Response] {
 	s := p.retry
-	b := retrypolicy.NewBuilder[*http.Response]().
+	return retrypolicy.NewBuilder[*http.Response]().
 		WithMaxAttempts(s.attempts).
 		HandleIf(s.shouldRetry).
 		AbortIf(s.abort).
@@ -242,18 +156,7 @@ func (p *Pipeline) buildRetry(bud *attemptBudget) failsafe.Policy[*http.Response
 				}
 			}
 		}).
-		OnRetry(func(e failsafe.ExecutionEvent[*http.Response]) {
-			// Counted here, once the budget has let the retry go, not when
-			// it is scheduled: a refused retry is no retry.
-			p.obs.Retry(p.route, retryReason(e.LastResult(), e.LastError()))
-			if t := traceFrom(e.Context()); t != nil {
-				t.Retries++
-			}
-		})
-	if bud != nil {
-		b = b.WithBudget(bud)
-	}
-	return b.Build()
+		Build()
 }
 
 func retryReason(resp *http.Response, err error) string {
@@ -267,7 +170,9 @@ func retryReason(resp *http.Response, err error) string {
 	return kindError
 }
 
-func (p *Pipeline) buildHedge(h *config.Hedge, bud *attemptBudget) failsafe.Policy[*http.Response] {
+// buildHedge is the route's hedge policy; like a retry, a hedge asks the
+// budget when its attempt starts (Pipeline.spendBudget).
+func (p *Pipeline) buildHedge(h *config.Hedge) failsafe.Policy[*http.Response] {
 	good := func(resp *http.Response, err error) bool {
 		if err != nil || resp == nil {
 			return false
@@ -277,11 +182,8 @@ func (p *Pipeline) buildHedge(h *config.Hedge, bud *attemptBudget) failsafe.Poli
 		}
 		return resp.StatusCode < 500
 	}
-	b := hedgepolicy.NewBuilderWithDelay[*http.Response](h.Delay.D()).
+	return hedgepolicy.NewBuilderWithDelay[*http.Response](h.Delay.D()).
 		WithMaxHedges(h.Max).
-		CancelIf(good)
-	if bud != nil {
-		b = b.WithBudget(bud)
-	}
-	return b.Build()
+		CancelIf(good).
+		Build()
 }

@@ -125,7 +125,7 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 		return nil
 	}
 	rpc := rt.errors != "problem" && mayBeJSONRPC(r)
-	replay := rt.replayLimit(r.Method)
+	replay := rt.pipeline.ReplayLimit(r.Method)
 	if !rpc && replay <= 0 {
 		return nil
 	}

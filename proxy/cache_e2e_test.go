@@ -444,3 +444,43 @@ func TestCacheUnshareableAnswerReleasesTheWaiters(t *testing.T) {
 		t.Errorf("took %s: the waiters were held past the leader's headers", took)
 	}
 }
+
+// A request that waits for a coalesced miss and then has to go upstream
+// itself has only what is left of its route timeout: one clock, not two.
+func TestCoalescedWaiterHasOneRouteTimeout(t *testing.T) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		select { // every attempt stalls past the route timeout
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	p := startLim(t, cacheYAML+"    timeout: 1s\n    retry: off\n", cacheRoute(u.URL, `{ ttl: 1m }`))
+	leader := make(chan int, 1)
+	go func() {
+		resp, err := p.client.Get(p.URL + "/hot")
+		if err != nil {
+			leader <- 0
+			return
+		}
+		resp.Body.Close()
+		leader <- resp.StatusCode
+	}()
+	testkit.WaitFor(t, 5*time.Second, "the leader upstream", func() bool { return u.Hits.Load() == 1 })
+	start := time.Now()
+	resp, err := p.client.Get(p.URL + "/hot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waited := time.Since(start)
+	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("X-Breakwater-Error") != "timeout" {
+		t.Errorf("waiter: got %d %q, want 504 timeout", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"))
+	}
+	// Two clocks would give it the wait (≈ 1 s) plus a whole new timeout.
+	if waited > 1700*time.Millisecond {
+		t.Errorf("waiter answered after %v with a 1 s route timeout", waited)
+	}
+	if code := <-leader; code != http.StatusGatewayTimeout {
+		t.Errorf("leader: got %d, want 504", code)
+	}
+}

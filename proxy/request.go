@@ -55,10 +55,6 @@ func requestTrace(ctx context.Context) *policy.Trace {
 	return nil
 }
 
-// PolicyTrace lets the pipeline fill the request's trace.
-// TODO(merge): goes when the pipeline takes requestTrace.
-func (rq *request) PolicyTrace() *policy.Trace { return &rq.trace }
-
 // idHeader is the request id as a header value, built once.
 func (rq *request) idHeader() []string {
 	if rq.idHdr == nil {

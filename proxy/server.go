@@ -116,7 +116,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rq.body = clientBody{rc: r.Body, left: t.maxBody, rq: rq, cancel: cancel, deadline: idleDeadline{idle: t.bodyIdle}}
 		rq.body.conn, _ = w.(readDeadliner)
 	}
-	r = r.WithContext(policy.WithTracer(context.WithValue(ctx, requestKey{}, rq), rq))
+	r = r.WithContext(context.WithValue(ctx, requestKey{}, rq))
 	if rq.body.rc != nil {
 		r.Body = &rq.body
 	}
@@ -159,7 +159,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The route's one clock starts here: it bounds a coalesced cache wait
 	// and the pipeline together.
 	rq.deadline = time.Now().Add(rt.timeout)
-	// TODO(merge): rq.trace.Deadline = rq.deadline
+	rq.trace.Deadline = rq.deadline
 	if err := rt.prepareBody(r, rq); err != nil {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
 		return

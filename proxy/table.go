@@ -67,10 +67,6 @@ type route struct {
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
-	// replayMax is how much of a body is buffered for replay (retry.max_body);
-	// 0 = never buffer.
-	replayMax    int64
-	retryMethods map[string]bool
 }
 
 // limiter is a route's ingress rate limit as the request path uses it:
@@ -158,14 +154,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
 			}
 		}
-		if r := e.Retry; r != nil {
-			rt.replayMax = int64(r.MaxBody)
-			rt.retryMethods = map[string]bool{}
-			for _, m := range r.Methods {
-				rt.retryMethods[m] = true
-			}
+		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
+		if up.quota != nil {
+			parts.Quota = up.quota // a nil *ratelimit.Quota would be a non-nil policy.Quota
 		}
-		rt.pipeline = policy.NewPipeline(rc, up.transport, policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Quota: up.quota}, s.metrics)
+		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
 		rt.proxy = &httputil.ReverseProxy{
 			Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
 			Transport:      rt.pipeline,
@@ -202,15 +195,6 @@ func limitKey(key string, trusted trustedNets) func(*http.Request) string {
 		}
 	}
 	return func(*http.Request) string { return "" }
-}
-
-// replayLimit is how much of a body of this method is buffered so that
-// attempts can replay it; 0 = never.
-func (rt *route) replayLimit(method string) int64 {
-	if rt.retryMethods[method] {
-		return rt.replayMax
-	}
-	return 0
 }
 
 // match finds the first route for r, in file order.
