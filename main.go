@@ -3,7 +3,8 @@
 // fallbacks in front of any HTTP API, configured from one YAML file.
 //
 // main is thin wiring: flags, signals, listeners. The data plane is in
-// proxy/, the policies in policy/, the file format in config/.
+// proxy/, the policies in policy/, metrics, events and logs in observe/,
+// the file format in config/.
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/dashboard"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
 )
@@ -152,23 +154,24 @@ func run(args []string, stderr io.Writer) int {
 		// few MiB more peak RSS. GOGC in the environment still wins.
 		debug.SetGCPercent(200)
 	}
-	log := proxy.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
+	log := observe.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
 	for _, w := range warns {
 		log.Warn().Msg(w.Error())
 	}
-	hub := proxy.NewHub()
-	metrics := proxy.NewMetrics(version, hub)
-	srv := proxy.New(log, metrics, hub)
+	hub := observe.NewHub()
+	metrics := observe.NewMetrics(version)
+	obs := observe.NewFanout(metrics, hub)
+	srv := proxy.New(log, obs)
 	file := f.config
 	if f.upstream != "" {
 		file = "" // quick mode: no file to reload
 	}
-	rl := reload.New(file, f.over, srv, metrics, hub, log)
+	rl := reload.New(file, f.over, srv, obs, log)
 	if err := rl.Start(cfg, warns); err != nil {
 		log.Error().Err(err).Msg("cannot start with this config")
 		return 1
 	}
-	adm := admin.New(srv, metrics, hub, rl)
+	adm := admin.New(srv, metrics.Registry, hub, rl)
 	// The dashboard offers actions on a loopback admin listener, or beyond
 	// it with allow_remote and a token (read live: a reload may change it).
 	// cfg.Admin.Listen is what gets bound; a reload does not move it.

@@ -15,20 +15,51 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
 )
 
+// Proxy is the data plane the admin API presents: proxy.Server.
+type Proxy interface {
+	// Config is the running config (nil before the first load).
+	Config() *config.Config
+	// Live is the running config's stateful pieces.
+	Live() proxy.Live
+}
+
+// Registry is where /metrics is gathered from (observe.Metrics.Registry);
+// New also registers promhttp's own handler-error counter on it.
+type Registry interface {
+	prometheus.Gatherer
+	prometheus.Registerer
+}
+
+// Events is the feed /events follows: observe.Hub.
+type Events interface {
+	// Subscribe starts a feed holding up to buffer undelivered events.
+	Subscribe(buffer int) *observe.Subscription
+	// Dropped counts deliveries missed by slow subscribers, over all of them.
+	Dropped() uint64
+}
+
+// Reloader reloads the config file: reload.Reloader.
+type Reloader interface {
+	Reload(reason string) (*reload.Result, error)
+	// Last is the latest load's outcome (nil before the first).
+	Last() *reload.Result
+}
+
 // Handler is the admin API.
 type Handler struct {
-	proxy    *proxy.Server
-	metrics  *proxy.Metrics
-	hub      *proxy.Hub
-	reloader *reload.Reloader
+	proxy    Proxy
+	feed     Events
+	reloader Reloader
 	// Ready is false until the data listener is bound, and again while draining.
 	Ready atomic.Bool
 	mux   *http.ServeMux
@@ -45,14 +76,16 @@ const (
 	eventsWriteTimeout = 10 * time.Second
 )
 
-// New builds the admin handler. rl reloads the config file; in quick mode
-// it is a Reloader without a file, and POST /reload answers 400.
-func New(p *proxy.Server, m *proxy.Metrics, hub *proxy.Hub, rl *reload.Reloader) *Handler {
-	h := &Handler{proxy: p, metrics: m, hub: hub, reloader: rl, mux: http.NewServeMux()}
+// New builds the admin handler over the proxy p, the metrics registry
+// (served on /metrics) and the events feed. rl reloads the config
+// file: in quick mode it is a Reloader without a file, and nil means the
+// same, so POST /reload answers 400.
+func New(p Proxy, metrics Registry, events Events, rl Reloader) *Handler {
+	h := &Handler{proxy: p, feed: events, reloader: rl, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.HandleFunc("GET /health", h.health)
-	h.mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	h.mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
 	h.mux.HandleFunc("GET /breakers", h.breakers)
 	h.mux.HandleFunc("POST /breakers/{name}", h.forceBreaker)
 	h.mux.HandleFunc("GET /routes", h.routes)
@@ -165,10 +198,10 @@ func (h *Handler) readyz(w http.ResponseWriter, _ *http.Request) {
 type HealthReport struct {
 	// Status is healthy, degraded (some breaker open or half-open) or
 	// unhealthy (every upstream unhealthy).
-	Status     string                 `json:"status"`
-	ConfigHash string                 `json:"config_hash"`
-	LastReload *reload.Result         `json:"last_reload,omitempty"`
-	Upstreams  []proxy.UpstreamHealth `json:"upstreams"`
+	Status     string           `json:"status"`
+	ConfigHash string           `json:"config_hash"`
+	LastReload *reload.Result   `json:"last_reload,omitempty"`
+	Upstreams  []UpstreamHealth `json:"upstreams"`
 	// EventsDropped counts /events deliveries missed by slow subscribers.
 	EventsDropped uint64 `json:"events_dropped"`
 }
@@ -176,10 +209,7 @@ type HealthReport struct {
 // health answers 200 while any upstream can be reached, 503 when every
 // upstream is unhealthy.
 func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {
-	rep := HealthReport{Status: "healthy", Upstreams: h.proxy.Health(), EventsDropped: h.hub.Dropped()}
-	if rep.Upstreams == nil {
-		rep.Upstreams = []proxy.UpstreamHealth{}
-	}
+	rep := HealthReport{Status: "healthy", Upstreams: upstreamHealth(h.proxy.Live()), EventsDropped: h.feed.Dropped()}
 	unhealthy := 0
 	for _, u := range rep.Upstreams {
 		switch u.Status {
@@ -208,11 +238,7 @@ type breakersBody struct {
 }
 
 func (h *Handler) breakers(w http.ResponseWriter, _ *http.Request) {
-	bs := h.proxy.Breakers()
-	if bs == nil {
-		bs = []policy.BreakerStatus{}
-	}
-	h.writeJSON(w, http.StatusOK, breakersBody{bs})
+	h.writeJSON(w, http.StatusOK, breakersBody{breakerStatuses(h.proxy.Live())})
 }
 
 func (h *Handler) forceBreaker(w http.ResponseWriter, r *http.Request) {
@@ -221,29 +247,21 @@ func (h *Handler) forceBreaker(w http.ResponseWriter, r *http.Request) {
 		h.writeJSON(w, http.StatusBadRequest, errorBody{"state must be open, closed or half-open"})
 		return
 	}
-	if found, _ := h.proxy.ForceBreaker(name, state); !found {
+	b := findBreaker(h.proxy.Live(), name)
+	if b == nil {
 		h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no breaker named %q", name)})
 		return
 	}
-	for _, b := range h.proxy.Breakers() {
-		if b.Name == name {
-			h.writeJSON(w, http.StatusOK, b)
-			return
-		}
-	}
-	h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no breaker named %q", name)})
+	b.Force(state)
+	h.writeJSON(w, http.StatusOK, b.Status())
 }
 
 type routesBody struct {
-	Routes []proxy.RouteStatus `json:"routes"`
+	Routes []RouteStatus `json:"routes"`
 }
 
 func (h *Handler) routes(w http.ResponseWriter, _ *http.Request) {
-	rs := h.proxy.Routes()
-	if rs == nil {
-		rs = []proxy.RouteStatus{}
-	}
-	h.writeJSON(w, http.StatusOK, routesBody{rs})
+	h.writeJSON(w, http.StatusOK, routesBody{routeStatuses(h.proxy.Live())})
 }
 
 // config answers the effective config, secrets redacted, with its hash
@@ -290,16 +308,12 @@ type purgeBody struct {
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
-	name := r.URL.Query().Get("route")
-	if name != "" && !h.proxy.HasRoute(name) {
+	name, live := r.URL.Query().Get("route"), h.proxy.Live()
+	if name != "" && !hasRoute(live, name) {
 		h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no route named %q", name)})
 		return
 	}
-	purged := h.proxy.PurgeCache(name)
-	if purged == nil {
-		purged = []string{}
-	}
-	h.writeJSON(w, http.StatusOK, purgeBody{purged})
+	h.writeJSON(w, http.StatusOK, purgeBody{purgeCache(live, name)})
 }
 
 // events streams the hub as Server-Sent Events: "id: N", "event: TYPE",
@@ -309,7 +323,7 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 // count. A reader that stops reading is cut after eventsWriteTimeout.
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
-	sub := h.hub.Subscribe(eventsBuffer)
+	sub := h.feed.Subscribe(eventsBuffer)
 	defer sub.Close()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")

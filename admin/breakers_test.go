@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
-	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
 const breakerConfig = `version: 1
@@ -85,7 +86,7 @@ func TestBreakerLifecycle(t *testing.T) {
 	for i, s := range subs {
 		var lastID uint64
 		for _, w := range want {
-			ev := s.next(t, 5*time.Second, func(ev proxy.Event) bool { return ev.Type == "breaker" && ev.Data["breaker"] == "delta" })
+			ev := s.next(t, 5*time.Second, func(ev observe.Event) bool { return ev.Type == "breaker" && ev.Data["breaker"] == "delta" })
 			if ev.Data["from"] != w[0] || ev.Data["to"] != w[1] {
 				t.Fatalf("subscriber %d: event %v, want %s → %s", i, ev.Data, w[0], w[1])
 			}
@@ -141,7 +142,7 @@ func TestForceBreaker(t *testing.T) {
 		if g := e.breakerGauge("delta"); g != string(st) {
 			t.Errorf("force %s: gauge says %s", st, g)
 		}
-		ev := sub.next(t, 5*time.Second, func(ev proxy.Event) bool { return ev.Type == "breaker" })
+		ev := sub.next(t, 5*time.Second, func(ev observe.Event) bool { return ev.Type == "breaker" })
 		if ev.Data["to"] != string(st) {
 			t.Errorf("force %s: event %v", st, ev.Data)
 		}
@@ -172,7 +173,7 @@ func TestHealth(t *testing.T) {
 			OK     bool   `json:"ok"`
 			Reason string `json:"reason"`
 		} `json:"last_reload"`
-		Upstreams []proxy.UpstreamHealth `json:"upstreams"`
+		Upstreams []admin.UpstreamHealth `json:"upstreams"`
 	}
 	health := func(step string, wantCode int, want string, ups map[string]string) {
 		t.Helper()

@@ -18,6 +18,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
@@ -33,8 +34,8 @@ type env struct {
 	data    *httptest.Server
 	admin   *httptest.Server
 	srv     *proxy.Server
-	metrics *proxy.Metrics
-	hub     *proxy.Hub
+	metrics *observe.Metrics
+	hub     *observe.Hub
 	rl      *reload.Reloader
 	logs    *testkit.SyncBuffer
 
@@ -68,14 +69,15 @@ func newEnv(t *testing.T, yaml string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	log := zerolog.New(e.logs).Level(zerolog.DebugLevel)
-	e.hub = proxy.NewHub()
-	e.metrics = proxy.NewMetrics("test", e.hub)
-	e.srv = proxy.New(log, e.metrics, e.hub)
-	e.rl = reload.New(e.file, config.Overrides{}, e.srv, e.metrics, e.hub, log)
+	e.hub = observe.NewHub()
+	e.metrics = observe.NewMetrics("test")
+	obs := observe.NewFanout(e.metrics, e.hub)
+	e.srv = proxy.New(log, obs)
+	e.rl = reload.New(e.file, config.Overrides{}, e.srv, obs, log)
 	if err := e.rl.Start(cfg, warns); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	h := admin.New(e.srv, e.metrics, e.hub, e.rl)
+	h := admin.New(e.srv, e.metrics.Registry, e.hub, e.rl)
 	h.Ready.Store(true)
 	e.data = httptest.NewServer(e.srv)
 	e.admin = httptest.NewServer(h)
@@ -220,7 +222,7 @@ func (e *env) logged(msg string) bool {
 
 // sse is one /events subscriber over a real connection.
 type sse struct {
-	events chan proxy.Event
+	events chan observe.Event
 	raw    *testkit.SyncBuffer // everything read, for secret checks
 }
 
@@ -234,7 +236,7 @@ func (e *env) subscribe() *sse {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		e.t.Fatalf("/events Content-Type %q", ct)
 	}
-	s := &sse{events: make(chan proxy.Event, 1024), raw: &testkit.SyncBuffer{}}
+	s := &sse{events: make(chan observe.Event, 1024), raw: &testkit.SyncBuffer{}}
 	br := bufio.NewReader(resp.Body)
 	// The first comment is written after the hub subscription is made.
 	line, err := br.ReadString('\n')
@@ -256,7 +258,7 @@ func (e *env) subscribe() *sse {
 			case strings.HasPrefix(line, "event: "):
 				typ = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: "):
-				var ev proxy.Event
+				var ev observe.Event
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err == nil {
 					if ev.Type != typ {
 						ev.Type = "MISMATCH " + typ + "/" + ev.Type
@@ -270,7 +272,7 @@ func (e *env) subscribe() *sse {
 }
 
 // next returns the next event that keep accepts, or fails after within.
-func (s *sse) next(t *testing.T, within time.Duration, keep func(proxy.Event) bool) proxy.Event {
+func (s *sse) next(t *testing.T, within time.Duration, keep func(observe.Event) bool) observe.Event {
 	t.Helper()
 	timeout := time.After(within)
 	for {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/breakwater-proxy/breakwater/proxy"
+	"github.com/breakwater-proxy/breakwater/observe"
 )
 
 const (
@@ -99,7 +99,7 @@ func TestSecretsNeverShown(t *testing.T) {
 
 	// Wait until the last reload's event has been read, so the raw stream
 	// holds everything published.
-	events.next(t, 5*time.Second, func(ev proxy.Event) bool { return ev.Type == "reload" && ev.Data["ok"] == true })
+	events.next(t, 5*time.Second, func(ev observe.Event) bool { return ev.Type == "reload" && ev.Data["ok"] == true })
 
 	for what, text := range map[string]string{
 		"admin answers and error bodies": strings.Join(bodies, "\n"),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -159,8 +160,7 @@ func (bp *benchBuffers) Put(b []byte) {
 
 func BenchmarkPipeline(b *testing.B) {
 	up := benchUpstream(b)
-	hub := proxy.NewHub()
-	srv := proxy.New(zerolog.Nop(), proxy.NewMetrics("bench", hub), hub)
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
 	cfg := e2eConfig(b, `
 log: { access_log: true }
 upstreams:

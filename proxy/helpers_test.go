@@ -12,13 +12,14 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 )
 
 // testProxy is a Server loaded from YAML behind a real listener.
 type testProxy struct {
 	*httptest.Server
 	srv     *Server
-	metrics *Metrics
+	metrics *observe.Metrics
 	logs    *syncBuffer // the access log, one JSON object a line
 }
 
@@ -34,9 +35,8 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 		t.Fatalf("config.Parse:\n%v\n--- yaml ---\n%s", err, yaml)
 	}
 	logs := &syncBuffer{}
-	hub := NewHub()
-	metrics := NewMetrics("test", hub)
-	srv := New(zerolog.New(logs), metrics, hub)
+	metrics := observe.NewMetrics("test")
+	srv := New(zerolog.New(logs), observe.NewFanout(metrics, observe.NewHub()))
 	if err := srv.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}

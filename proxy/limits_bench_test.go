@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -44,8 +45,7 @@ func benchProxy(b *testing.B, extra string) (*proxy.Server, *httptest.Server) {
 		_, _ = w.Write(payload1K)
 	}))
 	b.Cleanup(up.Close)
-	hub := proxy.NewHub()
-	srv := proxy.New(zerolog.Nop(), proxy.NewMetrics("t", hub), hub)
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("t"), observe.NewHub()))
 	yaml := strings.ReplaceAll(benchRoute+extra, "{{UP}}", up.URL)
 	cfg, _, err := config.Parse("bench.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
 	if err != nil {

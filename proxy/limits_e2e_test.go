@@ -19,8 +19,10 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
 
 // Issue 4, limits and graceful degradation, end to end: the route rate
@@ -31,8 +33,8 @@ import (
 type limProxy struct {
 	*httptest.Server
 	srv     *proxy.Server
-	metrics *proxy.Metrics
-	hub     *proxy.Hub
+	metrics *observe.Metrics
+	hub     *observe.Hub
 	client  *http.Client
 }
 
@@ -47,9 +49,9 @@ func startLim(t testing.TB, yaml string, vars map[string]string) *limProxy {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	hub := proxy.NewHub()
-	metrics := proxy.NewMetrics("t", hub)
-	srv := proxy.New(zerolog.Nop(), metrics, hub)
+	hub := observe.NewHub()
+	metrics := observe.NewMetrics("t")
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(metrics, hub))
 	if err := srv.Load(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +116,30 @@ func (p *limProxy) metric(t testing.TB, name string, labels map[string]string) f
 	return testkit.SumMetric(t, p.metrics.Registry, name, labels)
 }
 
-// quota is the upstream's quota as /health reports it.
-func (p *limProxy) quota(t testing.TB, upstream string) proxy.QuotaStatus {
+// quota is the upstream's quota now.
+func (p *limProxy) quota(t testing.TB, upstream string) ratelimit.QuotaSnapshot {
 	t.Helper()
-	for _, h := range p.srv.Health() {
-		if h.Name == upstream && h.Quota != nil {
-			return *h.Quota
+	for _, u := range p.srv.Live().Upstreams {
+		if u.Name == upstream && u.Quota != nil {
+			return u.Quota.Snapshot()
 		}
 	}
 	t.Fatalf("upstream %s has no quota", upstream)
-	return proxy.QuotaStatus{}
+	return ratelimit.QuotaSnapshot{}
+}
+
+// forceBreaker sets a breaker's state, as POST /breakers/{name} does.
+func forceBreaker(t testing.TB, srv *proxy.Server, name string, state policy.State) {
+	t.Helper()
+	for _, b := range srv.Live().Breakers {
+		if b.Name == name {
+			if !b.Force(state) {
+				t.Fatalf("breaker %s: cannot force %s", name, state)
+			}
+			return
+		}
+	}
+	t.Fatalf("no breaker %s", name)
 }
 
 // limProblem is an application/problem+json body.
@@ -577,9 +593,7 @@ routes:
 	}
 
 	// An open breaker spends nothing.
-	if found, ok := p.srv.ForceBreaker("q", policy.Open); !found || !ok {
-		t.Fatalf("ForceBreaker: found %v ok %v", found, ok)
-	}
+	forceBreaker(t, p.srv, "q", policy.Open)
 	before := spent()
 	resp, _ := p.get(t, "/x")
 	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "circuit_open" {
@@ -588,7 +602,7 @@ routes:
 	if got := spent(); math.Abs(got-before) > 0.05 {
 		t.Errorf("an open breaker spent %.2f tokens, want 0", got-before)
 	}
-	p.srv.ForceBreaker("q", policy.Closed)
+	forceBreaker(t, p.srv, "q", policy.Closed)
 
 	// Spend the rest: 10 tokens left, two per request. The sixth request's
 	// first attempt finds none and is quota_exhausted, never retried.
@@ -676,8 +690,8 @@ routes:
 				t.Fatalf("first route: %d Retry-After %q; want the upstream's 429 passed through", resp.StatusCode, resp.Header.Get("Retry-After"))
 			}
 			if tc.pause > 0 {
-				if q := p.quota(t, "api"); q.PausedFor <= 0 || q.PausedFor > tc.pause.Seconds() {
-					t.Errorf("/health quota paused_for_seconds = %v, want in (0, %v]", q.PausedFor, tc.pause.Seconds())
+				if q := p.quota(t, "api"); q.PausedFor <= 0 || q.PausedFor > tc.pause {
+					t.Errorf("quota paused for %v, want in (0, %v]", q.PausedFor, tc.pause)
 				}
 				// A route whose timeout ends before the pause is told so at
 				// once, with the rest of the pause as Retry-After.

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // logWriter records the status and size written, for the access log. It
@@ -119,9 +117,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.route != nil {
 		routeName = rq.route.name
 	}
-	s.metrics.request(routeName, r.Method, status, rq.outcome, d)
+	s.metrics.Request(routeName, r.Method, status, rq.outcome, d)
 	if rq.cacheRes != "" {
-		s.metrics.cacheLookup(routeName, rq.cacheRes)
+		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
 	if t := s.table.Load(); t == nil || t.cfg.Log.AccessLog {
 		ev := s.log.Info()
@@ -156,17 +154,4 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 		}
 		panic(rec)
 	}
-}
-
-// NewLogger builds the process logger: zerolog on stderr, JSON or console.
-func NewLogger(w zerolog.LevelWriter, level, format string) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
-	var out zerolog.LevelWriter = w
-	if format == "console" {
-		out = zerolog.MultiLevelWriter(zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339})
-	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
 }

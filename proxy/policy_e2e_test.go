@@ -18,6 +18,8 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
+	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -46,8 +48,7 @@ func e2eConfig(t testing.TB, yaml string) *config.Config {
 // saw every connection closed: a response body left open would pin one.
 func startE2E(t *testing.T, yaml string, ups ...*testkit.Upstream) *e2e {
 	t.Helper()
-	hub := proxy.NewHub()
-	srv := proxy.New(zerolog.Nop(), proxy.NewMetrics("t", hub), hub)
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("t"), observe.NewHub()))
 	if err := srv.Load(e2eConfig(t, yaml)); err != nil {
 		t.Fatal(err)
 	}
@@ -346,8 +347,8 @@ routes:
 	if h := u.Hits.Load(); h != 2 {
 		t.Errorf("upstream saw %d requests, want 2", h)
 	}
-	bs := p.srv.Breakers()
-	if len(bs) != 1 || bs[0].Name != "up" || bs[0].Scope != "upstream" || bs[0].State != "open" {
+	bs := p.srv.Live().Breakers
+	if len(bs) != 1 || bs[0].Name != "up" || bs[0].Scope != "upstream" || bs[0].State() != "open" {
 		t.Errorf("breakers %+v, want one open upstream breaker named up", bs)
 	}
 }
@@ -404,7 +405,7 @@ routes:
 	check("/slow", fb)   // the route timeout
 	check("/500", fb)    // an upstream 5xx
 	check("/ok", "live") // a good answer is not replaced
-	p.srv.ForceBreaker("open", "open")
+	forceBreaker(t, p.srv, "open", policy.Open)
 	before := u.Hits.Load()
 	check("/open/x", fb) // breaker open
 	if u.Hits.Load() != before {

@@ -728,8 +728,8 @@ routes:
 			t.Fatalf("oversized chunked upload: %d %s, want 413", resp.StatusCode, body)
 		}
 	}
-	for _, b := range p.srv.Breakers() {
-		if b.State != policy.Closed || b.Failures != 0 {
+	for _, br := range p.srv.Live().Breakers {
+		if b := br.Status(); b.State != policy.Closed || b.Failures != 0 {
 			t.Errorf("breaker %+v after three oversized uploads; want closed with no failures", b)
 		}
 	}
@@ -881,8 +881,8 @@ routes:
 			if n := hits.Load(); n != int32(i+1) {
 				t.Errorf("the upstream was called %d times in all, want %d: no retry after the client left", n, i+1)
 			}
-			for _, b := range p.srv.Breakers() {
-				if b.State != policy.Closed || b.Failures != 0 {
+			for _, br := range p.srv.Live().Breakers {
+				if b := br.Status(); b.State != policy.Closed || b.Failures != 0 {
 					t.Errorf("breaker %+v; want closed with no failures", b)
 				}
 			}

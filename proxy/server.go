@@ -26,8 +26,7 @@ import (
 // swaps its config atomically.
 type Server struct {
 	log     zerolog.Logger
-	metrics *Metrics
-	hub     *Hub
+	metrics Observer
 	buffers *bufferPool
 
 	mu       sync.Mutex // serialises Load
@@ -35,10 +34,11 @@ type Server struct {
 	registry *policy.Registry
 }
 
-// New returns a Server with no config; call Load before serving.
-func New(log zerolog.Logger, metrics *Metrics, hub *Hub) *Server {
-	s := &Server{log: log, metrics: metrics, hub: hub, buffers: newBufferPool(), registry: policy.NewRegistry()}
-	metrics.FollowBreakers(s.Breakers)
+// New returns a Server with no config, reporting to obs
+// (observe.Fanout in breakwater); call Load before serving.
+func New(log zerolog.Logger, obs Observer) *Server {
+	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: policy.NewRegistry()}
+	obs.FollowBreakers(s.breakers)
 	return s
 }
 
@@ -147,7 +147,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := rt.limiter.Take(rt.limitKey(r), rt.limit.MaxWait.D())
 		ratelimit.SetHeaders(lw.Header(), rt.name, rt.limit.Rate, rt.limit.Burst, d)
 		if !d.Allowed {
-			s.metrics.routeRateLimited(rt.name)
+			s.metrics.RouteRateLimited(rt.name)
 			s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
 			return
 		}

@@ -56,7 +56,7 @@ type route struct {
 	pipeline *policy.Pipeline
 	breaker  *policy.Breaker
 	bulkhead *policy.Bulkhead
-	limiter  limiter
+	limiter  RateLimiter
 	limit    *config.RateLimit
 	limitKey func(*http.Request) string // the rate limit's key, resolved at build time
 	cache    *routeCache
@@ -69,9 +69,10 @@ type route struct {
 	detectMax int64
 }
 
-// limiter is a route's ingress rate limit as the request path uses it:
-// local token buckets (ratelimit.Limiter), or a store shared by replicas.
-type limiter interface {
+// RateLimiter is a route's ingress rate limit as the request path and the
+// admin API use it: local token buckets (ratelimit.Limiter), or a store
+// shared by replicas.
+type RateLimiter interface {
 	// Take spends a token for key, waiting at most maxWait.
 	Take(key string, maxWait time.Duration) ratelimit.Decision
 	// Rejected counts the requests refused so far.

@@ -1,8 +1,8 @@
 // Package reload swaps a new config file into a running proxy: on SIGHUP,
 // on POST /reload, and when the file changes (Watch). The new file is
 // parsed and validated first; a bad one keeps the running config. A good
-// one is swapped in atomically by proxy.Server.Load, which carries the
-// stateful policies whose settings did not change.
+// one is swapped in atomically by the Target's Load (proxy.Server's
+// carries the stateful policies whose settings did not change).
 package reload
 
 import (
@@ -14,7 +14,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
-	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
 // Result is the outcome of one load, as /health, /reload and the events
@@ -34,15 +33,40 @@ type Result struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// Target is what a Reloader loads configs into: proxy.Server.
+type Target interface {
+	// Load swaps cfg in, or keeps the running config and says why not.
+	Load(cfg *config.Config) error
+	// Config is the running config (nil before the first Load).
+	Config() *config.Config
+}
+
+// Observer is told of every load: observe.Fanout counts it and publishes
+// the reload event.
+type Observer interface {
+	// Loaded notes the start-up load.
+	Loaded()
+	// Reloaded notes a later load: hash is the running config's afterwards
+	// (the old one when rejected), errs the redacted problems of a
+	// rejected file.
+	Reloaded(ok bool, reason, hash string, errs []string)
+}
+
 // Reloader reloads one file into one proxy. Its methods are safe for
 // concurrent use; reloads are serialised.
 type Reloader struct {
-	path    string // "" in quick mode: nothing to reload
-	over    config.Overrides
-	srv     *proxy.Server
-	metrics *proxy.Metrics
-	hub     *proxy.Hub
-	log     zerolog.Logger
+	path string // "" in quick mode: nothing to reload
+	over config.Overrides
+	srv  Target
+	obs  Observer
+	log  zerolog.Logger
+
+	// Check, when set, vets a new file that config.Load accepted against
+	// facts of the running process that no file can change (main checks
+	// the admin token against the address actually bound). Any problem it
+	// returns rejects the reload like a validation error. nil means no
+	// check. Set it before Start.
+	Check func(cfg *config.Config) []config.Problem
 
 	mu   sync.Mutex // serialises loads
 	last atomic.Pointer[Result]
@@ -54,8 +78,8 @@ var ErrNoFile = errors.New("no config file to reload (quick mode)")
 // New returns a Reloader for the file at path, read with the command
 // line's overrides. path "" means quick mode: Reload always fails with
 // ErrNoFile.
-func New(path string, over config.Overrides, srv *proxy.Server, metrics *proxy.Metrics, hub *proxy.Hub, log zerolog.Logger) *Reloader {
-	return &Reloader{path: path, over: over, srv: srv, metrics: metrics, hub: hub, log: log}
+func New(path string, over config.Overrides, srv Target, obs Observer, log zerolog.Logger) *Reloader {
+	return &Reloader{path: path, over: over, srv: srv, obs: obs, log: log}
 }
 
 // Start loads the first config. An error here is fatal to the caller: a
@@ -66,7 +90,7 @@ func (r *Reloader) Start(cfg *config.Config, warns []config.Problem) error {
 	if err := r.srv.Load(cfg); err != nil {
 		return err
 	}
-	r.metrics.Loaded()
+	r.obs.Loaded()
 	r.last.Store(&Result{OK: true, Reason: "start", Time: time.Now().UTC(), Hash: cfg.Hash, Warnings: lines(cfg, warns)})
 	return nil
 }
@@ -103,6 +127,13 @@ func (r *Reloader) Reload(reason string) (*Result, error) {
 		if old != nil && (cfg.Log.Level != old.Log.Level || cfg.Log.Format != old.Log.Format) {
 			r.log.Warn().Msg("log.level and log.format changes take effect at the next restart")
 		}
+		if r.Check != nil {
+			if ps := r.Check(cfg); len(ps) > 0 {
+				err = config.Problems(ps)
+			}
+		}
+	}
+	if err == nil {
 		err = r.srv.Load(cfg)
 	}
 	if err != nil {
@@ -110,18 +141,16 @@ func (r *Reloader) Reload(reason string) (*Result, error) {
 		// secrets are removed once more, in case the new file moved one
 		// somewhere that a message echoes.
 		res.Errors = lines(old, problemsOf(err))
-		r.metrics.Reloaded(false)
 		for _, l := range res.Errors {
 			r.log.Error().Str("reason", reason).Msg("reload rejected: " + l)
 		}
 		r.last.Store(res)
-		r.hub.Publish("reload", map[string]any{"ok": false, "reason": reason, "config_hash": res.Hash, "errors": res.Errors})
+		r.obs.Reloaded(false, reason, res.Hash, res.Errors)
 		return res, err
 	}
 	res.OK, res.Hash = true, cfg.Hash
-	r.metrics.Reloaded(true)
 	r.last.Store(res)
-	r.hub.Publish("reload", map[string]any{"ok": true, "reason": reason, "config_hash": cfg.Hash})
+	r.obs.Reloaded(true, reason, cfg.Hash, nil)
 	r.log.Info().Str("reason", reason).Str("config_hash", cfg.Hash).Msg("config reloaded")
 	return res, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
@@ -180,10 +181,9 @@ func TestReloaderWatch(t *testing.T) {
 	}
 	var logs testkit.SyncBuffer
 	log := zerolog.New(&logs)
-	hub := proxy.NewHub()
-	metrics := proxy.NewMetrics("test", hub)
-	srv := proxy.New(log, metrics, hub)
-	rl := New(path, config.Overrides{}, srv, metrics, hub, log)
+	obs := observe.NewFanout(observe.NewMetrics("test"), observe.NewHub())
+	srv := proxy.New(log, obs)
+	rl := New(path, config.Overrides{}, srv, obs, log)
 	if err := rl.Start(cfg, warns); err != nil {
 		t.Fatal(err)
 	}

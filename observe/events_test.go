@@ -1,4 +1,4 @@
-package proxy
+package observe
 
 import (
 	"encoding/json"
@@ -16,7 +16,7 @@ import (
 // reading subscriber gets every event in order.
 func TestHubSlowSubscriber(t *testing.T) {
 	hub := NewHub()
-	m := NewMetrics("test", hub)
+	m := NewFanout(NewMetrics("test"), hub)
 	stuck := hub.Subscribe(1)
 	defer stuck.Close()
 	reader := hub.Subscribe(16)

@@ -1,4 +1,4 @@
-package proxy
+package observe
 
 import (
 	"fmt"
@@ -13,14 +13,14 @@ import (
 // series as WithLabelValues would, and allocates nothing once a route's
 // label set has been seen.
 func TestMetricsRequestCache(t *testing.T) {
-	m := NewMetrics("test", nil)
-	m.request("r", "GET", 200, "upstream", time.Millisecond)
-	m.request("r", "GET", 200, "upstream", time.Millisecond)
-	m.request("r", "BREW", 418, "upstream", time.Millisecond)
-	m.request("", "GET", 404, "rejected", time.Millisecond)
+	m := NewMetrics("test")
+	m.Request("r", "GET", 200, "upstream", time.Millisecond)
+	m.Request("r", "GET", 200, "upstream", time.Millisecond)
+	m.Request("r", "BREW", 418, "upstream", time.Millisecond)
+	m.Request("", "GET", 404, "rejected", time.Millisecond)
 	m.Attempt("r", "up", "2xx", 0)
 	m.Attempt("r", "up", "2xx", 0)
-	m.cacheLookup("r", "hit")
+	m.CacheLookup("r", "hit")
 	m.BulkheadInFlight("r", 3)
 	for _, c := range []struct {
 		got  float64
@@ -41,9 +41,9 @@ func TestMetricsRequestCache(t *testing.T) {
 		}
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		m.request("r", "GET", 200, "upstream", time.Millisecond)
+		m.Request("r", "GET", 200, "upstream", time.Millisecond)
 		m.Attempt("r", "up", "2xx", 0)
-		m.cacheLookup("r", "hit")
+		m.CacheLookup("r", "hit")
 		m.BulkheadInFlight("r", 1)
 	})
 	if allocs != 0 {
@@ -54,14 +54,14 @@ func TestMetricsRequestCache(t *testing.T) {
 // TestMetricsConcurrentFirstUse: many goroutines meeting new label sets
 // at once all count into one series each.
 func TestMetricsConcurrentFirstUse(t *testing.T) {
-	m := NewMetrics("test", nil)
+	m := NewMetrics("test")
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range 400 {
-				m.request(fmt.Sprint("r", i%10), "GET", 200+(i/10)%5, "upstream", 0)
+				m.Request(fmt.Sprint("r", i%10), "GET", 200+(i/10)%5, "upstream", 0)
 			}
 		}()
 	}
@@ -81,17 +81,17 @@ func TestMetricsConcurrentFirstUse(t *testing.T) {
 // BenchmarkMetricsRequest is what every request costs in metrics; compare
 // with BenchmarkMetricsRequestUncached, the WithLabelValues way.
 func BenchmarkMetricsRequest(b *testing.B) {
-	m := NewMetrics("test", nil)
+	m := NewMetrics("test")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.request("route", "GET", 200, "upstream", time.Millisecond)
+			m.Request("route", "GET", 200, "upstream", time.Millisecond)
 		}
 	})
 }
 
 func BenchmarkMetricsRequestUncached(b *testing.B) {
-	m := NewMetrics("test", nil)
+	m := NewMetrics("test")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -1,4 +1,4 @@
-package proxy
+package observe
 
 import (
 	"runtime"
@@ -19,7 +19,6 @@ import (
 // status classes or error kinds. Never a path, a client IP or a header.
 type Metrics struct {
 	Registry *prometheus.Registry
-	hub      *Hub
 
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
@@ -43,9 +42,9 @@ type Metrics struct {
 
 // NewMetrics registers every metric on a new registry, with the Go and
 // process collectors and breakwater_build_info.
-func NewMetrics(version string, hub *Hub) *Metrics {
+func NewMetrics(version string) *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg, hub: hub}
+	m := &Metrics{Registry: reg}
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_requests_total",
 		Help: "Requests handled, by route, method, status code and outcome (upstream, cache_hit, stale, fallback, rejected)."},
@@ -86,14 +85,9 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breakwater_build_info",
 		Help: "Always 1; labels carry the version and the Go version."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	// Not in SPEC.md's list: how many /events deliveries slow subscribers
-	// missed (Hub drops rather than blocks).
-	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "breakwater_events_dropped_total",
-		Help: "Admin /events deliveries dropped because a subscriber was too slow."},
-		func() float64 { return float64(hub.Dropped()) })
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.attempts, m.retries, m.budgetExhausted,
 		m.breakerState, m.breakerTrans, m.bulkheadInFl, m.bulkheadRej, m.rateLimited, m.quotaWait, m.hedges,
-		m.cacheLookups, m.reloads, m.lastReload, build, dropped,
+		m.cacheLookups, m.reloads, m.lastReload, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -103,9 +97,10 @@ func NewMetrics(version string, hub *Hub) *Metrics {
 	return m
 }
 
-// Reloaded counts a configuration reload (SIGHUP, POST /reload, a file
-// change); a success also sets the last-success timestamp.
-func (m *Metrics) Reloaded(ok bool) {
+// CountReload counts a configuration reload (SIGHUP, POST /reload, a file
+// change); a success also sets the last-success timestamp. Fanout.Reloaded
+// also publishes the reload event.
+func (m *Metrics) CountReload(ok bool) {
 	if ok {
 		m.reloads.WithLabelValues("success").Inc()
 		m.lastReload.SetToCurrentTime()
@@ -118,10 +113,11 @@ func (m *Metrics) Reloaded(ok bool) {
 // without counting a reload.
 func (m *Metrics) Loaded() { m.lastReload.SetToCurrentTime() }
 
-// request counts one finished request. It runs on every request, so the
-// children it touches are resolved once per route and label set and then
-// found again without hashing label values or formatting the code.
-func (m *Metrics) request(route, method string, code int, outcome string, d time.Duration) {
+// Request counts one finished request (route "" when no route matched).
+// It runs on every request, so the children it touches are resolved once
+// per route and label set and then found again without hashing label
+// values or formatting the code.
+func (m *Metrics) Request(route, method string, code int, outcome string, d time.Duration) {
 	rs := m.route(route)
 	k := requestLabels{method: boundedMethod(method), code: code, outcome: outcome}
 	rs.requests.get(k, func() prometheus.Counter {
@@ -204,19 +200,22 @@ func boundedMethod(m string) string {
 	return "OTHER"
 }
 
-func (m *Metrics) cacheLookup(route, result string) {
+// CacheLookup counts one cache lookup: result is hit, miss or stale.
+func (m *Metrics) CacheLookup(route, result string) {
 	m.route(route).lookups.get(result, func() prometheus.Counter {
 		return m.cacheLookups.WithLabelValues(route, result)
 	}).Inc()
 }
 
-func (m *Metrics) routeRateLimited(route string) { m.rateLimited.WithLabelValues(route, "route").Inc() }
+// RouteRateLimited counts a request refused by the route's own rate_limit.
+func (m *Metrics) RouteRateLimited(route string) { m.rateLimited.WithLabelValues(route, "route").Inc() }
 
 // FollowBreakers makes the state gauge read the breakers at scrape time,
 // so it can never disagree with /breakers: failsafe-go calls its listener
 // outside its lock, so two quick transitions could otherwise land out of
 // order, and a reload would leave a dropped breaker's series behind.
-func (m *Metrics) FollowBreakers(list func() []policy.BreakerStatus) {
+// list returns the running config's breakers (nil before the first load).
+func (m *Metrics) FollowBreakers(list func() []*policy.Breaker) {
 	m.breakerState.list.Store(&list)
 }
 
@@ -226,7 +225,7 @@ func (m *Metrics) FollowBreakers(list func() []policy.BreakerStatus) {
 // /breakers says "half-open due".
 type breakerCollector struct {
 	desc *prometheus.Desc
-	list atomic.Pointer[func() []policy.BreakerStatus]
+	list atomic.Pointer[func() []*policy.Breaker]
 }
 
 func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -236,7 +235,8 @@ func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
 	if list == nil {
 		return
 	}
-	for _, b := range (*list)() {
+	for _, br := range (*list)() {
+		b := br.Status()
 		for _, st := range []policy.State{policy.Closed, policy.Open, policy.HalfOpen} {
 			v := 0.0
 			if st == b.State || (b.State == policy.HalfOpenDue && st == policy.Open) {
@@ -249,7 +249,7 @@ func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
 
 // The policy.Observer side. Calls come from request goroutines (breaker
 // transitions also from failsafe-go's listener, outside its lock): each is
-// a counter update and, for the few rare kinds, a non-blocking publish.
+// a counter update. Metrics publishes no events: Fanout adds them.
 
 func (m *Metrics) Attempt(route, upstream, result string, _ time.Duration) {
 	m.route(route).attempts.get([2]string{upstream, result}, func() prometheus.Counter {
@@ -259,18 +259,12 @@ func (m *Metrics) Attempt(route, upstream, result string, _ time.Duration) {
 
 func (m *Metrics) Retry(route, reason string) { m.retries.WithLabelValues(route, reason).Inc() }
 
-func (m *Metrics) BudgetExhausted(route string) {
-	m.budgetExhausted.WithLabelValues(route).Inc()
-	m.hub.publishThrottled("budget\x00"+route, time.Second, "budget_exhausted", func() map[string]any {
-		return map[string]any{"route": route}
-	})
-}
+func (m *Metrics) BudgetExhausted(route string) { m.budgetExhausted.WithLabelValues(route).Inc() }
 
 func (m *Metrics) Hedge(route, result string) { m.hedges.WithLabelValues(route, result).Inc() }
 
 func (m *Metrics) BreakerChanged(name string, from, to policy.State) {
 	m.breakerTrans.WithLabelValues(name, string(from), string(to)).Inc()
-	m.hub.Publish("breaker", map[string]any{"breaker": name, "from": from, "to": to})
 }
 
 func (m *Metrics) BulkheadInFlight(route string, n int) {
@@ -289,15 +283,10 @@ func (m *Metrics) QuotaWaited(upstream string, d time.Duration) {
 	m.quotaObs.get(upstream, func() prometheus.Observer { return m.quotaWait.WithLabelValues(upstream) }).Observe(d.Seconds())
 }
 
-func (m *Metrics) QuotaExhausted(upstream, route string, retryAfter time.Duration) {
+func (m *Metrics) QuotaExhausted(_, route string, _ time.Duration) {
 	m.rateLimited.WithLabelValues(route, "quota").Inc()
-	m.hub.publishThrottled("quota\x00"+upstream, time.Second, "quota_exhausted", func() map[string]any {
-		return map[string]any{"upstream": upstream, "route": route, "retry_after_seconds": retryAfter.Seconds()}
-	})
 }
 
-func (m *Metrics) QuotaPaused(upstream string, d time.Duration) {
-	m.hub.publishThrottled("pause\x00"+upstream, 250*time.Millisecond, "quota_paused", func() map[string]any {
-		return map[string]any{"upstream": upstream, "pause_seconds": d.Seconds()}
-	})
-}
+// QuotaPaused has no metric of its own (the pause shows in the quota's
+// wait histogram); Fanout publishes it.
+func (m *Metrics) QuotaPaused(string, time.Duration) {}

@@ -1,0 +1,169 @@
+package admin
+
+import (
+	"slices"
+
+	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/proxy"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
+)
+
+// The admin queries: what /breakers, /health, /routes and /cache/purge
+// compute from the proxy's live handles (proxy.Live). The proxy owns the
+// state; this file only presents it.
+
+// breakerStatuses reports every breaker of the running config.
+func breakerStatuses(l proxy.Live) []policy.BreakerStatus {
+	out := make([]policy.BreakerStatus, 0, len(l.Breakers))
+	for _, b := range l.Breakers {
+		out = append(out, b.Status())
+	}
+	return out
+}
+
+// findBreaker is the running breaker of that name, or nil.
+func findBreaker(l proxy.Live, name string) *policy.Breaker {
+	for _, b := range l.Breakers {
+		if b.Name == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// UpstreamHealth is one upstream's health from its breakers' states.
+type UpstreamHealth struct {
+	Name string `json:"name"`
+	// Status is healthy, degraded or unhealthy.
+	Status string `json:"status"`
+	// Breakers maps each breaker in front of the upstream to its state.
+	Breakers map[string]string `json:"breakers"`
+	// Quota is nil when the upstream has none.
+	Quota *QuotaStatus `json:"quota,omitempty"`
+}
+
+// QuotaStatus is an upstream quota's state.
+type QuotaStatus struct {
+	Tokens    float64 `json:"tokens"`
+	Burst     int     `json:"burst"`
+	Rate      string  `json:"rate"`
+	PausedFor float64 `json:"paused_for_seconds"`
+	Exhausted uint64  `json:"exhausted"`
+}
+
+// upstreamHealth reports each upstream: healthy when every breaker in front
+// of it is closed, degraded when one is open or half-open, unhealthy when
+// all are open.
+func upstreamHealth(l proxy.Live) []UpstreamHealth {
+	byUp := map[string]map[string]string{}
+	open := map[string]int{}
+	for _, rt := range l.Routes {
+		if rt.Breaker == nil {
+			continue
+		}
+		m := byUp[rt.Upstream]
+		if m == nil {
+			m = map[string]string{}
+			byUp[rt.Upstream] = m
+		}
+		st := rt.Breaker.State()
+		if _, seen := m[rt.Breaker.Name]; !seen {
+			m[rt.Breaker.Name] = string(st)
+			if st != policy.Closed {
+				open[rt.Upstream]++
+			}
+		}
+	}
+	out := make([]UpstreamHealth, 0, len(l.Upstreams))
+	for _, u := range l.Upstreams {
+		h := UpstreamHealth{Name: u.Name, Status: "healthy", Breakers: byUp[u.Name]}
+		if n := open[u.Name]; n > 0 {
+			h.Status = "degraded"
+			if n == len(byUp[u.Name]) && allOpen(byUp[u.Name]) {
+				h.Status = "unhealthy"
+			}
+		}
+		if u.Quota != nil {
+			h.Quota = quotaStatus(u.Quota.Snapshot())
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func allOpen(m map[string]string) bool {
+	for _, st := range m {
+		if st != string(policy.Open) {
+			return false
+		}
+	}
+	return true
+}
+
+func quotaStatus(s ratelimit.QuotaSnapshot) *QuotaStatus {
+	return &QuotaStatus{Tokens: s.Tokens, Burst: s.Burst, Rate: s.Rate, PausedFor: s.PausedFor.Seconds(), Exhausted: s.Exhausted}
+}
+
+// RouteStatus is one route's live policy state, for the dashboard.
+type RouteStatus struct {
+	Name     string `json:"name"`
+	Upstream string `json:"upstream"`
+	// Breaker is the name of the breaker in front of the route ("" = none).
+	Breaker      string `json:"breaker,omitempty"`
+	BulkheadUsed int    `json:"bulkhead_in_flight"`
+	BulkheadMax  int    `json:"bulkhead_max"`
+	RateLimited  uint64 `json:"rate_limited"`
+	RateKeys     int    `json:"rate_limit_keys"`
+	// Cache is nil when the route has no cache.
+	Cache *CacheStatus `json:"cache,omitempty"`
+}
+
+// CacheStatus is a route cache's occupancy. (cache.Stats has no JSON
+// names of its own; these are the admin API's.)
+type CacheStatus struct {
+	Entries   int    `json:"entries"`
+	Bytes     int64  `json:"bytes"`
+	Evictions uint64 `json:"evictions"`
+}
+
+// routeStatuses reports every route's live state, in file order.
+func routeStatuses(l proxy.Live) []RouteStatus {
+	out := make([]RouteStatus, 0, len(l.Routes))
+	for _, rt := range l.Routes {
+		st := RouteStatus{Name: rt.Name, Upstream: rt.Upstream}
+		if rt.Breaker != nil {
+			st.Breaker = rt.Breaker.Name
+		}
+		if rt.Bulkhead != nil {
+			st.BulkheadUsed, st.BulkheadMax = rt.Bulkhead.InFlight(), rt.Bulkhead.Max()
+		}
+		if rt.Limiter != nil {
+			st.RateLimited, st.RateKeys = rt.Limiter.Rejected(), rt.Limiter.Keys()
+		}
+		if rt.Cache != nil {
+			cs := rt.Cache.Stats()
+			st.Cache = &CacheStatus{Entries: cs.Entries, Bytes: cs.Bytes, Evictions: cs.Evictions}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// purgeCache empties every route's cache, or one route's; it returns the
+// routes purged, sorted.
+func purgeCache(l proxy.Live, routeName string) []string {
+	purged := []string{}
+	for _, rt := range l.Routes {
+		if rt.Cache != nil && (routeName == "" || rt.Name == routeName) {
+			rt.Cache.Purge()
+			purged = append(purged, rt.Name)
+		}
+	}
+	slices.Sort(purged)
+	return purged
+}
+
+// hasRoute reports whether the running config has a route of that name.
+func hasRoute(l proxy.Live, name string) bool {
+	return slices.ContainsFunc(l.Routes, func(rt proxy.LiveRoute) bool { return rt.Name == name })
+}

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/breakwater-proxy/breakwater/cache"
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
+)
+
+// Observer is what the data plane reports to: the policies' observations
+// and each request's own. observe.Fanout implements it with metrics and
+// the /events hub.
+type Observer interface {
+	policy.Observer
+	// Request reports a finished request (route "" when none matched).
+	Request(route, method string, code int, outcome string, d time.Duration)
+	// CacheLookup reports a cache lookup: result is hit, miss or stale.
+	CacheLookup(route, result string)
+	// RouteRateLimited reports a request refused by the route's rate_limit.
+	RouteRateLimited(route string)
+	// FollowBreakers hands over the running config's breakers, read at
+	// scrape time (nil before the first Load).
+	FollowBreakers(list func() []*policy.Breaker)
+}
+
+// Live is a read-only view of the running config's stateful pieces, for
+// the admin API, which presents them (admin/state.go). The zero Live
+// (nothing loaded yet) has no config, routes, upstreams or breakers. The
+// handles are live: reading them reads the current state, and Force or
+// Purge on them acts on the running proxy.
+type Live struct {
+	Config *config.Config
+	// Routes are in file order.
+	Routes []LiveRoute
+	// Upstreams are sorted by name.
+	Upstreams []LiveUpstream
+	// Breakers are each breaker once: upstream scope first, then route
+	// scope, each sorted by name.
+	Breakers []*policy.Breaker
+}
+
+// LiveRoute is one route's handles; a nil handle means the route has no
+// such policy.
+type LiveRoute struct {
+	Name     string
+	Upstream string
+	Breaker  *policy.Breaker
+	Bulkhead *policy.Bulkhead
+	Limiter  RateLimiter
+	Cache    cache.Store
+}
+
+// LiveUpstream is one upstream's handles; Quota is nil without a quota.
+type LiveUpstream struct {
+	Name  string
+	Quota *ratelimit.Quota
+}
+
+// Live reads the running table.
+func (s *Server) Live() Live {
+	t := s.table.Load()
+	if t == nil {
+		return Live{}
+	}
+	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers}
+	for _, rt := range t.routes {
+		lr := LiveRoute{Name: rt.name, Upstream: rt.up.name, Breaker: rt.breaker, Bulkhead: rt.bulkhead, Limiter: rt.limiter}
+		if rt.cache != nil {
+			lr.Cache = rt.cache.store
+		}
+		l.Routes = append(l.Routes, lr)
+	}
+	for _, name := range t.upstreamNames() {
+		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota})
+	}
+	return l
+}
+
+// breakers is the running table's breakers, for the metrics' scrape-time
+// state gauge.
+func (s *Server) breakers() []*policy.Breaker {
+	if t := s.table.Load(); t != nil {
+		return t.breakers
+	}
+	return nil
+}
