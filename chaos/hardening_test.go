@@ -183,16 +183,10 @@ func TestDefect02StalledReader(t *testing.T) {
 			}
 		}
 	}))
-	b := startBW(t, `
-upstreams:
-  app: { url: "`+up.URL+`" }
-routes:
-  - name: app
-    match: { path_prefix: / }
-    upstream: app
+	b := startBW(t, testkit.OneRoute(up.URL, `
     stream_idle_timeout: 1s
     bulkhead: { max_concurrent: 2, max_wait: 0s }
-`)
+`))
 	var readers []net.Conn
 	var brs []*bufio.Reader
 	for i := 0; i < 2; i++ {
@@ -235,12 +229,7 @@ routes:
 // address is refused (DNS rebinding); the admin's own origin and loopback
 // Hosts are served.
 func TestDefect03AdminOrigin(t *testing.T) {
-	b := startBW(t, `
-upstreams:
-  app: { url: "`+testkit.DeadURL(t)+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app }
-`)
+	b := startBW(t, testkit.OneRoute(testkit.DeadURL(t), ""))
 	port := b.Admin[strings.LastIndex(b.Admin, ":")+1:]
 	do := func(method, path string, header map[string]string) int {
 		t.Helper()
@@ -265,34 +254,30 @@ routes:
 		return resp.StatusCode
 	}
 	evil := map[string]string{"Origin": "http://evil.example", "Content-Type": "text/plain"}
-	if got := do("POST", "/breakers/app?state=open", evil); got != http.StatusForbidden {
-		t.Errorf("cross-origin POST: %d, want 403", got)
-	}
-	if s := breakerStateOf(t, b, "app"); s != "closed" {
-		t.Errorf("breaker %q after a cross-origin POST, want closed", s)
-	}
-	if got := do("POST", "/cache/purge", evil); got != http.StatusForbidden {
-		t.Errorf("cross-origin POST /cache/purge: %d, want 403", got)
-	}
-	if got := do("GET", "/config", map[string]string{"Host": "evil.example"}); got != http.StatusForbidden {
-		t.Errorf("GET /config with Host: evil.example: %d, want 403", got)
-	}
-	if got := do("GET", "/config", map[string]string{"Host": "evil.example:" + port}); got != http.StatusForbidden {
-		t.Errorf("GET /config with Host: evil.example:%s: %d, want 403", port, got)
-	}
-	// What a local browser on the dashboard, or curl, sends: served.
-	if got := do("GET", "/config", map[string]string{"Host": "localhost:" + port}); got != http.StatusOK {
-		t.Errorf("GET /config with Host: localhost:%s: %d, want 200", port, got)
-	}
-	own := map[string]string{"Origin": "http://127.0.0.1:" + port}
-	if got := do("POST", "/breakers/app?state=open", own); got != http.StatusOK {
-		t.Errorf("POST from the admin's own origin: %d, want 200", got)
-	}
-	if s := breakerStateOf(t, b, "app"); s != "open" {
-		t.Errorf("breaker %q after a same-origin POST, want open", s)
-	}
-	if got := do("POST", "/breakers/app?state=closed", nil); got != http.StatusOK {
-		t.Errorf("POST without Origin (curl): %d, want 200", got)
+	for _, step := range []struct {
+		method, path string
+		header       map[string]string
+		want         int
+		breaker      string // the breaker's state afterwards; "" = not checked
+	}{
+		{"POST", "/breakers/r?state=open", evil, http.StatusForbidden, "closed"},
+		{"POST", "/cache/purge", evil, http.StatusForbidden, ""},
+		{"GET", "/config", map[string]string{"Host": "evil.example"}, http.StatusForbidden, ""},
+		{"GET", "/config", map[string]string{"Host": "evil.example:" + port}, http.StatusForbidden, ""},
+		// What a local browser on the dashboard, or curl, sends: served.
+		{"GET", "/config", map[string]string{"Host": "localhost:" + port}, http.StatusOK, ""},
+		{"POST", "/breakers/r?state=open", map[string]string{"Origin": "http://127.0.0.1:" + port}, http.StatusOK, "open"},
+		{"POST", "/breakers/r?state=closed", nil, http.StatusOK, "closed"},
+	} {
+		if got := do(step.method, step.path, step.header); got != step.want {
+			t.Errorf("%s %s with %v: %d, want %d", step.method, step.path, step.header, got, step.want)
+		}
+		if step.breaker == "" {
+			continue
+		}
+		if s := breakerStateOf(t, b, "r"); s != step.breaker {
+			t.Errorf("breaker %q after %s %s with %v, want %s", s, step.method, step.path, step.header, step.breaker)
+		}
 	}
 }
 
@@ -323,18 +308,12 @@ func breakerStateOf(t *testing.T, b *bw, name string) string {
 // TOKEN`; no token is still 401.
 func TestDefect10AdminBearerLowercase(t *testing.T) {
 	const token = "chaos-admin-token-8c1f"
-	b := startBW(t, `
-admin: { token: "`+token+`" }
-upstreams:
-  app: { url: "`+testkit.DeadURL(t)+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app }
-`)
+	b := startBW(t, `admin: { token: "`+token+`" }`+testkit.OneRoute(testkit.DeadURL(t), ""))
 	for _, tc := range []struct {
 		scheme string // "" = no Authorization header
 		want   int
 	}{{"", 401}, {"Bearer", 200}, {"bearer", 200}, {"BEARER", 200}} {
-		req, _ := http.NewRequest("POST", b.Admin+"/breakers/app?state=closed", nil)
+		req, _ := http.NewRequest("POST", b.Admin+"/breakers/r?state=closed", nil)
 		if tc.scheme != "" {
 			req.Header.Set("Authorization", tc.scheme+" "+token)
 		}
@@ -353,12 +332,7 @@ routes:
 // TestDefect14GetReload: GET /reload is 405 with Allow naming POST, not
 // the dashboard's 404.
 func TestDefect14GetReload(t *testing.T) {
-	b := startBW(t, `
-upstreams:
-  app: { url: "`+testkit.DeadURL(t)+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app }
-`)
+	b := startBW(t, testkit.OneRoute(testkit.DeadURL(t), ""))
 	resp, err := http.Get(b.Admin + "/reload")
 	if err != nil {
 		t.Fatal(err)
@@ -384,12 +358,7 @@ func TestDefect08HopByHop(t *testing.T) {
 		}
 		return true
 	})
-	b := startBW(t, `
-upstreams:
-  app: { url: "`+up+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app, retry: off }
-`)
+	b := startBW(t, testkit.OneRoute(up, "    retry: off\n"))
 	c := client(5 * time.Second)
 	for _, connection := range []string{"X-Secret-Hop", "close, X-Secret-Hop", "X-Secret-Hop, close"} {
 		resp, err := c.Get(b.URL + "/" + strings.ReplaceAll(connection, ", ", "_"))
@@ -414,13 +383,7 @@ routes:
 func TestDefect09MaxHeaderBytes(t *testing.T) {
 	var seen counter
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen.add(r.URL.Path) }))
-	b := startBW(t, `
-server: { max_header_bytes: 1KiB }
-upstreams:
-  app: { url: "`+up.URL+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app }
-`)
+	b := startBW(t, `server: { max_header_bytes: 1KiB }`+testkit.OneRoute(up.URL, ""))
 	for _, tc := range []struct {
 		path string
 		pad  int
@@ -520,12 +483,7 @@ func TestDefect11RawStderr(t *testing.T) {
 		}()
 		return true
 	})
-	b := startBW(t, `
-upstreams:
-  app: { url: "`+up+`" }
-routes:
-  - { name: app, match: { path_prefix: / }, upstream: app, retry: off }
-`)
+	b := startBW(t, testkit.OneRoute(up, "    retry: off\n"))
 	c := client(5 * time.Second)
 	const n = 4
 	for i := 0; i < n; i++ {
