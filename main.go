@@ -155,6 +155,7 @@ func run(args []string, stderr io.Writer) int {
 		debug.SetGCPercent(200)
 	}
 	log := observe.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
+	defer routeStdLog(log)()
 	for _, w := range warns {
 		log.Warn().Msg(w.Error())
 	}
@@ -171,27 +172,23 @@ func run(args []string, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot start with this config")
 		return 1
 	}
-	adm := admin.New(srv, metrics.Registry, hub, rl)
-	// The dashboard offers actions on a loopback admin listener, or beyond
-	// it with allow_remote and a token (read live: a reload may change it).
-	// cfg.Admin.Listen is what gets bound; a reload does not move it.
-	dash := dashboard.Handler(dashboard.Options{
-		Actions: func() bool {
-			a := srv.Config().Admin
-			return config.IsLoopback(cfg.Admin.Listen) || (a.AllowRemote && !a.Token.IsZero())
-		},
-		TokenRequired: func() bool { return !srv.Config().Admin.Token.IsZero() },
-	})
-	adm.Mux().Handle("GET /", dash)
-	adm.Mux().Handle("GET /ui/", dash)
-	if !config.IsLoopback(cfg.Admin.Listen) {
-		log.Warn().Str("admin", cfg.Admin.Listen).Msg("admin listener is reachable beyond loopback (admin.allow_remote)")
-	}
 
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		log.Error().Err(err).Str("addr", cfg.Admin.Listen).Msg("cannot bind the admin listener")
 		return 1
+	}
+	// The admin rules (Host, token, the dashboard's actions) follow the
+	// address actually bound: a reload does not move the listener, so it
+	// may not drop the token that guards it either.
+	bound := adminLn.Addr()
+	rl.Check = admin.ReloadCheck(bound)
+	adm := admin.New(srv, metrics.Registry, hub, rl, bound)
+	dash := dashboard.Handler(dashboard.Options{Actions: adm.ActionsAllowed, TokenRequired: adm.TokenRequired})
+	adm.Mux().Handle("GET /", dash)
+	adm.Mux().Handle("GET /ui/", dash)
+	if !config.IsLoopback(bound.String()) {
+		log.Warn().Str("admin", bound.String()).Msg("admin listener is reachable beyond loopback (admin.allow_remote)")
 	}
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

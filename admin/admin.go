@@ -7,11 +7,10 @@ package admin
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +59,12 @@ type Handler struct {
 	proxy    Proxy
 	feed     Events
 	reloader Reloader
+	// loopback is whether the admin listener is bound on loopback: the
+	// Host and token rules follow the address bound, not the config file.
+	loopback bool
+	// postOnly matches the paths that take POST only, whatever the method:
+	// the dashboard's catch-all GET / would otherwise answer them 404.
+	postOnly *http.ServeMux
 	// Ready is false until the data listener is bound, and again while draining.
 	Ready atomic.Bool
 	mux   *http.ServeMux
@@ -79,9 +84,11 @@ const (
 // New builds the admin handler over the proxy p, the metrics registry
 // (served on /metrics) and the events feed. rl reloads the config
 // file: in quick mode it is a Reloader without a file, and nil means the
-// same, so POST /reload answers 400.
-func New(p Proxy, metrics Registry, events Events, rl Reloader) *Handler {
-	h := &Handler{proxy: p, feed: events, reloader: rl, mux: http.NewServeMux()}
+// same, so POST /reload answers 400. bound is the address the admin
+// listener is bound to (its net.Listener's Addr); nil means unknown, taken
+// as beyond loopback, so that every change needs the token.
+func New(p Proxy, metrics Registry, events Events, rl Reloader, bound net.Addr) *Handler {
+	h := &Handler{proxy: p, feed: events, reloader: rl, loopback: boundOnLoopback(bound), mux: http.NewServeMux(), postOnly: http.NewServeMux()}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.HandleFunc("GET /health", h.health)
@@ -93,35 +100,14 @@ func New(p Proxy, metrics Registry, events Events, rl Reloader) *Handler {
 	h.mux.HandleFunc("POST /reload", h.reload)
 	h.mux.HandleFunc("POST /cache/purge", h.purge)
 	h.mux.HandleFunc("GET /events", h.events)
+	for _, path := range []string{"/breakers/{name}", "/reload", "/cache/purge"} {
+		h.postOnly.HandleFunc(path, http.NotFound) // only matched, never served
+	}
 	return h
 }
 
 // Mux lets other admin pages (the dashboard) register on the same listener.
 func (h *Handler) Mux() *http.ServeMux { return h.mux }
-
-// ServeHTTP checks the token on every call that may change something, then
-// routes. A method an endpoint does not take gets 405 from the mux (with
-// Allow), token or not: only a request that would reach a handler is
-// asked for credentials.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := h.mux.Handler(r); pattern != "" && mutating(r.Method) {
-		if cfg := h.proxy.Config(); cfg != nil && !cfg.Admin.Token.IsZero() && !validToken(r, cfg.Admin.Token.Reveal()) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="breakwater admin"`)
-			h.writeJSON(w, http.StatusUnauthorized, errorBody{"a bearer token is required for admin changes"})
-			return
-		}
-	}
-	h.mux.ServeHTTP(w, r)
-}
-
-func mutating(method string) bool {
-	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
-}
-
-func validToken(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
-}
 
 type errorBody struct {
 	Error string `json:"error"`

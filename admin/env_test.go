@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/admin"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/dashboard"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
@@ -47,8 +49,15 @@ type env struct {
 
 // newEnv starts breakwater on yaml, where {{UP}} is the upstream's URL.
 // The upstream answers 200 with X-Seen-Config echoing the X-Config header
-// the proxy set, and 503 on paths holding "fail".
+// the proxy set, and 503 on paths holding "fail". The admin listener is on
+// loopback.
 func newEnv(t *testing.T, yaml string) *env {
+	t.Helper()
+	return newEnvAt(t, yaml, "127.0.0.1:0")
+}
+
+// newEnvAt is newEnv with the admin listener bound at adminAddr.
+func newEnvAt(t *testing.T, yaml, adminAddr string) *env {
 	t.Helper()
 	e := &env{t: t, logs: &testkit.SyncBuffer{}}
 	e.lastAuth.Store("")
@@ -77,10 +86,19 @@ func newEnv(t *testing.T, yaml string) *env {
 	if err := e.rl.Start(cfg, warns); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	h := admin.New(e.srv, e.metrics.Registry, e.hub, e.rl)
+	ln, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rl.Check = admin.ReloadCheck(ln.Addr())
+	h := admin.New(e.srv, e.metrics.Registry, e.hub, e.rl, ln.Addr())
 	h.Ready.Store(true)
+	dash := dashboard.Handler(dashboard.Options{Actions: h.ActionsAllowed, TokenRequired: h.TokenRequired})
+	h.Mux().Handle("GET /", dash)
+	h.Mux().Handle("GET /ui/", dash)
 	e.data = httptest.NewServer(e.srv)
-	e.admin = httptest.NewServer(h)
+	e.admin = &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+	e.admin.Start()
 	t.Cleanup(func() {
 		e.admin.CloseClientConnections() // /events streams
 		e.admin.Close()

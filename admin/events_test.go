@@ -25,7 +25,8 @@ func TestEventsStalledSubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /events HTTP/1.1\r\nHost: admin\r\n\r\n")
+	fmt.Fprintf(conn, "GET /events HTTP/1.1\r\nHost: %s\r\n\r\n", e.admin.Listener.Addr())
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(conn)
 	for {
 		line, err := br.ReadString('\n')

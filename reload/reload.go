@@ -65,7 +65,8 @@ type Reloader struct {
 	// facts of the running process that no file can change (main checks
 	// the admin token against the address actually bound). Any problem it
 	// returns rejects the reload like a validation error. nil means no
-	// check. Set it before Start.
+	// check. Set it before the first Reload or Watch (the start-up load
+	// is not checked: config validation covers a fresh bind).
 	Check func(cfg *config.Config) []config.Problem
 
 	mu   sync.Mutex // serialises loads
