@@ -161,7 +161,7 @@ func TestDashboard(t *testing.T) {
 			}
 			used[m] = true
 			if !implemented[m] {
-				t.Errorf("%s: %s is in SPEC.md but proxy/ does not register it", path, m)
+				t.Errorf("%s: %s is in SPEC.md but observe/ does not register it", path, m)
 			}
 		}
 	})
@@ -195,10 +195,10 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// implementedMetrics are the breakwater_ names that proxy/ spells out.
+// implementedMetrics are the breakwater_ names that observe/ spells out.
 func implementedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join("..", "..", "proxy", "*.go"))
+	files, _ := filepath.Glob(filepath.Join("..", "..", "observe", "*.go"))
 	names := regexp.MustCompile(`"(breakwater_[a-z_]+)"`)
 	out := map[string]bool{}
 	for _, f := range files {
@@ -214,7 +214,7 @@ func implementedMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("found no metric names in proxy/*.go")
+		t.Fatal("found no metric names in observe/*.go")
 	}
 	return out
 }
