@@ -627,3 +627,67 @@ func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
+
+// TestStalledUploadsAtScale: many stalled uploads at once (issue #11: 500
+// of them took the first release from 14 MB to 149 MB RSS and 511
+// goroutines, for as long as the sockets stayed open). Each gets its 408
+// after body_idle_timeout, and the goroutines they held are gone after.
+// RSS and goroutines before, during and after are reported.
+func TestStalledUploadsAtScale(t *testing.T) {
+	n := 100
+	if full() {
+		n = 500
+	}
+	var hits atomic.Int64
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	b := startBW(t, `
+server: { body_idle_timeout: 2s }
+upstreams:
+  app: { url: "`+up.URL+`" }
+routes:
+  - { name: app, match: { path_prefix: / }, upstream: app }
+`)
+	const mib = 1 << 20
+	goroutines0, rss0 := b.metric("go_goroutines"), b.metric("process_resident_memory_bytes")/mib
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		conns[i], readers[i] = dialRaw(t, hostOf(b.URL))
+		if _, err := io.WriteString(conns[i], "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	goroutines1, rss1 := b.metric("go_goroutines"), b.metric("process_resident_memory_bytes")/mib
+	start := time.Now()
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() {
+			resp, _, err := readAnswer(conns[i], readers[i], 15*time.Second)
+			if err == nil && resp.StatusCode == http.StatusRequestTimeout && resp.Header.Get("X-Breakwater-Error") == "request_timeout" {
+				got.Add(1)
+			}
+			conns[i].Close()
+		})
+	}
+	wg.Wait()
+	answered := time.Since(start)
+	var goroutines2 float64
+	testkit.WaitFor(t, 10*time.Second, "the stalled uploads' goroutines gone", func() bool {
+		goroutines2 = b.metric("go_goroutines")
+		return goroutines2 <= goroutines0+10
+	})
+	rss2 := b.metric("process_resident_memory_bytes") / mib
+	t.Logf("%d stalled uploads: %d × 408 request_timeout, the last %s after the stall began (body_idle_timeout 2 s); goroutines %.0f → %.0f while stalled → %.0f after; RSS %.1f → %.1f → %.1f MiB",
+		n, got.Load(), ms(answered+time.Second), goroutines0, goroutines1, goroutines2, rss0, rss1, rss2)
+	if got.Load() != int64(n) {
+		t.Errorf("%d of %d stalled uploads got 408 request_timeout", got.Load(), n)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the upstream saw %d of the stalled uploads (each is buffered for replay first)", n)
+	}
+}
