@@ -27,8 +27,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# The suites whose requests reach an upstream run twice: on the lean
+# HTTP/1.1 transport (the default for http:// upstreams) and on net/http's
+# (BREAKWATER_TRANSPORT=standard, which the binary and the in-process tests
+# both honour).
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	BREAKWATER_TRANSPORT=standard $(GO) test -race -count=1 -timeout 20m . ./proxy/ ./chaos/ ./examples/mcp-inbound/
 
 # The dashboard's browser test (dashboard/browser_test.go) drives Debian's
 # chromium headless. Without root or sudo, BREAKWATER_SKIP_BROWSER=1 skips

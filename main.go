@@ -34,6 +34,11 @@ import (
 	"github.com/breakwater-proxy/breakwater/reload"
 )
 
+// logFlushEvery is how long a log line may wait in the buffer: short
+// enough to read the log live, long enough to batch a busy second's
+// access-log lines into a few writes.
+const logFlushEvery = 100 * time.Millisecond
+
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
@@ -106,6 +111,12 @@ func parseFlags(name string, args []string, stderr io.Writer, runFlags bool) (*f
 			f.config = "breakwater.yaml"
 		}
 	}
+	switch t := os.Getenv("BREAKWATER_TRANSPORT"); t {
+	case "", "fast", "standard":
+		f.over.Transport = t
+	default:
+		return nil, fmt.Errorf("BREAKWATER_TRANSPORT=%q: want fast or standard", t)
+	}
 	return f, nil
 }
 
@@ -154,13 +165,19 @@ func run(args []string, stderr io.Writer) int {
 		// few MiB more peak RSS. GOGC in the environment still wins.
 		debug.SetGCPercent(200)
 	}
-	log := observe.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
+	// The log, access log included, never waits for stderr: lines are
+	// written in batches, and dropped (counted) only if stderr cannot keep
+	// up; Close writes what is pending on every way out of run.
+	logOut := observe.NewLogBuffer(stderr, 0, logFlushEvery)
+	defer logOut.Close()
+	log := observe.NewLogger(zerolog.MultiLevelWriter(logOut), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
 	defer routeStdLog(log)()
 	for _, w := range warns {
 		log.Warn().Msg(w.Error())
 	}
 	hub := observe.NewHub()
 	metrics := observe.NewMetrics(version)
+	metrics.FollowLogDrops(logOut.Dropped)
 	obs := observe.NewFanout(metrics, hub)
 	srv := proxy.New(log, obs)
 	file := f.config
@@ -235,6 +252,7 @@ func run(args []string, stderr io.Writer) int {
 		for sig := range sigs {
 			if sig != syscall.SIGHUP {
 				log.Warn().Str("signal", sig.String()).Msg("second signal: exiting at once")
+				_ = logOut.Close()
 				os.Exit(1)
 			}
 		}

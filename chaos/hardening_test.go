@@ -348,6 +348,7 @@ func TestDefect14GetReload(t *testing.T) {
 // hop-by-hop and never reaches the client, also when Connection says
 // close as well (Go's transport drops that Connection header first).
 func TestDefect08HopByHop(t *testing.T) {
+	testkit.SkipOnStandardTransport(t)
 	up := rawUpstream(t, func(conn net.Conn, req *http.Request) bool {
 		connection := strings.TrimPrefix(req.URL.Path, "/")
 		connection = strings.ReplaceAll(connection, "_", ", ")

@@ -94,7 +94,13 @@ type Upstream struct {
 	// MaxIdleConns is kept per host (Go's default of 2 is far too low).
 	MaxIdleConns    int      `yaml:"max_idle_conns" json:"max_idle_conns"`
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout" json:"idle_conn_timeout"`
-	Headers         Headers  `yaml:"headers" json:"headers"`
+	// Transport is how requests reach the upstream: "fast", breakwater's
+	// lean HTTP/1.1 transport (plain http:// only; net/http's still takes
+	// upgrades, 100-continue and bodies of unknown length), or "standard",
+	// net/http's for every request. Resolved: fast for http://, standard
+	// for https://.
+	Transport string  `yaml:"transport" json:"transport"`
+	Headers   Headers `yaml:"headers" json:"headers"`
 	// Quota is the upstream's own limit, shared by every route to it; nil = none.
 	Quota *Quota `yaml:"quota" json:"quota,omitempty"`
 

@@ -113,6 +113,13 @@ func applyDefaults(c *Config) {
 		// Close idle connections before a typical upstream's own keep-alive
 		// timeout, so Go rarely resends on a connection the upstream closed.
 		setDefault(&u.fields, "idle_conn_timeout", &u.IdleConnTimeout, Duration(90e9))
+		// The lean transport where it can serve (plain HTTP/1.1): it costs
+		// less per request and sees the upstream's raw headers.
+		transport := "standard"
+		if strings.HasPrefix(strings.ToLower(u.URL), "http://") {
+			transport = "fast"
+		}
+		setDefault(&u.fields, "transport", &u.Transport, transport)
 		if u.Quota != nil {
 			inherit(reflect.ValueOf(u.Quota).Elem(), reflect.ValueOf(&quota).Elem())
 		}

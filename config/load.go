@@ -12,11 +12,17 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Overrides are command-line flags; they win over the file.
+// Overrides are command-line flags (and $BREAKWATER_TRANSPORT); they win
+// over the file.
 type Overrides struct {
 	Listen   string
 	Admin    string
 	LogLevel string
+	// Transport, when set ("fast" or "standard"), is every plain http://
+	// upstream's transport whatever the file says: an escape hatch should
+	// the lean transport not suit an upstream, and how the test suites run
+	// under both. https upstreams always use standard.
+	Transport string
 }
 
 // maxFileSize bounds what is read: a config is kilobytes.
@@ -141,6 +147,13 @@ func prepare(cfg *Config, o Overrides) {
 		cfg.Log.markSet("level")
 	}
 	applyDefaults(cfg)
+	if o.Transport != "" {
+		for _, u := range cfg.Upstreams {
+			if strings.HasPrefix(strings.ToLower(u.URL), "http://") {
+				u.Transport = o.Transport
+			}
+		}
+	}
 }
 
 func finish(cfg *Config, o Overrides) (*Config, []Problem, error) {

@@ -18,9 +18,10 @@ type SummaryInfo struct {
 
 // UpstreamSummary is one upstream in a summary.
 type UpstreamSummary struct {
-	Name     string   `json:"name"`
-	URL      string   `json:"url"`
-	Policies []string `json:"policies,omitempty"`
+	Name      string   `json:"name"`
+	URL       string   `json:"url"`
+	Transport string   `json:"transport"` // fast | standard
+	Policies  []string `json:"policies,omitempty"`
 }
 
 // RouteSummary is one route in a summary.
@@ -59,7 +60,7 @@ func summarize(c *Config) SummaryInfo {
 	s := SummaryInfo{Listen: c.Listen, Admin: c.Admin.Listen}
 	for _, n := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		u := c.Upstreams[n]
-		us := UpstreamSummary{Name: n, URL: u.URL}
+		us := UpstreamSummary{Name: n, URL: u.URL, Transport: u.Transport}
 		if q := u.Quota; q != nil {
 			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)", q.Rate, q.Burst, q.MaxWait))
 		}
@@ -140,7 +141,7 @@ func (s SummaryInfo) String() string {
 	fmt.Fprintf(&b, "listen %s, admin %s\n", s.Listen, s.Admin)
 	fmt.Fprintf(&b, "upstreams (%d):\n", len(s.Upstreams))
 	for _, u := range s.Upstreams {
-		fmt.Fprintf(&b, "  %s  %s", u.Name, u.URL)
+		fmt.Fprintf(&b, "  %s  %s  (transport %s)", u.Name, u.URL, u.Transport)
 		if len(u.Policies) > 0 {
 			fmt.Fprintf(&b, "  [%s]", strings.Join(u.Policies, "; "))
 		}

@@ -162,6 +162,12 @@ func (v *validator) upstream(path string, u *Upstream) {
 	case p.RawQuery != "" || p.Fragment != "":
 		v.errorf(path+".url", "the upstream URL must not have a query or fragment")
 	}
+	switch {
+	case u.Transport != "fast" && u.Transport != "standard":
+		v.errorf(path+".transport", "want fast or standard, got %q", u.Transport)
+	case u.Transport == "fast" && err == nil && p.Scheme == "https":
+		v.errorf(path+".transport", "fast is HTTP/1.1 over plain http:// only; an https upstream uses standard")
+	}
 	if u.HostHeader != "upstream" && u.HostHeader != "client" {
 		v.errorf(path+".host_header", "want upstream or client, got %q", u.HostHeader)
 	}

@@ -156,7 +156,7 @@ type rig struct {
 // parseConfig parses a config and fails the test on any error.
 func parseConfig(t *testing.T, yaml string) *config.Config {
 	t.Helper()
-	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}

@@ -30,7 +30,7 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
 	}
-	cfg, _, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	cfg, _, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
 	if err != nil {
 		t.Fatalf("config.Parse:\n%v\n--- yaml ---\n%s", err, yaml)
 	}

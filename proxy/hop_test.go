@@ -40,6 +40,7 @@ func rawUpstream(t *testing.T, resp string) string {
 // the client, also when Connection says close as well (net/http's client
 // drops the whole Connection header then, names included).
 func TestConnectionNamedResponseHeadersNeverReachTheClient(t *testing.T) {
+	testkit.SkipOnStandardTransport(t)
 	for _, conn := range []string{"X-Secret-Hop", "close, X-Secret-Hop", "X-Secret-Hop, close"} {
 		url := rawUpstream(t, "HTTP/1.1 200 OK\r\nConnection: "+conn+"\r\nX-Secret-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok")
 		p := startProxy(t, testkit.OneRoute("{{UP}}", ""), map[string]string{"UP": url})

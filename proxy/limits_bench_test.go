@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
@@ -47,7 +48,7 @@ func benchProxy(b *testing.B, extra string) (*proxy.Server, *httptest.Server) {
 	b.Cleanup(up.Close)
 	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("t"), observe.NewHub()))
 	yaml := strings.ReplaceAll(benchRoute+extra, "{{UP}}", up.URL)
-	cfg, _, err := config.Parse("bench.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	cfg, _, err := config.Parse("bench.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func startLim(t testing.TB, yaml string, vars map[string]string) *limProxy {
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
 	}
-	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}

@@ -36,7 +36,7 @@ type e2e struct {
 
 func e2eConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
-	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	cfg, _, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}

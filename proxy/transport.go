@@ -17,6 +17,7 @@ import (
 // reload that leaves them alone keeps the transport and its pool.
 type transportSettings struct {
 	Scheme                string
+	Transport             string // fast | standard
 	TLS                   config.TLS
 	ConnectTimeout        config.Duration
 	ResponseHeaderTimeout config.Duration
@@ -26,7 +27,7 @@ type transportSettings struct {
 }
 
 func settingsOf(u *config.Upstream, scheme string) transportSettings {
-	return transportSettings{scheme, u.TLS, u.ConnectTimeout, u.ResponseHeaderTimeout, u.MaxConns, u.MaxIdleConns, u.IdleConnTimeout}
+	return transportSettings{scheme, u.Transport, u.TLS, u.ConnectTimeout, u.ResponseHeaderTimeout, u.MaxConns, u.MaxIdleConns, u.IdleConnTimeout}
 }
 
 // baseTransport is an upstream's connections: what the policy pipeline
@@ -50,7 +51,7 @@ type baseTransport interface {
 // the whole Connection header then, and with it the names).
 func newBaseTransport(s transportSettings) (baseTransport, error) {
 	std, err := newTransport(s)
-	if err != nil || s.Scheme != "http" {
+	if err != nil || s.Scheme != "http" || s.Transport == "standard" {
 		return std, err
 	}
 	return uptransport.New(uptransport.Settings{

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/config"
 )
 
 // pollEvery is how often WaitFor looks at its condition.
@@ -105,4 +107,21 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Overrides are the config overrides in-process tests parse with: the
+// transport from $BREAKWATER_TRANSPORT, as the binary takes it, so that
+// `make test` runs the transport-sensitive suites under both transports.
+func Overrides() config.Overrides {
+	return config.Overrides{Transport: os.Getenv("BREAKWATER_TRANSPORT")}
+}
+
+// SkipOnStandardTransport skips a test of what only the lean transport
+// does: net/http's client drops an upstream's whole Connection header when
+// it says close, so the other names in it cannot be seen (docs/config.md,
+// upstreams.transport).
+func SkipOnStandardTransport(t testing.TB) {
+	if os.Getenv("BREAKWATER_TRANSPORT") == "standard" {
+		t.Skip("BREAKWATER_TRANSPORT=standard: net/http's transport hides the names an upstream's Connection: close header carries")
+	}
 }
