@@ -176,6 +176,15 @@ routes:
 	if code := p.ExitCode(t, 15*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
+	// The log is written in batches; a graceful stop loses no line of it:
+	// every in-flight request's access-log line, then the last word.
+	out := p.Out.String()
+	if n := strings.Count(out, `"path":"/slow"`); n != inFlight {
+		t.Errorf("%d access-log lines for the %d in-flight requests", n, inFlight)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(out), `"message":"stopped"}`) {
+		t.Errorf("the log does not end with the stop line:\n%s", out[max(0, len(out)-500):])
+	}
 }
 
 func TestRunRejectsUpstreamWithConfig(t *testing.T) {
