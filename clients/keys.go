@@ -106,7 +106,7 @@ func Parse(file string, data []byte, knownTier func(string) bool) (*Keys, error)
 			continue
 		}
 		c := &Client{line: item.Line}
-		var hashSet bool
+		var hashSeen, hashOK bool
 		for j := 0; j+1 < len(item.Content); j += 2 {
 			key, val := item.Content[j], item.Content[j+1]
 			fpath := path + "." + key.Value
@@ -124,6 +124,7 @@ func Parse(file string, data []byte, knownTier func(string) bool) (*Keys, error)
 					fail(val.Line, fpath, "want true or false")
 				}
 			case "key_sha256":
+				hashSeen = true
 				// The hash is not secret, but a key pasted here by mistake
 				// would be: the message never quotes the value.
 				b, err := hex.DecodeString(strings.ToLower(val.Value))
@@ -132,7 +133,7 @@ func Parse(file string, data []byte, knownTier func(string) bool) (*Keys, error)
 					continue
 				}
 				copy(c.Hash[:], b)
-				hashSet = true
+				hashOK = true
 			default:
 				fail(key.Line, fpath, "unknown key (known keys: id, tier, key_sha256, disabled)")
 			}
@@ -153,8 +154,10 @@ func Parse(file string, data []byte, knownTier func(string) bool) (*Keys, error)
 		} else if knownTier != nil && !knownTier(c.Tier) {
 			fail(item.Line, path+".tier", "no tier named %q in the config's tiers", c.Tier)
 		}
-		if !hashSet {
+		if !hashSeen {
 			fail(item.Line, path+".key_sha256", "every client needs key_sha256")
+		}
+		if !hashOK {
 			continue
 		}
 		if other, dup := k.byHash[c.Hash]; dup {

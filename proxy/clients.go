@@ -38,9 +38,10 @@ type tierState struct {
 // clientTable is a config's client identity: the keys file read when the
 // table was built, the header that carries keys, and the tiers.
 type clientTable struct {
-	keys   *clients.Keys
-	header string
-	tiers  map[string]*tierState
+	keys    *clients.Keys
+	header  string
+	tiers   map[string]*tierState
+	perTier map[string]int // clients in the keys file, by tier
 }
 
 // buildClients reads the keys file and makes the tiers. A keys file with
@@ -70,6 +71,10 @@ func buildClients(cfg *config.Config, reg *policy.Registry) (*clientTable, error
 			return nil, err
 		}
 		ct.keys = keys
+	}
+	ct.perTier = map[string]int{}
+	for _, c := range ct.keys.List() {
+		ct.perTier[c.Tier]++
 	}
 	return ct, nil
 }
@@ -186,16 +191,9 @@ type TierUsage struct {
 	RejectedBy []uint64
 }
 
-// Tiers is every tier's usage, sorted by name.
-func (s *Server) Tiers() []TierUsage {
-	t := s.table.Load()
-	if t == nil || t.clients == nil {
-		return nil
-	}
-	perTier := map[string]int{}
-	for _, c := range t.clients.keys.List() {
-		perTier[c.Tier]++
-	}
+// tierUsage is every tier's usage, sorted by name.
+func (t *table) tierUsage() []TierUsage {
+	perTier := t.clients.perTier
 	var out []TierUsage
 	for _, name := range slices.Sorted(maps.Keys(t.clients.tiers)) {
 		ts := t.clients.tiers[name]

@@ -64,11 +64,11 @@ type route struct {
 	// clientAuth is required, optional or none; forwardID the header that
 	// carries the client's id upstream ("" = none).
 	clientAuth, forwardID string
-	cache    *routeCache
-	fallback *config.Fallback
-	errors   string
-	timeout  time.Duration
-	idle     time.Duration // stream_idle_timeout, both directions
+	cache                 *routeCache
+	fallback              *config.Fallback
+	errors                string
+	timeout               time.Duration
+	idle                  time.Duration // stream_idle_timeout, both directions
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
