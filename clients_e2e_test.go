@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"fmt"
 	"io"
 	"net/http"
@@ -243,5 +244,78 @@ func TestClientAuthRefusesAndReloads(t *testing.T) {
 	out, code := runBinary(t, dir, nil, "validate", "-config", filepath.Join(dir, "bw.yaml"))
 	if code != 1 || !strings.Contains(out, `clients.yaml:5: clients[2].key_sha256: want the key's SHA-256`) {
 		t.Errorf("validate: exit %d, output:\n%s", code, out)
+	}
+}
+
+// rssKiB reads a process's resident set size from /proc.
+func rssKiB(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skip("no /proc: cannot read RSS")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kib int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kib)
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// Random keys, valid or not, grow nothing: a million requests (100,000
+// unless BREAKWATER_MILLION=1; skipped with -short) each with a new random
+// key leave the binary's RSS within 10 MiB of where it was after warm-up.
+func TestRandomClientKeysKeepMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	total := 100_000
+	if os.Getenv("BREAKWATER_MILLION") == "1" {
+		total = 1_000_000
+	}
+	bw, _, seen, _ := clientsSetup(t, "")
+	const workers = 8
+	send := func(n int) {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+				defer client.CloseIdleConnections()
+				for i := w; i < n; i += workers {
+					req, _ := http.NewRequest(http.MethodGet, bw.URL+"/tools", nil)
+					req.Header.Set("Authorization", fmt.Sprintf("Bearer bwk_%016x%016x", uint64(i)*0x9e3779b97f4a7c15, rand.Uint64()))
+					resp, err := client.Do(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusUnauthorized {
+						t.Errorf("random key: %d, want 401", resp.StatusCode)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	send(20_000) // warm-up: pools, buffers and the runtime reach their working size
+	pid := bw.Cmd.Process.Pid
+	before := rssKiB(t, pid)
+	start := time.Now()
+	send(total)
+	after := rssKiB(t, pid)
+	t.Logf("%d requests with random keys in %s: RSS %d KiB → %d KiB (%+d KiB)", total, time.Since(start).Round(time.Millisecond), before, after, after-before)
+	if after-before > 10<<10 {
+		t.Errorf("RSS grew by %d KiB, want at most 10 MiB", after-before)
+	}
+	if n := len(seen()); n != 0 {
+		t.Errorf("upstream saw %d requests, want none", n)
 	}
 }
