@@ -4,9 +4,9 @@ package main
 
 import (
 	"encoding/json"
-	"math/rand/v2"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
