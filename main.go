@@ -51,6 +51,8 @@ const usage = `breakwater — a resilience sidecar for HTTP APIs
 usage:
   breakwater [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-upstream URL] [-log-level LEVEL]
   breakwater validate [-config FILE]
+  breakwater keys new -id ID -tier TIER -file KEYS_FILE
+  breakwater keys list -file KEYS_FILE
   breakwater version
 
 The config file defaults to $BREAKWATER_CONFIG, else ./breakwater.yaml.
@@ -68,6 +70,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return run(args, stderr)
 	case "validate":
 		return validate(args, stdout, stderr)
+	case "keys":
+		return keys(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "breakwater %s\n", version)
 		return 0
@@ -136,6 +140,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	cfg, warns, err := f.load()
 	for _, w := range warns {
 		fmt.Fprintln(stderr, w.Error())
+	}
+	if err == nil {
+		err = checkKeys(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err.Error())

@@ -244,10 +244,12 @@ func (h *Handler) forceBreaker(w http.ResponseWriter, r *http.Request) {
 
 type routesBody struct {
 	Routes []RouteStatus `json:"routes"`
+	Tiers  []TierStatus  `json:"tiers,omitempty"`
 }
 
 func (h *Handler) routes(w http.ResponseWriter, _ *http.Request) {
-	h.writeJSON(w, http.StatusOK, routesBody{routeStatuses(h.proxy.Live())})
+	l := h.proxy.Live()
+	h.writeJSON(w, http.StatusOK, routesBody{routeStatuses(l), tierStatuses(l)})
 }
 
 // config answers the effective config, secrets redacted, with its hash

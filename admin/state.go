@@ -167,3 +167,34 @@ func purgeCache(l proxy.Live, routeName string) []string {
 func hasRoute(l proxy.Live, name string) bool {
 	return slices.ContainsFunc(l.Routes, func(rt proxy.LiveRoute) bool { return rt.Name == name })
 }
+
+// TierStatus is one client tier's live usage, for /routes and the dashboard.
+type TierStatus struct {
+	Name          string   `json:"name"`
+	Priority      string   `json:"priority"`
+	RateLimits    []string `json:"rate_limits"` // N/DURATION, config order
+	MaxConcurrent int      `json:"max_concurrent"`
+	// Clients is how many clients of the keys file are in the tier;
+	// Tracked how many of them the tier's limiter holds buckets for.
+	Clients  int `json:"clients"`
+	Tracked  int `json:"rate_limit_keys"`
+	InFlight int `json:"in_flight"`
+	// Rejected counts the tier's rate-limit refusals; RejectedBy the same
+	// by window, in rate_limits order.
+	Rejected   uint64   `json:"rejected"`
+	RejectedBy []uint64 `json:"rejected_by_window,omitempty"`
+}
+
+// tierStatuses reports every tier's usage, sorted by name.
+func tierStatuses(l proxy.Live) []TierStatus {
+	out := make([]TierStatus, 0, len(l.Tiers))
+	for _, u := range l.Tiers {
+		st := TierStatus{Name: u.Name, Priority: u.Priority, MaxConcurrent: u.MaxConcurrent, Clients: u.Clients,
+			Tracked: u.Tracked, InFlight: u.InFlight, Rejected: u.Rejected, RejectedBy: u.RejectedBy, RateLimits: []string{}}
+		for _, w := range u.Windows {
+			st.RateLimits = append(st.RateLimits, w.Rate.String())
+		}
+		out = append(out, st)
+	}
+	return out
+}

@@ -18,6 +18,9 @@ type Config struct {
 	Upstreams map[string]*Upstream `yaml:"upstreams" json:"upstreams"`
 	Defaults  Policies             `yaml:"defaults" json:"-"`
 	Routes    []*Route             `yaml:"routes" json:"routes"`
+	// Clients and Tiers identify callers by API key (clients.go).
+	Clients Clients          `yaml:"clients" json:"clients"`
+	Tiers   map[string]*Tier `yaml:"tiers" json:"tiers,omitempty"`
 
 	// File is the path the config was read from ("" in quick mode).
 	File string `yaml:"-" json:"file,omitempty"`
@@ -154,6 +157,10 @@ type Policies struct {
 	Cache             *Cache          `yaml:"cache" json:"cache,omitempty"`
 	Fallback          *Fallback       `yaml:"fallback" json:"fallback,omitempty"`
 	Errors            *string         `yaml:"errors" json:"errors,omitempty"` // auto | problem | jsonrpc
+	// ClientAuth and ForwardClientID are the route's client identity
+	// keys (clients.go); nil = not set here.
+	ClientAuth      *string `yaml:"client_auth" json:"client_auth,omitempty"`             // required | optional | none
+	ForwardClientID *string `yaml:"forward_client_id" json:"forward_client_id,omitempty"` // a header name; "" = none
 }
 
 // Route matches requests and sends them to one upstream.
@@ -197,6 +204,11 @@ type Effective struct {
 	Cache         *Cache     `json:"cache"`
 	Fallback      *Fallback  `json:"fallback"`
 	Errors        string     `json:"errors"`
+	// ClientAuth is required, optional or none (the default).
+	ClientAuth string `json:"client_auth"`
+	// ForwardClientID names the header that carries the client's id
+	// upstream; "" sends none.
+	ForwardClientID string `json:"forward_client_id,omitempty"`
 
 	// DetectBody is how much of a JSON POST body is read to tell whether it
 	// is a JSON-RPC request (SPEC "Details that tests rely on"):
@@ -278,11 +290,14 @@ type Bulkhead struct {
 
 // RateLimit limits the callers of a route (a token bucket per key).
 type RateLimit struct {
-	Rate Rate `yaml:"rate" json:"rate"`
+	// Rate is one window; Rates several, all of which must admit a
+	// request (see Windows). A block sets one or the other.
+	Rate  Rate   `yaml:"rate" json:"rate"`
+	Rates []Rate `yaml:"rates" json:"rates,omitempty"`
 	// Burst is the bucket size. A file's 0 means one period's worth
 	// (Rate.N); in Effective it is resolved, so never below 1.
 	Burst   int      `yaml:"burst" json:"burst"`
-	Key     string   `yaml:"key" json:"key"`           // none | client_ip | header:NAME
+	Key     string   `yaml:"key" json:"key"`           // none | client_ip | header:NAME | client
 	MaxWait Duration `yaml:"max_wait" json:"max_wait"` // 0 = reject at once
 
 	block

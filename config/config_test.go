@@ -93,7 +93,7 @@ func TestParseReportsEachProblem(t *testing.T) {
 		{
 			name:  "unknown key far from any lists the known keys",
 			yaml:  "zzzzzzzz: 1\n" + base,
-			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, upstreams, defaults, routes)"}},
+			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, upstreams, defaults, routes, clients, tiers)"}},
 		},
 		{
 			name: "unknown key in a nested block",
@@ -215,7 +215,7 @@ routes:
       rate: 10/1s
       key: cookie
 `,
-			wants: []want{{8, "routes[0].rate_limit.key", `want none, client_ip or header:NAME, got "cookie"`}},
+			wants: []want{{8, "routes[0].rate_limit.key", `want none, client_ip, client or header:NAME, got "cookie"`}},
 		},
 		{
 			name: "bad host_header",

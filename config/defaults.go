@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -93,6 +94,7 @@ func applyDefaults(c *Config) {
 	var server Server
 	mustDecode(serverDefaults, &server)
 	inherit(reflect.ValueOf(&c.Server).Elem(), reflect.ValueOf(&server).Elem())
+	clientsDefaults(c)
 	l := &c.Log
 	setDefault(&l.fields, "level", &l.Level, "info")
 	setDefault(&l.fields, "format", &l.Format, "json")
@@ -182,6 +184,7 @@ func resolve(r *Route, u *Upstream, defaults, safe, blocks *Policies) Effective 
 	if e.RateLimit != nil && e.RateLimit.Burst == 0 {
 		e.RateLimit.Burst = e.RateLimit.Rate.N
 	}
+	resolveClient(&e, chain)
 	e.DetectBody = DefaultDetectBody
 	if e.Retry != nil && e.Retry.MaxBody > 0 {
 		e.DetectBody = e.Retry.MaxBody
@@ -280,6 +283,11 @@ func inherit(dst, src reflect.Value) {
 }
 
 func excluded(df *fields, key string) bool {
+	for k, drops := range rateModes {
+		if df.IsSet(k) && slices.Contains(drops, key) {
+			return true
+		}
+	}
 	for k, drops := range breakerModes {
 		if df.IsSet(k) {
 			for _, d := range drops {

@@ -37,7 +37,8 @@ const safeEffective = `{
   "hedge": null,
   "cache": null,
   "fallback": null,
-  "errors": "auto"
+  "errors": "auto",
+  "client_auth": "none"
 }`
 
 // sameJSON asserts that v marshals to the same JSON value as want.

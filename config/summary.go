@@ -121,7 +121,14 @@ func policyList(e Effective) []string {
 		p = append(p, fmt.Sprintf("bulkhead %d", b.MaxConcurrent))
 	}
 	if l := e.RateLimit; l != nil {
-		p = append(p, fmt.Sprintf("rate limit %s burst %d by %s", l.Rate, l.Burst, l.Key))
+		switch {
+		case len(l.Rates) > 0:
+			p = append(p, fmt.Sprintf("rate limit %v by %s", l.Rates, l.Key))
+		case l.Rate.IsZero(): // key: client alone: the tiers' windows
+			p = append(p, "rate limit by client tier")
+		default:
+			p = append(p, fmt.Sprintf("rate limit %s burst %d by %s", l.Rate, l.Burst, l.Key))
+		}
 	}
 	if h := e.Hedge; h != nil {
 		p = append(p, fmt.Sprintf("hedge after %s (max %d)", h.Delay, h.Max))

@@ -41,6 +41,7 @@ func validate(c *Config) []Problem {
 	v.listenAddr("listen", c.Listen)
 	v.admin()
 	v.server()
+	v.clients()
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -256,6 +257,7 @@ func (v *validator) route(path string, r *Route) {
 	}
 	v.policies(path, &r.Policies)
 	v.effective(path, r)
+	v.clientEffective(path, r)
 }
 
 func validToken(s string) bool {
@@ -272,6 +274,7 @@ func validToken(s string) bool {
 
 // policies checks the keys a block sets, where it sets them.
 func (v *validator) policies(path string, p *Policies) {
+	v.clientPolicies(path, p)
 	if p.Timeout != nil && *p.Timeout <= 0 {
 		v.errorf(path+".timeout", "must be above 0")
 	}
@@ -345,9 +348,9 @@ func (v *validator) policies(path string, p *Policies) {
 		if rl.IsSet("burst") && rl.Burst < 0 {
 			v.errorf(lp+".burst", "must not be negative")
 		}
-		if rl.IsSet("key") && rl.Key != "none" && rl.Key != "client_ip" &&
+		if rl.IsSet("key") && rl.Key != "none" && rl.Key != "client_ip" && rl.Key != "client" &&
 			!(strings.HasPrefix(rl.Key, "header:") && httpguts.ValidHeaderFieldName(strings.TrimPrefix(rl.Key, "header:"))) {
-			v.errorf(lp+".key", "want none, client_ip or header:NAME, got %q", rl.Key)
+			v.errorf(lp+".key", "want none, client_ip, client or header:NAME, got %q", rl.Key)
 		}
 	}
 	if h := p.Hedge; h != nil && !h.Off {
@@ -398,7 +401,7 @@ func (v *validator) effective(path string, r *Route) {
 	total := e.Timeout.D()
 	// A rate limit's rate may come from the upstream or defaults, so it is
 	// checked once resolved (a decode error here was reported already).
-	if e.RateLimit != nil && e.RateLimit.Rate.IsZero() {
+	if e.RateLimit != nil && e.RateLimit.Rate.IsZero() && len(e.RateLimit.Rates) == 0 && e.RateLimit.Key != "client" {
 		v.errorf(path+".rate_limit.rate", "a rate limit needs a rate such as 10/1s")
 	}
 	// Attempts above 10 are an error reported already; not looping over

@@ -35,6 +35,7 @@ type Metrics struct {
 	cacheLookups    *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	lastReload      prometheus.Gauge
+	tierRequests    *prometheus.CounterVec // tiers.go
 
 	routes   seriesCache[string, *routeSeries]        // per-request children, by route
 	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
@@ -82,12 +83,13 @@ func NewMetrics(version string) *Metrics {
 		Help: "Configuration reloads, by result: success or failure."}, []string{"result"})
 	m.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{Name: "breakwater_config_last_reload_success_timestamp_seconds",
 		Help: "Unix time of the last successful configuration load."})
+	m.tierRequests = newTierRequests()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breakwater_build_info",
 		Help: "Always 1; labels carry the version and the Go version."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.attempts, m.retries, m.budgetExhausted,
 		m.breakerState, m.breakerTrans, m.bulkheadInFl, m.bulkheadRej, m.rateLimited, m.quotaWait, m.hedges,
-		m.cacheLookups, m.reloads, m.lastReload, build,
+		m.cacheLookups, m.reloads, m.lastReload, m.tierRequests, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}

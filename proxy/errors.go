@@ -26,6 +26,7 @@ const (
 	KindMethodNotAllowed    Kind = "method_not_allowed" // not in SPEC's table: CONNECT or TRACE no route lists
 	KindHeadersTooLarge     Kind = "headers_too_large"  // not in SPEC's table: over server.max_header_bytes
 	KindRateLimited         Kind = "rate_limited"
+	KindUnauthorized        Kind = "unauthorized"
 	KindQuotaExhausted      Kind = "quota_exhausted"
 	KindCircuitOpen         Kind = "circuit_open"
 	KindBulkheadFull        Kind = "bulkhead_full"
@@ -46,6 +47,7 @@ var statuses = map[Kind]int{
 	KindMethodNotAllowed:    http.StatusMethodNotAllowed,
 	KindHeadersTooLarge:     http.StatusRequestHeaderFieldsTooLarge,
 	KindRateLimited:         http.StatusTooManyRequests,
+	KindUnauthorized:        http.StatusUnauthorized,
 	KindQuotaExhausted:      http.StatusServiceUnavailable,
 	KindCircuitOpen:         http.StatusServiceUnavailable,
 	KindBulkheadFull:        http.StatusServiceUnavailable,
@@ -135,6 +137,7 @@ var titles = map[Kind]string{
 	KindMethodNotAllowed:    "Method not allowed",
 	KindHeadersTooLarge:     "Request headers too large",
 	KindRateLimited:         "Too many requests",
+	KindUnauthorized:        "Client key missing or not valid",
 	KindQuotaExhausted:      "Upstream quota exhausted",
 	KindCircuitOpen:         "Upstream circuit open",
 	KindBulkheadFull:        "Too many concurrent requests",
@@ -152,6 +155,7 @@ var details = map[Kind]string{
 	KindMethodNotAllowed:    "breakwater does not forward this method unless a route lists it.",
 	KindHeadersTooLarge:     "The request headers are larger than this proxy accepts.",
 	KindRateLimited:         "This client sent too many requests to this route.",
+	KindUnauthorized:        "This route needs a valid client key, and the request had none, or one that is unknown or disabled. Trying again with the same key will not help.",
 	KindQuotaExhausted:      "The upstream API's request quota is used up for now.",
 	KindCircuitOpen:         "The upstream API is failing, so breakwater has stopped calling it for a while.",
 	KindBulkheadFull:        "Too many requests to this route are in progress.",
@@ -162,6 +166,7 @@ var details = map[Kind]string{
 // jsonrpcCodes lie outside JSON-RPC's reserved range, as MCP asks of intermediaries.
 var jsonrpcCodes = map[Kind]int{
 	KindRateLimited:         -31429,
+	KindUnauthorized:        -31401,
 	KindQuotaExhausted:      -31429,
 	KindCircuitOpen:         -31503,
 	KindBulkheadFull:        -31503,

@@ -39,6 +39,8 @@ type Live struct {
 	// Breakers are each breaker once: upstream scope first, then route
 	// scope, each sorted by name.
 	Breakers []*policy.Breaker
+	// Tiers are the client tiers' usage, sorted by name (none without tiers).
+	Tiers []TierUsage
 }
 
 // LiveRoute is one route's handles; a nil handle means the route has no
@@ -64,7 +66,7 @@ func (s *Server) Live() Live {
 	if t == nil {
 		return Live{}
 	}
-	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers}
+	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers, Tiers: t.tierUsage()}
 	for _, rt := range t.routes {
 		lr := LiveRoute{Name: rt.name, Upstream: rt.up.name, Breaker: rt.breaker, Bulkhead: rt.bulkhead, Limiter: rt.limiter}
 		if rt.cache != nil {

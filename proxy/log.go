@@ -137,6 +137,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 			if rq.cacheRes != "" {
 				ev = ev.Str("cache", rq.cacheRes)
 			}
+			if rq.caller != nil {
+				ev = ev.Str("client", rq.caller.ID) // the id from the keys file, never the key
+			}
 			if rq.trace.Breaker != "" {
 				ev = ev.Str("breaker", rq.trace.Breaker)
 			}

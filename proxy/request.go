@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/cache"
+	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -26,6 +27,13 @@ type request struct {
 	trace    policy.Trace
 	rpc      *jsonrpcRequest
 	body     clientBody // the client's body reader, when there is a body
+
+	// caller is the client its key identified (nil: anonymous, or a route
+	// without client_auth), tier its tier, tierName the tier label of
+	// logs and metrics ("anonymous" for an unidentified caller).
+	caller   *clients.Client
+	tier     *tierState
+	tierName string
 
 	outcome  string // upstream, cache_hit, stale, fallback, rejected
 	cacheRes string // hit, miss, stale ("" = no cache)

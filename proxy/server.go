@@ -19,7 +19,6 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
-	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
 
 // Server is the data-plane handler. It is safe for concurrent use; Load
@@ -27,6 +26,7 @@ import (
 type Server struct {
 	log     zerolog.Logger
 	metrics Observer
+	tierObs ClientObserver // metrics, when it counts by tier; nil otherwise
 	buffers *bufferPool
 
 	mu       sync.Mutex // serialises Load
@@ -38,6 +38,7 @@ type Server struct {
 // (observe.Fanout in breakwater); call Load before serving.
 func New(log zerolog.Logger, obs Observer) *Server {
 	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: policy.NewRegistry()}
+	s.tierObs, _ = obs.(ClientObserver)
 	obs.FollowBreakers(s.breakers)
 	return s
 }
@@ -143,18 +144,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	refuseUpgrade(r)
 
-	if rt.limiter != nil {
-		d := rt.limiter.Take(rt.limitKey(r), rt.limit.MaxWait.D())
-		ratelimit.SetHeaders(lw.Header(), rt.name, rt.limit.Rate, rt.limit.Burst, d)
-		if !d.Allowed {
-			s.metrics.RouteRateLimited(rt.name)
-			s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
+	if rt.clientAuth != "none" && !s.identify(r, rq, t, rt) {
+		return
+	}
+	switch {
+	case rt.limit != nil && rt.limit.Key == "client":
+		if !s.limitClient(r, rq, t, rt) {
 			return
 		}
-		if d.Wait > 0 && !sleepCtx(r.Context(), d.Wait) {
-			s.reject(rq, kindClientClosed, 0)
+	case rt.limiter != nil:
+		if !s.takeRoute(r, rq, rt, rt.limiter, rt.name, rt.windows, rt.limitKey(r)) {
 			return
 		}
+	}
+	if rq.tier != nil {
+		release, ok := s.holdSlot(r, rq, rt)
+		if !ok {
+			return
+		}
+		defer release()
+	}
+	if rt.clientAuth != "none" {
+		s.observeTier(rt.name, rq.tierName, "admitted")
 	}
 	// The route's one clock starts here: it bounds a coalesced cache wait
 	// and the pipeline together.

@@ -32,6 +32,7 @@ type table struct {
 	bodyIdle   time.Duration // server.body_idle_timeout
 	detectMax  int64         // JSON-RPC detection limit of a request no route takes
 	transports map[baseTransport]bool
+	clients    *clientTable // keys file, key header and tiers; never nil once built
 }
 
 // upstream is one config upstream, ready to send to.
@@ -59,11 +60,15 @@ type route struct {
 	limiter  RateLimiter
 	limit    *config.RateLimit
 	limitKey func(*http.Request) string // the rate limit's key, resolved at build time
-	cache    *routeCache
-	fallback *config.Fallback
-	errors   string
-	timeout  time.Duration
-	idle     time.Duration // stream_idle_timeout, both directions
+	windows  []config.Window            // the rate limit's own windows (none for key: client alone)
+	// clientAuth is required, optional or none; forwardID the header that
+	// carries the client's id upstream ("" = none).
+	clientAuth, forwardID string
+	cache                 *routeCache
+	fallback              *config.Fallback
+	errors                string
+	timeout               time.Duration
+	idle                  time.Duration // stream_idle_timeout, both directions
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
@@ -72,8 +77,21 @@ type route struct {
 // RateLimiter is a route's ingress rate limit as the request path and the
 // admin API use it: local token buckets (ratelimit.Limiter), or a store
 // shared by replicas.
+//
+// A limiter is made for the windows of one config.RateLimit (Windows(): a
+// single `rate` with its burst, or every window of `rates`) or of one
+// tier's rate_limits (config.WindowsOf). It admits a request only when
+// every window has a token, and spends from none when it refuses. Its
+// Decision describes the deciding window in its top-level fields, with
+// Decision.Window its index in that windows list (the refusing window, or
+// for an allowed request the tightest one); a limiter of several windows
+// also fills Decision.Windows, one WindowState per window in the same
+// order, from which the RateLimit headers are written
+// (ratelimit.SetWindowsHeaders). A limiter of one window may leave
+// Windows nil and Window 0. A store-backed limiter does the same with one
+// atomic script that checks every window before spending from any.
 type RateLimiter interface {
-	// Take spends a token for key, waiting at most maxWait.
+	// Take spends a token of every window for key, waiting at most maxWait.
 	Take(key string, maxWait time.Duration) ratelimit.Decision
 	// Rejected counts the requests refused so far.
 	Rejected() uint64
@@ -91,6 +109,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		transports: map[baseTransport]bool{},
 	}
+	ct, err := buildClients(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	t.clients = ct
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		u := cfg.Upstreams[name]
 		target, err := url.Parse(u.URL)
@@ -125,6 +148,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			name: rc.Name, cfg: rc, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
 			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
+			clientAuth: e.ClientAuth, forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
@@ -145,7 +169,10 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(b) })
 		}
 		if l := e.RateLimit; l != nil {
-			rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(l.Rate, l.Burst) })
+			rt.windows = l.Windows()
+			if len(rt.windows) > 0 {
+				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
+			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}
 		if c := e.Cache; c != nil {
@@ -251,8 +278,17 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
 	for _, kv := range rt.up.set {
 		out.Header[kv[0]] = []string{kv[1]}
 	}
-	if rq := requestFrom(in.Context()); rq != nil {
+	rq := requestFrom(in.Context())
+	if rq != nil {
 		out.Header["X-Request-Id"] = rq.idHeader()
+	}
+	if rt.forwardID != "" {
+		// Whatever the client sent in this header is dropped: only
+		// breakwater says who the client is.
+		delete(out.Header, rt.forwardID)
+		if rq != nil && rq.caller != nil {
+			out.Header[rt.forwardID] = []string{rq.caller.ID}
+		}
 	}
 }
 

@@ -31,11 +31,7 @@ func SetHeaders(h http.Header, name string, policy config.Rate, burst int, d Dec
 	if perSec <= 0 {
 		return
 	}
-	q, w := policy.N, ceilSeconds(policy.Period)
-	w = max(w, 1)
-	if policy.Period != time.Duration(w)*time.Second {
-		q = max(int(math.Floor(perSec*float64(w))), 1)
-	}
+	q, w := policyNumbers(policy)
 	var t time.Duration
 	switch {
 	case !d.Allowed:
@@ -108,4 +104,92 @@ func appendSFString(b []byte, s string) []byte {
 		}
 	}
 	return append(b, '"')
+}
+
+// SetWindowsHeaders writes the RateLimit draft headers for one Take of a
+// limiter over windows ws (config order, as the limiter was made). One
+// window is SetHeaders, under name. Several are named name/LENGTH
+// ("free/1m", "free/1h") and written as structured-field lists:
+//
+//	RateLimit-Policy: "free/1m";q=60;w=60, "free/1h";q=1000;w=3600
+//	RateLimit: "free/1m";r=59;t=1, "free/1h";r=999;t=4
+//
+// On an allowed response RateLimit has one item per window. On a refused
+// one it has a single item, the window that refused (Decision.Window),
+// whose t equals Retry-After: a client reading either header learns which
+// window to wait for.
+func SetWindowsHeaders(h http.Header, name string, ws []config.Window, d Decision) {
+	if len(ws) == 0 {
+		return
+	}
+	if len(ws) == 1 || len(d.Windows) != len(ws) {
+		i := min(max(d.Window, 0), len(ws)-1)
+		SetHeaders(h, name, ws[i].Rate, ws[i].Burst, d)
+		return
+	}
+	var policy, limit []byte
+	for i, w := range ws {
+		item := WindowName(name, w.Rate.Period)
+		q, wsec := policyNumbers(w.Rate)
+		if i > 0 {
+			policy = append(policy, ", "...)
+		}
+		policy = appendSFString(policy, item)
+		policy = append(policy, ";q="...)
+		policy = strconv.AppendInt(policy, int64(q), 10)
+		policy = append(policy, ";w="...)
+		policy = strconv.AppendInt(policy, wsec, 10)
+
+		st := d.Windows[i]
+		t := st.Reset
+		switch {
+		case !d.Allowed && i != d.Window:
+			continue
+		case !d.Allowed:
+			t = d.RetryAfter
+		case st.Remaining == 0:
+			t = st.Wait
+		}
+		if len(limit) > 0 {
+			limit = append(limit, ", "...)
+		}
+		limit = appendSFString(limit, item)
+		limit = append(limit, ";r="...)
+		limit = strconv.AppendInt(limit, int64(max(st.Remaining, 0)), 10)
+		limit = append(limit, ";t="...)
+		limit = strconv.AppendInt(limit, max(ceilSeconds(t), 0), 10)
+	}
+	h["Ratelimit-Policy"] = []string{string(policy)}
+	h["Ratelimit"] = []string{string(limit)}
+	if !d.Allowed {
+		h["Retry-After"] = []string{strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10)}
+	}
+}
+
+// WindowName names one of several windows: name/LENGTH, the length in
+// its largest whole unit (2s, 1m, 1h, 36h; 1500ms when no whole second).
+func WindowName(name string, period time.Duration) string {
+	return name + "/" + shortDuration(period)
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d >= time.Minute && d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	case d >= time.Second && d%time.Second == 0:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
+}
+
+// policyNumbers are a rate's q and w: w whole seconds, at least 1, and q
+// scaled to match when the period is not whole seconds.
+func policyNumbers(r config.Rate) (q int, w int64) {
+	q, w = r.N, max(ceilSeconds(r.Period), 1)
+	if r.Period != time.Duration(w)*time.Second {
+		q = max(int(math.Floor(r.PerSecond()*float64(w))), 1)
+	}
+	return q, w
 }

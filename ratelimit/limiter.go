@@ -1,5 +1,5 @@
 // Package ratelimit holds breakwater's two token buckets: Limiter, which
-// limits the callers of a route (one bucket per client key), and Quota,
+// limits the callers of a route (one bucket per window per client key), and Quota,
 // which keeps the attempts sent to an upstream inside that upstream's own
 // limit and honours its Retry-After. Neither logs nor knows about metrics:
 // they count what the dashboard needs and the proxy reads the counts.
@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/breakwater-proxy/breakwater/config"
 )
@@ -37,17 +35,20 @@ const (
 	shardPaddingSize = 64
 )
 
-// Limiter limits the callers of one route: a token bucket of Burst tokens,
-// refilled at Rate, per key. The zero value is not usable; call NewLimiter.
+// Limiter limits the callers of one route, or one tier's clients: for
+// each key, one token bucket per window, and a request is admitted only
+// when every window has a token (a refused request spends from none). A
+// single window of Burst tokens refilled at Rate is Part 1's rate limit;
+// `rates: [60/1m, 1000/1h]` is two windows of 60 and 1000 tokens. The zero
+// value is not usable; call NewLimiter or NewWindows.
 //
-// Memory is bounded: at most max-keys buckets are kept (WithMaxKeys), the
+// Memory is bounded: at most max-keys keys are kept (WithMaxKeys), the
 // least recently used one being forgotten to make room, and a key that has
-// been idle for the idle TTL (WithIdleTTL) with its bucket full again is
-// dropped at no cost, since a new bucket for it would be just as full.
+// been idle for the idle TTL (WithIdleTTL) with every bucket full again is
+// dropped at no cost, since new buckets for it would be just as full.
 type Limiter struct {
-	perSec  float64 // tokens per second; 0 means no limit
-	burst   int
-	idleTTL int64 // nanoseconds
+	windows []window // nil means no limit
+	idleTTL int64    // nanoseconds
 	now     func() time.Time
 	epoch   time.Time // bucket times are int64 nanoseconds since epoch
 	seed    maphash.Seed
@@ -55,7 +56,15 @@ type Limiter struct {
 	digestB maphash.Seed
 	shards  []shard
 
-	rejected atomic.Uint64
+	rejected   atomic.Uint64
+	rejectedBy []atomic.Uint64 // per window: the refusals it decided
+}
+
+// window is one of a Limiter's token buckets, as configured.
+type window struct {
+	perNs float64 // tokens per nanosecond
+	burst float64
+	cfg   config.Window
 }
 
 // shard is one lock's worth of buckets, kept in a map and in a doubly
@@ -73,44 +82,87 @@ type shard struct {
 
 type bucket struct {
 	key        string
-	lim        *rate.Limiter
 	prev, next *bucket
 	lastUsed   int64 // nanoseconds since Limiter.epoch
-	fullAt     int64 // when the bucket is full again, if nobody takes a token
+	fullAt     int64 // when every window is full again, if nobody takes a token
+	w          []level
+	one        [1]level // w's storage for a single window: one allocation per key
 }
 
-// Decision is the outcome of one Take.
+// level is one window's tokens at a time: tokens at nanosecond at (since
+// the epoch). Tokens go below zero for reservations (a waiting caller).
+type level struct {
+	tokens float64
+	at     int64
+}
+
+// Decision is the outcome of one Take. Its top-level fields describe one
+// window, Window: the one that refused a request that was not allowed, or
+// for an allowed one the window with the fewest tokens left. A Limiter of
+// one window (and any RateLimiter that knows a single window) fills only
+// these; one of several windows also reports each of them in Windows.
 type Decision struct {
 	// Allowed is true when the caller may proceed, after sleeping Wait.
 	Allowed bool
 	// Wait is how long an allowed caller must sleep before going on; its
-	// token is reserved. Zero when a token was available at once.
+	// token is reserved in every window. Zero when tokens were available at once.
 	Wait time.Duration
-	// RetryAfter is, for a caller that was not allowed, the time until a
-	// token will be free. Zero when Allowed.
+	// RetryAfter is, for a caller that was not allowed, the time until
+	// every window will have a token. Zero when Allowed.
 	RetryAfter time.Duration
-	// Remaining is the whole tokens left in the bucket after this Take.
+	// Remaining is the whole tokens left in Window's bucket after this Take.
 	Remaining int
-	// Reset is the time until the bucket is full again if nobody takes a
-	// token meanwhile.
+	// Reset is the time until Window's bucket is full again if nobody
+	// takes a token meanwhile.
 	Reset time.Duration
+	// Window is the index, in the limiter's windows (config order), of the
+	// window the fields above describe; 0 for a single window.
+	Window int
+	// Windows is every window's state after this Take, in config order,
+	// when there are several; nil for a single window.
+	Windows []WindowState
 }
 
-// NewLimiter returns a Limiter of rate with bursts of burst tokens per key.
-// A zero (or non-positive) rate means no limit: every Take is allowed and
-// no key is tracked. burst is the resolved config's (at least 1: the
-// config applies its default, rate.N, once).
+// WindowState is one window's part of a Decision.
+type WindowState struct {
+	// Remaining is the whole tokens left after this Take.
+	Remaining int
+	// Reset is the time until the bucket is full again.
+	Reset time.Duration
+	// Wait is the time until this window has a token for the next caller
+	// (0 when it has one now).
+	Wait time.Duration
+}
+
+// NewLimiter returns a Limiter of one window: rate with bursts of burst
+// tokens per key. A zero (or non-positive) rate means no limit: every
+// Take is allowed and no key is tracked. burst is the resolved config's
+// (at least 1: the config applies its default, rate.N, once).
 func NewLimiter(r config.Rate, burst int, opts ...Option) *Limiter {
+	if r.PerSecond() <= 0 {
+		return NewWindows(nil, opts...)
+	}
+	return NewWindows([]config.Window{{Rate: r, Burst: burst}}, opts...)
+}
+
+// NewWindows returns a Limiter of several windows (config.RateLimit's
+// Windows, or config.WindowsOf a tier's rate_limits). No windows, or only
+// zero rates, means no limit.
+func NewWindows(ws []config.Window, opts ...Option) *Limiter {
 	o := buildOptions(opts)
 	l := &Limiter{
-		perSec:  r.PerSecond(),
-		burst:   burst,
 		idleTTL: int64(o.idleTTL),
 		now:     o.clock,
 		seed:    maphash.MakeSeed(),
 		digestA: maphash.MakeSeed(),
 		digestB: maphash.MakeSeed(),
 	}
+	for _, w := range ws {
+		if w.Rate.PerSecond() > 0 {
+			l.windows = append(l.windows, window{perNs: w.Rate.PerSecond() / 1e9, burst: float64(max(w.Burst, 1)), cfg: w})
+		}
+	}
+	l.rejectedBy = make([]atomic.Uint64, len(l.windows))
 	l.epoch = l.now()
 	n := 1
 	if o.maxKeys >= shardCount*minKeysPerShard {
@@ -125,76 +177,132 @@ func NewLimiter(r config.Rate, burst int, opts ...Option) *Limiter {
 	return l
 }
 
-// Take spends one token of key's bucket. If a token is available now, the
-// caller is Allowed at once. If one becomes available within maxWait, the
-// caller is Allowed with Wait set to how long it must sleep first; the token
-// is reserved for it, so it must not ask again. Otherwise it is not allowed,
-// nothing is spent, and RetryAfter says when a token would be free.
-// maxWait <= 0 means reject at once. key "" is a bucket like any other
-// (the proxy uses it for key: none).
+// Windows is the limiter's windows, in config order (nil: no limit).
+func (l *Limiter) Windows() []config.Window {
+	ws := make([]config.Window, len(l.windows))
+	for i, w := range l.windows {
+		ws[i] = w.cfg
+	}
+	return ws
+}
+
+// Take spends one token of every window of key's buckets. If each has a
+// token now, the caller is Allowed at once. If each will have one within
+// maxWait, the caller is Allowed with Wait set to how long it must sleep
+// first; the tokens are reserved for it, so it must not ask again.
+// Otherwise it is not allowed, nothing is spent in any window, and
+// RetryAfter says when every window would have a token. maxWait <= 0
+// means reject at once. key "" is a bucket like any other (the proxy uses
+// it for key: none).
 //
 // An allowed caller that ends up not waiting (its client left) does not
-// give its token back: a client that keeps leaving should not get more.
+// give its tokens back: a client that keeps leaving should not get more.
 func (l *Limiter) Take(key string, maxWait time.Duration) Decision {
-	if l.perSec <= 0 {
-		return Decision{Allowed: true, Remaining: l.burst}
+	if len(l.windows) == 0 {
+		return Decision{Allowed: true}
 	}
 	key = l.boundedKey(key)
-	now := l.now()
-	t := int64(now.Sub(l.epoch))
+	t := int64(l.now().Sub(l.epoch))
 	sh := l.shardFor(key)
 
 	sh.mu.Lock()
 	b := sh.buckets[key]
 	if b == nil {
-		b = sh.add(key, rate.NewLimiter(rate.Limit(l.perSec), l.burst))
+		b = sh.add(key, l.newLevels(t))
 	} else {
 		sh.toFront(b)
 	}
-	d := l.spend(b.lim, now, maxWait)
+	d := l.spend(b, t, maxWait)
 	b.lastUsed = t
-	b.fullAt = t + int64(d.Reset)
 	sh.sweep(t, l.idleTTL)
 	sh.mu.Unlock()
 
 	if !d.Allowed {
 		l.rejected.Add(1)
+		l.rejectedBy[d.Window].Add(1)
 	}
 	return d
 }
 
-// spend takes the token for Take. The shard lock is held, so nobody else
-// touches lim between the calls below: TokensAt tells exactly what AllowN
-// or ReserveN will find.
-func (l *Limiter) spend(lim *rate.Limiter, now time.Time, maxWait time.Duration) Decision {
-	var d Decision
-	tokens := lim.TokensAt(now)
-	if tokens >= 1 {
-		lim.AllowN(now, 1)
-		tokens--
-		d.Allowed = true
-	} else if wait := l.durationFor(1 - tokens); wait <= maxWait {
-		// ReserveN allocates the Reservation; only waiting callers pay it.
-		d.Wait = lim.ReserveN(now, 1).DelayFrom(now)
-		tokens--
-		d.Allowed = true
+// newLevels is a new key's buckets: full.
+func (l *Limiter) newLevels(t int64) *bucket {
+	b := &bucket{}
+	if len(l.windows) == 1 {
+		b.w = b.one[:]
 	} else {
+		b.w = make([]level, len(l.windows))
+	}
+	for i, w := range l.windows {
+		b.w[i] = level{tokens: w.burst, at: t}
+	}
+	return b
+}
+
+// spend decides one Take; the shard lock is held.
+func (l *Limiter) spend(b *bucket, t int64, maxWait time.Duration) Decision {
+	var d Decision
+	var wait time.Duration
+	for i := range l.windows {
+		w, lv := &l.windows[i], &b.w[i]
+		lv.tokens = min(w.burst, lv.tokens+float64(t-lv.at)*w.perNs)
+		lv.at = t
+		if need := w.durationFor(1 - lv.tokens); need > wait {
+			wait, d.Window = need, i // the window that keeps the caller longest decides
+		}
+	}
+	switch {
+	case wait == 0:
+		d.Allowed = true
+	case wait <= maxWait:
+		d.Allowed, d.Wait = true, wait
+	default:
 		d.RetryAfter = wait
 	}
-	if tokens >= 1 {
-		d.Remaining = int(tokens)
+	if d.Allowed {
+		for i := range b.w {
+			b.w[i].tokens--
+		}
 	}
-	d.Reset = l.durationFor(float64(l.burst) - tokens)
+	if len(l.windows) > 1 {
+		d.Windows = make([]WindowState, len(l.windows))
+	}
+	fewest, longest := math.MaxInt, time.Duration(-1)
+	var fullAt int64
+	for i := range l.windows {
+		st := l.state(b, i)
+		fullAt = max(fullAt, t+int64(st.Reset))
+		if d.Windows != nil {
+			d.Windows[i] = st
+		}
+		// An allowed caller hears of its tightest window: the fewest
+		// tokens left, then the longest wait for the next.
+		if d.Allowed && (st.Remaining < fewest || st.Remaining == fewest && st.Wait > longest) {
+			fewest, longest, d.Window = st.Remaining, st.Wait, i
+		}
+	}
+	st := l.state(b, d.Window)
+	d.Remaining, d.Reset = st.Remaining, st.Reset
+	b.fullAt = fullAt
 	return d
 }
 
-// durationFor is how long the bucket takes to gain n tokens, rounded up so
-// that a caller who sleeps that long finds them.
-func (l *Limiter) durationFor(n float64) time.Duration {
+// state is window i of b as a Decision reports it.
+func (l *Limiter) state(b *bucket, i int) WindowState {
+	w, lv := &l.windows[i], &b.w[i]
+	st := WindowState{Reset: w.durationFor(w.burst - lv.tokens), Wait: w.durationFor(1 - lv.tokens)}
+	if lv.tokens >= 1 {
+		st.Remaining = int(lv.tokens)
+	}
+	return st
+}
+
+// durationFor is how long the window takes to gain n tokens, rounded up
+// so that a caller who sleeps that long finds them.
+func (w *window) durationFor(n float64) time.Duration {
 	if n <= 0 {
 		return 0
 	}
-	ns := math.Ceil(n / l.perSec * float64(time.Second))
+	ns := math.Ceil(n / w.perNs)
 	if ns >= math.MaxInt64 {
 		return time.Duration(math.MaxInt64)
 	}
@@ -233,15 +341,23 @@ func (l *Limiter) Keys() int {
 // Rejected counts the Takes that were not allowed since the Limiter was made.
 func (l *Limiter) Rejected() uint64 { return l.rejected.Load() }
 
+// RejectedBy counts the refusals that window i (config order) decided.
+func (l *Limiter) RejectedBy(i int) uint64 {
+	if i < 0 || i >= len(l.rejectedBy) {
+		return 0
+	}
+	return l.rejectedBy[i].Load()
+}
+
 // add tracks a new key at the head, first forgetting the least recently used
 // key if the shard is full.
-func (sh *shard) add(key string, lim *rate.Limiter) *bucket {
+func (sh *shard) add(key string, b *bucket) *bucket {
 	if len(sh.buckets) >= sh.max && sh.tail != nil {
 		sh.remove(sh.tail)
 	}
 	// Clone: key may be a slice of a much larger string (a request line, a
 	// header block) that the map must not keep alive.
-	b := &bucket{key: strings.Clone(key), lim: lim}
+	b.key = strings.Clone(key)
 	sh.buckets[b.key] = b
 	sh.pushFront(b)
 	return b
