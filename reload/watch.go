@@ -21,13 +21,15 @@ const PollEvery = 2 * time.Second
 // file: an editor's save or a ConfigMap update is several events.
 const settle = 100 * time.Millisecond
 
-// Watch reloads the file whenever its content changes, until stop is
-// called. See WatchFile.
+// Watch reloads the file whenever its content changes, or that of a file
+// it names in ${file:…} (files.go), until stop is called. See WatchFile.
 func (r *Reloader) Watch(poll time.Duration) (stop func()) {
 	if r.path == "" {
 		return func() {}
 	}
-	return WatchFile(r.path, poll, r.log, func() { _, _ = r.Reload("file changed") })
+	stopConfig := WatchFile(r.path, poll, r.log, func() { _, _ = r.Reload("file changed") })
+	stopSecrets := r.watchSecretFiles(poll)
+	return func() { stopConfig(); stopSecrets() }
 }
 
 // WatchFile calls changed (on its own goroutine, one call at a time) when
