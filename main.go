@@ -46,6 +46,7 @@ const usage = `breakwater — a resilience sidecar for HTTP APIs
 usage:
   breakwater [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-upstream URL] [-log-level LEVEL]
   breakwater validate [-config FILE]
+  breakwater oauth2 login [-config FILE] -upstream NAME
   breakwater version
 
 The config file defaults to $BREAKWATER_CONFIG, else ./breakwater.yaml.
@@ -63,6 +64,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return run(args, stderr)
 	case "validate":
 		return validate(args, stdout, stderr)
+	case "oauth2":
+		return oauth2Cmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "breakwater %s\n", version)
 		return 0

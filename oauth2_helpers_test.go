@@ -150,3 +150,8 @@ func (p *provider) lastAPIKey() string {
 	}
 	return p.apiKeys[len(p.apiKeys)-1]
 }
+
+// SetClient registers a client whose redirect URIs must be on domain.
+func (p *provider) SetClient(clientID, secret, domain string) {
+	_ = p.clients.Set(clientID, &models.Client{ID: clientID, Secret: secret, Domain: domain})
+}
