@@ -268,3 +268,41 @@ func get(t *testing.T, c *http.Client, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return fmt.Sprint(string(b))
 }
+
+// TestOAuth2ExampleE2E runs examples/mcp-egress/oauth2.yaml as shipped
+// (only its secret file's path pointed at a temporary one) against the
+// real OAuth2 server library: the MCP server's call gets through with a
+// token it never saw.
+func TestOAuth2ExampleE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	prov := newProvider(t, "crm-app", "example-secret-8c21", time.Minute)
+	dir := t.TempDir()
+	secret := writeFile(t, dir, "client_secret", "example-secret-8c21\n")
+	text, err := os.ReadFile("examples/mcp-egress/oauth2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = []byte(strings.NewReplacer("/var/run/secrets/crm/client_secret", secret,
+		"listen: 127.0.0.1:8080", "listen: 127.0.0.1:0", "listen: 127.0.0.1:9901", "listen: localhost:0").Replace(string(text)))
+	file := writeFile(t, dir, "oauth2.yaml", string(text))
+	cmd := exec.Command(binary, "-config", file)
+	cmd.Env = env("CRM_CLIENT_ID=crm-app", "CRM_API_URL="+prov.API.URL, "CRM_TOKEN_URL="+prov.Token.URL+"/token")
+	p := testkit.Start(t, cmd)
+	data, _ := p.WaitStarted(t, 15*time.Second)
+	for range 5 {
+		resp, err := http.Post("http://"+data+"/crm/v3/objects/contacts", "application/json",
+			strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("through the example: %d\n%s", resp.StatusCode, p.Out.String())
+		}
+	}
+	if n := prov.TokenRequests.Load(); n != 1 {
+		t.Errorf("%d token requests for 5 calls, want 1", n)
+	}
+}
