@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"time"
 )
 
 // Transport sends each request with the upstream's token as
@@ -19,12 +21,15 @@ import (
 type Transport struct {
 	Source *Source
 	Next   http.RoundTripper
+	// Deadline is the latest a request waits for a token (breakwater: the
+	// route's timeout); nil or a zero time = until its context ends.
+	Deadline func(*http.Request) time.Time
 }
 
 // RoundTrip implements http.RoundTripper. A token that cannot be had is
 // an error matching ErrUnavailable; nothing is sent upstream then.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.Source.Token(req.Context())
+	tok, err := t.token(req, "")
 	if err != nil {
 		closeBody(req)
 		return nil, err
@@ -41,7 +46,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// is usually a few bytes.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
-	fresh, err := t.Source.Renew(req.Context(), tok)
+	fresh, err := t.token(req, tok)
 	if err != nil {
 		if body != nil {
 			_ = body.Close()
@@ -51,6 +56,31 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out := withToken(req, fresh)
 	out.Body = body
 	return t.Next.RoundTrip(out)
+}
+
+// token waits for a token (a fresh one when stale is set, after a 401)
+// until Deadline. Running out of time while the client is still here is
+// the token endpoint's failure, reported as such.
+func (t *Transport) token(req *http.Request, stale string) (string, error) {
+	ctx := req.Context()
+	if t.Deadline != nil {
+		if d := t.Deadline(req); !d.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, d)
+			defer cancel()
+		}
+	}
+	var tok string
+	var err error
+	if stale == "" {
+		tok, err = t.Source.Token(ctx)
+	} else {
+		tok, err = t.Source.Renew(ctx, stale)
+	}
+	if err != nil && ctx.Err() != nil && req.Context().Err() == nil {
+		err = &Error{Upstream: t.Source.name, Cause: "it did not answer within the route's timeout"}
+	}
+	return tok, err
 }
 
 // withToken is req with its own header map, Authorization replaced.

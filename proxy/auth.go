@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
@@ -43,7 +44,16 @@ func withAuth(src *auth.Source, pipeline http.RoundTripper) http.RoundTripper {
 	if src == nil {
 		return pipeline
 	}
-	return &auth.Transport{Source: src, Next: pipeline}
+	return &auth.Transport{Source: src, Next: pipeline, Deadline: routeDeadline}
+}
+
+// routeDeadline is the request's route timeout: waiting for a token is
+// part of the request's one clock.
+func routeDeadline(r *http.Request) time.Time {
+	if rq := requestFrom(r.Context()); rq != nil {
+		return rq.deadline
+	}
+	return time.Time{}
 }
 
 // closeDropped stops the background renewal of the token sources that
