@@ -53,6 +53,7 @@ usage:
   breakwater validate [-config FILE]
   breakwater keys new -id ID -tier TIER -file KEYS_FILE
   breakwater keys list -file KEYS_FILE
+  breakwater oauth2 login [-config FILE] -upstream NAME
   breakwater version
 
 The config file defaults to $BREAKWATER_CONFIG, else ./breakwater.yaml.
@@ -72,6 +73,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return validate(args, stdout, stderr)
 	case "keys":
 		return keys(args, stdout, stderr)
+	case "oauth2":
+		return oauth2Cmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "breakwater %s\n", version)
 		return 0

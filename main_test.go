@@ -314,6 +314,7 @@ func TestValidateExamples(t *testing.T) {
 				t.Logf("%s is a Kubernetes manifest with no breakwater config in it", file)
 			}
 			for name, path := range configs {
+				path = withSecretFiles(t, path)
 				out, code := runBinary(t, ".", requiredVars(t, path), "validate", "-config", path)
 				if code != 0 && file == filepath.Join("examples", "quickstart.yaml") &&
 					strings.Contains(out, "${VAR}: environment variable is not set") {
@@ -368,6 +369,35 @@ var requiredVar = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // requiredVars returns NAME=placeholder for every ${NAME} without a
 // default written outside comments in file.
+// withSecretFiles returns file, or when it names ${file:/abs/path}s (a
+// Secret volume that exists only in a pod), a copy of it whose paths
+// point at temporary files holding a placeholder.
+func withSecretFiles(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := regexp.MustCompile(`\$\{file:(/[^}]*)\}`).FindAllSubmatch(data, -1)
+	if len(refs) == 0 {
+		return file
+	}
+	dir := t.TempDir()
+	text := string(data)
+	for i, m := range refs {
+		tmp := filepath.Join(dir, fmt.Sprintf("secret-%d", i))
+		if err := os.WriteFile(tmp, []byte("placeholder-secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text = strings.ReplaceAll(text, string(m[1]), tmp)
+	}
+	out := filepath.Join(dir, filepath.Base(file))
+	if err := os.WriteFile(out, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func requiredVars(t *testing.T, file string) []string {
 	t.Helper()
 	f, err := os.Open(file)

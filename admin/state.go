@@ -2,7 +2,9 @@ package admin
 
 import (
 	"slices"
+	"time"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
@@ -40,6 +42,35 @@ type UpstreamHealth struct {
 	Breakers map[string]string `json:"breakers"`
 	// Quota is nil when the upstream has none.
 	Quota *QuotaStatus `json:"quota,omitempty"`
+	// Token is nil when the upstream has no auth.oauth2.
+	Token *TokenStatus `json:"token,omitempty"`
+}
+
+// TokenStatus is an upstream OAuth2 token's state: never the token.
+type TokenStatus struct {
+	// Valid: a token is held and has not expired.
+	Valid bool `json:"valid"`
+	// ExpiresIn is the time left on it in seconds; nil when none is held
+	// or the server gave no expiry.
+	ExpiresIn *float64 `json:"expires_in_seconds"`
+	// LastError is what the token endpoint said last time it failed
+	// (status and OAuth2 error code); "" after a success.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// tokenStatus reads a token source; an upstream whose token cannot be
+// had is degraded (its requests get upstream_auth_failed).
+func tokenStatus(src *auth.Source, h *UpstreamHealth) {
+	st := src.Status()
+	ts := &TokenStatus{Valid: st.Valid, LastError: st.LastError}
+	if st.Valid && !st.Expiry.IsZero() {
+		left := max(time.Until(st.Expiry).Seconds(), 0)
+		ts.ExpiresIn = &left
+	}
+	if !st.Valid && st.LastError != "" && h.Status == "healthy" {
+		h.Status = "degraded"
+	}
+	h.Token = ts
 }
 
 // QuotaStatus is an upstream quota's state.
@@ -85,6 +116,9 @@ func upstreamHealth(l proxy.Live) []UpstreamHealth {
 		}
 		if u.Quota != nil {
 			h.Quota = quotaStatus(u.Quota.Snapshot())
+		}
+		if u.Token != nil {
+			tokenStatus(u.Token, &h)
 		}
 		out = append(out, h)
 	}

@@ -34,6 +34,10 @@ type Config struct {
 	// expanded holds the values of ${VAR}s, to redact those used in
 	// secrets. They are Secrets because fmt prints unexported fields raw.
 	expanded []Secret
+	// fileValues hold what ${file:…} read (secrets, whatever they fill);
+	// files are the paths named, for the watcher (SecretFiles).
+	fileValues []Secret
+	files      []string
 	// redactor knows the fields that a variable filling a secret fills
 	// too; nil for quick mode.
 	redactor *redactor
@@ -106,6 +110,9 @@ type Upstream struct {
 	Headers   Headers `yaml:"headers" json:"headers"`
 	// Quota is the upstream's own limit, shared by every route to it; nil = none.
 	Quota *Quota `yaml:"quota" json:"quota,omitempty"`
+	// Auth holds the upstream's credentials (an OAuth2 client); nil =
+	// none. Never inherited.
+	Auth *Auth `yaml:"auth" json:"auth,omitempty"`
 
 	// Policies are inherited by every route to this upstream, except
 	// CircuitBreaker: an upstream breaker is one breaker shared by them all.

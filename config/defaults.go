@@ -125,6 +125,7 @@ func applyDefaults(c *Config) {
 		if u.Quota != nil {
 			inherit(reflect.ValueOf(u.Quota).Elem(), reflect.ValueOf(&quota).Elem())
 		}
+		applyAuthDefaults(u)
 	}
 
 	var safe, blocks Policies

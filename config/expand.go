@@ -1,27 +1,37 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
 
-var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+var envRef = regexp.MustCompile(`\$\$|\$\{file:([^}]*)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 // expander replaces ${VAR} and ${VAR:-default} in scalar values ($$ is a
 // literal $). It keeps the values it expanded, and which variables filled
 // each scalar, so that a variable used inside a secret can be redacted
 // wherever else it shows up.
 type expander struct {
-	refs     []string // the ${…} the placeholders stand for
-	file     string
-	lookup   func(string) (string, bool)
-	values   []string
-	uses     map[*yaml.Node][]use
-	problems []Problem
+	refs   []string // the ${…} the placeholders stand for
+	file   string
+	lookup func(string) (string, bool)
+	// readFile reads the file a ${file:/path} names (see readSecretFile).
+	readFile func(path string) (string, error)
+	files    []string // the paths ${file:…} named, in order, once each
+	// fileValues are what those files held: secrets wherever they show up.
+	fileValues []string
+	values     []string
+	uses       map[*yaml.Node][]use
+	problems   []Problem
 }
 
 // use is one variable that filled part of a scalar: its name, and the text
@@ -84,19 +94,74 @@ func (x *expander) expand(n *yaml.Node, path string) string {
 			return "$"
 		}
 		sub := envRef.FindStringSubmatch(m)
-		if val, ok := x.lookup(sub[1]); ok && (val != "" || sub[2] == "") {
+		if strings.HasPrefix(m, "${file:") {
+			return x.file1(n, path, sub[1])
+		}
+		name, hasDefault, def := sub[2], sub[3] != "", sub[4]
+		if val, ok := x.lookup(name); ok && (val != "" || !hasDefault) {
 			if val != "" {
 				x.values = append(x.values, val)
 			}
-			x.uses[n] = append(x.uses[n], use{sub[1], val})
+			x.uses[n] = append(x.uses[n], use{name, val})
 			return val
 		}
-		if sub[2] != "" {
-			x.uses[n] = append(x.uses[n], use{sub[1], sub[3]})
-			return sub[3]
+		if hasDefault {
+			x.uses[n] = append(x.uses[n], use{name, def})
+			return def
 		}
 		x.problems = append(x.problems, Problem{File: x.file, Line: n.Line, Path: path,
-			Msg: "environment variable " + sub[1] + " is not set (write ${" + sub[1] + ":-default} to give a default)"})
+			Msg: "environment variable " + name + " is not set (write ${" + name + ":-default} to give a default)"})
 		return ""
 	})
 }
+
+// file1 expands one ${file:/path}: the file's content without its trailing
+// newline. Its value is a secret: it is redacted wherever it shows up, and
+// a field it fills is shown [REDACTED] (the use is named "file:/path", and
+// newRedactor counts every such use as one filling a secret).
+func (x *expander) file1(n *yaml.Node, path, name string) string {
+	if !slices.Contains(x.files, name) {
+		x.files = append(x.files, name)
+	}
+	val, err := x.readFile(name)
+	if err != nil {
+		x.problems = append(x.problems, Problem{File: x.file, Line: n.Line, Path: path,
+			Msg: "${file:" + name + "}: " + err.Error()})
+		return ""
+	}
+	if val != "" {
+		x.values = append(x.values, val)
+		x.fileValues = append(x.fileValues, val)
+	}
+	x.uses[n] = append(x.uses[n], use{"file:" + name, val})
+	return val
+}
+
+// maxSecretFile bounds a ${file:…}: a secret is bytes, not megabytes.
+const maxSecretFile = 64 << 10
+
+// readSecretFile reads a ${file:/path}: its content without trailing
+// newlines (what `echo secret > file` and a Kubernetes Secret volume leave).
+// Its errors name the path, never the content.
+func readSecretFile(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", errors.New("the path must be absolute")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", errors.New("cannot read the file: " + errors.Unwrap(err).Error())
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", errors.New("cannot read the file")
+	}
+	if len(b) > maxSecretFile {
+		return "", fmt.Errorf("the file is larger than %d bytes", maxSecretFile)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// hiddenFile stands for readSecretFile where the config is decoded to be
+// shown: a field filled from a file shows [REDACTED].
+func hiddenFile(string) (string, error) { return Redacted, nil }

@@ -48,7 +48,7 @@ func Load(path string, o Overrides) (*Config, []Problem, error) {
 
 // Parse is Load on bytes already read, with lookup for ${VAR}.
 func Parse(file string, data []byte, lookup func(string) (string, bool), o Overrides) (*Config, []Problem, error) {
-	cfg, secretVars, err := decodeFile(file, data, lookup)
+	cfg, secretVars, err := decodeFile(file, data, lookup, readSecretFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -64,7 +64,7 @@ func Parse(file string, data []byte, lookup func(string) (string, bool), o Overr
 			}
 			return lookup(name)
 		}
-		if view, _, err := decodeFile(file, data, hide); err == nil {
+		if view, _, err := decodeFile(file, data, hide, hiddenFile); err == nil {
 			prepare(view, o)
 			cfg.view = view
 		}
@@ -76,13 +76,13 @@ func Parse(file string, data []byte, lookup func(string) (string, bool), o Overr
 // secret (secretVars) and which other fields they fill (cfg.redactor). A
 // file that cannot be decoded at all is an error; the problems of one that
 // can wait in cfg.decodeProblems for validation.
-func decodeFile(file string, data []byte, lookup func(string) (string, bool)) (cfg *Config, secretVars map[string]bool, err error) {
+func decodeFile(file string, data []byte, lookup func(string) (string, bool), readFile func(string) (string, error)) (cfg *Config, secretVars map[string]bool, err error) {
 	// Variables are expanded in values only, after parsing: never in
 	// comments or keys, and a value cannot change the file's structure.
 	// Before parsing, each ${…} becomes a plain placeholder, so that an
 	// unquoted ${VAR} is still a value where YAML treats "{" and "}" as
 	// syntax (`api: { url: ${API_URL} }`).
-	x := &expander{file: file, lookup: lookup, uses: map[*yaml.Node][]use{}}
+	x := &expander{file: file, lookup: lookup, readFile: readFile, uses: map[*yaml.Node][]use{}}
 	text := envRef.ReplaceAllStringFunc(string(data), func(m string) string {
 		if m == "$$" {
 			return m
@@ -116,6 +116,10 @@ func decodeFile(file string, data []byte, lookup func(string) (string, bool)) (c
 	for _, v := range expanded {
 		cfg.expanded = append(cfg.expanded, NewSecret(v))
 	}
+	for _, v := range x.fileValues {
+		cfg.fileValues = append(cfg.fileValues, NewSecret(v))
+	}
+	cfg.files = x.files
 	cfg.redactor, secretVars = newRedactor(d, x.uses)
 	// Validate even a file that did not decode cleanly, so one run reports
 	// every mistake; a field that failed to decode is not judged again.

@@ -32,6 +32,13 @@ func (c *Config) SecretValues() []string {
 		for _, v := range u.Headers.Set {
 			add(v.Reveal())
 		}
+		if u.Auth != nil && u.Auth.OAuth2 != nil {
+			add(u.Auth.OAuth2.ClientSecret.Reveal())
+			add(u.Auth.OAuth2.Password.Reveal())
+		}
+	}
+	for _, f := range c.fileValues {
+		add(f.Reveal()) // a value read from a file is a secret wherever it shows up
 	}
 	secret := strings.Join(out, "\x00")
 	for _, e := range c.expanded {
@@ -114,6 +121,13 @@ func newRedactor(d *decoder, uses map[*yaml.Node][]use) (r *redactor, secretVars
 	for path := range d.secrets {
 		for _, u := range uses[d.scalars[path]] {
 			secretVars[u.name] = true
+		}
+	}
+	for _, us := range uses {
+		for _, u := range us {
+			if strings.HasPrefix(u.name, "file:") {
+				secretVars[u.name] = true // a value read from a file is a secret
+			}
 		}
 	}
 	r = &redactor{paths: map[string]bool{}}

@@ -64,6 +64,9 @@ func summarize(c *Config) SummaryInfo {
 		if q := u.Quota; q != nil {
 			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)", q.Rate, q.Burst, q.MaxWait))
 		}
+		if a := u.Auth; a != nil && a.OAuth2 != nil {
+			us.Policies = append(us.Policies, "oauth2 "+a.OAuth2.Grant)
+		}
 		if cb := u.CircuitBreaker; cb != nil && !cb.Off {
 			us.Policies = append(us.Policies, "shared circuit breaker")
 		}

@@ -197,6 +197,7 @@ func (v *validator) upstream(path string, u *Upstream) {
 			v.errorf(fmt.Sprintf("%s.headers.remove[%d]", path, i), "not a valid header name")
 		}
 	}
+	v.auth(path, u.Auth)
 	if q := u.Quota; q != nil {
 		qp := path + ".quota"
 		if q.Rate.IsZero() {

@@ -36,6 +36,7 @@ type Metrics struct {
 	reloads         *prometheus.CounterVec
 	lastReload      prometheus.Gauge
 	tierRequests    *prometheus.CounterVec // tiers.go
+	tokens          *tokenMetrics          // upstream credentials (tokens.go)
 
 	routes   seriesCache[string, *routeSeries]        // per-request children, by route
 	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
@@ -96,6 +97,7 @@ func NewMetrics(version string) *Metrics {
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 	}
+	m.tokens = newTokenMetrics(reg)
 	return m
 }
 

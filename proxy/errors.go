@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
@@ -32,7 +33,13 @@ const (
 	KindBulkheadFull        Kind = "bulkhead_full"
 	KindTimeout             Kind = "timeout"
 	KindUpstreamUnreachable Kind = "upstream_unreachable"
-	kindClientClosed        Kind = "client_closed"
+	// KindUpstreamAuthFailed: no token for the upstream could be had. It is
+	// not an upstream failure: the request never reached the upstream, so
+	// no breaker counts it (the token endpoint, not the API, is down or
+	// refusing us, and opening the API's breaker would only delay recovery
+	// once a token comes), and no quota is spent.
+	KindUpstreamAuthFailed Kind = "upstream_auth_failed"
+	kindClientClosed       Kind = "client_closed"
 )
 
 // StatusClientClosed is nginx's 499, logged when the client left first.
@@ -53,6 +60,7 @@ var statuses = map[Kind]int{
 	KindBulkheadFull:        http.StatusServiceUnavailable,
 	KindTimeout:             http.StatusGatewayTimeout,
 	KindUpstreamUnreachable: http.StatusBadGateway,
+	KindUpstreamAuthFailed:  http.StatusBadGateway,
 	kindClientClosed:        StatusClientClosed,
 }
 
@@ -82,6 +90,8 @@ func kindOf(err error) Kind {
 		return KindTimeout
 	case errors.Is(err, errNoRoute):
 		return KindNoRoute
+	case errors.Is(err, auth.ErrUnavailable):
+		return KindUpstreamAuthFailed
 	case errors.Is(err, context.Canceled):
 		return kindClientClosed
 	}
@@ -143,6 +153,7 @@ var titles = map[Kind]string{
 	KindBulkheadFull:        "Too many concurrent requests",
 	KindTimeout:             "Upstream timed out",
 	KindUpstreamUnreachable: "Upstream unreachable",
+	KindUpstreamAuthFailed:  "Upstream credentials unavailable",
 }
 
 // details say plainly what happened; a JSON-RPC message is often read by a
@@ -161,6 +172,7 @@ var details = map[Kind]string{
 	KindBulkheadFull:        "Too many requests to this route are in progress.",
 	KindTimeout:             "The upstream API did not answer in time.",
 	KindUpstreamUnreachable: "The upstream API could not be reached.",
+	KindUpstreamAuthFailed:  "breakwater could not obtain an access token for the upstream API, so the request was not sent.",
 }
 
 // jsonrpcCodes lie outside JSON-RPC's reserved range, as MCP asks of intermediaries.
@@ -171,6 +183,7 @@ var jsonrpcCodes = map[Kind]int{
 	KindCircuitOpen:         -31503,
 	KindBulkheadFull:        -31503,
 	KindUpstreamUnreachable: -31503,
+	KindUpstreamAuthFailed:  -31503,
 	KindTimeout:             -31504,
 	KindNoRoute:             -31404,
 	KindBodyTooLarge:        -31413,
@@ -188,6 +201,7 @@ type errorReply struct {
 	route      string
 	requestID  string
 	mode       string          // auto | problem | jsonrpc
+	detail     string          // "" = the kind's own detail
 	rpc        *jsonrpcRequest // nil when the request was not JSON-RPC
 }
 
@@ -212,6 +226,14 @@ func (e errorReply) write(w http.ResponseWriter) {
 	_, _ = w.Write(body)
 }
 
+// message is the error's detail: its own, or its kind's.
+func (e errorReply) message() string {
+	if e.detail != "" {
+		return e.detail
+	}
+	return details[e.kind]
+}
+
 func (e errorReply) retrySeconds() *int64 {
 	if e.retryAfter <= 0 {
 		return nil
@@ -232,7 +254,7 @@ func (e errorReply) problemBody() []byte {
 		RetryAfter *int64 `json:"retry_after_seconds,omitempty"`
 	}{
 		Type:  "https://breakwater.dev/errors/" + string(e.kind),
-		Title: titles[e.kind], Status: e.status, Detail: details[e.kind],
+		Title: titles[e.kind], Status: e.status, Detail: e.message(),
 		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(),
 	})
 	return b
@@ -244,7 +266,7 @@ func (e errorReply) jsonrpcBody() []byte {
 	if e.rpc != nil && e.rpc.id != nil {
 		id = e.rpc.id
 	}
-	msg := details[e.kind]
+	msg := e.message()
 	if s := e.retrySeconds(); s != nil {
 		msg += " Try again in " + strconv.FormatInt(*s, 10) + " seconds."
 	} else if e.kind == KindTimeout || e.kind == KindUpstreamUnreachable {

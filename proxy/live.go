@@ -3,6 +3,7 @@ package proxy
 import (
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
@@ -58,6 +59,8 @@ type LiveRoute struct {
 type LiveUpstream struct {
 	Name  string
 	Quota *ratelimit.Quota
+	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
+	Token *auth.Source
 }
 
 // Live reads the running table.
@@ -75,7 +78,7 @@ func (s *Server) Live() Live {
 		l.Routes = append(l.Routes, lr)
 	}
 	for _, name := range t.upstreamNames() {
-		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota})
+		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota, Token: t.upstreams[name].token})
 	}
 	return l
 }

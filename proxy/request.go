@@ -38,6 +38,7 @@ type request struct {
 	outcome  string // upstream, cache_hit, stale, fallback, rejected
 	cacheRes string // hit, miss, stale ("" = no cache)
 	errKind  Kind
+	detail   string // an error answer's own detail, "" for its kind's (upstream_auth_failed says why)
 
 	stale   *cache.Entry // an entry that may answer if the upstream fails
 	capture *capture     // set when the upstream's answer is to be cached

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
@@ -32,14 +33,21 @@ type Server struct {
 	mu       sync.Mutex // serialises Load
 	table    atomic.Pointer[table]
 	registry *policy.Registry
+
+	keyer    auth.Keyer    // fingerprints auth blocks, secrets included (proxy/auth.go)
+	tokenObs auth.Observer // nil: token requests are not reported
 }
 
 // New returns a Server with no config, reporting to obs
 // (observe.Fanout in breakwater); call Load before serving.
 func New(log zerolog.Logger, obs Observer) *Server {
-	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: policy.NewRegistry()}
+	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: policy.NewRegistry(), keyer: auth.NewKeyer()}
 	s.tierObs, _ = obs.(ClientObserver)
 	obs.FollowBreakers(s.breakers)
+	if to, ok := obs.(TokenObserver); ok {
+		s.tokenObs = to
+		to.FollowTokens(s.tokens)
+	}
 	return s
 }
 
@@ -67,6 +75,7 @@ func (s *Server) Load(cfg *config.Config) error {
 				time.AfterFunc(old.cfg.Server.ShutdownTimeout.D()+time.Second, tr.CloseIdleConnections)
 			}
 		}
+		closeDropped(old, t)
 	}
 	return nil
 }
@@ -215,6 +224,9 @@ func (s *Server) errorHandler(_ http.ResponseWriter, r *http.Request, err error)
 		return
 	}
 	kind := failureKind(err, rq.bodyFailure(), rq.clientGone())
+	if kind == KindUpstreamAuthFailed {
+		rq.detail = authDetail(err)
+	}
 	if clientsFault(kind) || !s.answerInstead(r, rq, kind) {
 		s.reject(rq, kind, policy.RetryAfterOf(err))
 	}
@@ -281,7 +293,7 @@ func (s *Server) reject(rq *request, kind Kind, retryAfter time.Duration) {
 	case KindMethodNotAllowed:
 		w.Header().Set("Allow", allowedMethods)
 	}
-	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto"}
+	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail}
 	if rq.route != nil {
 		reply.route, reply.mode = rq.route.name, rq.route.errors
 	}

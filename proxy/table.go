@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
@@ -33,6 +34,7 @@ type table struct {
 	detectMax  int64         // JSON-RPC detection limit of a request no route takes
 	transports map[baseTransport]bool
 	clients    *clientTable // keys file, key header and tiers; never nil once built
+	tokens     map[*auth.Source]bool
 }
 
 // upstream is one config upstream, ready to send to.
@@ -44,6 +46,7 @@ type upstream struct {
 	remove         []string
 	transport      baseTransport
 	quota          *ratelimit.Quota
+	token          *auth.Source // nil: no auth.oauth2
 }
 
 // route is one config route with its policies built.
@@ -107,7 +110,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
 		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
-		transports: map[baseTransport]bool{},
+		transports: map[baseTransport]bool{}, tokens: map[*auth.Source]bool{},
 	}
 	ct, err := buildClients(cfg, reg)
 	if err != nil {
@@ -137,6 +140,9 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		if u.Quota != nil {
 			q := *u.Quota
 			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+		}
+		if up.token = s.tokenSource(reg, name, u); up.token != nil {
+			t.tokens[up.token] = true
 		}
 		t.upstreams[name] = up
 	}
@@ -189,7 +195,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
 		rt.proxy = &httputil.ReverseProxy{
 			Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
-			Transport:      rt.pipeline,
+			Transport:      withAuth(up.token, rt.pipeline),
 			ModifyResponse: s.modifyResponse,
 			ErrorHandler:   s.errorHandler,
 			BufferPool:     s.buffers,

@@ -21,69 +21,15 @@ const PollEvery = 2 * time.Second
 // file: an editor's save or a ConfigMap update is several events.
 const settle = 100 * time.Millisecond
 
-// Watch reloads the file whenever its content changes, until stop is
-// called. See WatchFile.
+// Watch reloads the file whenever its content changes, or that of a file
+// it names in ${file:…} (files.go), until stop is called. See WatchFile.
 func (r *Reloader) Watch(poll time.Duration) (stop func()) {
 	if r.path == "" {
 		return func() {}
 	}
 	stopConfig := WatchFile(r.path, poll, r.log, func() { _, _ = r.Reload("file changed") })
-	stopKeys := r.watchKeys(poll)
-	return func() { stopConfig(); stopKeys() }
-}
-
-// watchKeys reloads when the running config's clients.keys_file changes,
-// like the config file itself. Which file that is may change with a
-// reload, so every poll looks again and moves the watch.
-func (r *Reloader) watchKeys(poll time.Duration) (stop func()) {
-	if poll <= 0 {
-		poll = PollEvery
-	}
-	var mu sync.Mutex
-	path, stopFile := "", func() {}
-	resync := func() {
-		want := ""
-		if cfg := r.srv.Config(); cfg != nil {
-			want = cfg.Clients.KeysFile
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if want == path {
-			return
-		}
-		stopFile()
-		path, stopFile = want, func() {}
-		if want != "" {
-			stopFile = WatchFile(want, poll, r.log, func() { _, _ = r.Reload("keys file changed") })
-		}
-	}
-	resync()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(poll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				resync()
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(done)
-			wg.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			stopFile()
-		})
-	}
+	stopFiles := r.watchNamedFiles(poll)
+	return func() { stopConfig(); stopFiles() }
 }
 
 // WatchFile calls changed (on its own goroutine, one call at a time) when

@@ -12,7 +12,7 @@
   const MAX_EVENTS = 50;
   const TOKEN_KEY = 'breakwater.admin.token';
   const SVG = 'http://www.w3.org/2000/svg';
-  const EVENT_TYPES = ['breaker', 'reload', 'quota_exhausted', 'quota_paused', 'budget_exhausted', 'dropped'];
+  const EVENT_TYPES = ['breaker', 'reload', 'quota_exhausted', 'quota_paused', 'budget_exhausted', 'token', 'dropped'];
 
   const S = {
     ui: { actions: false, token_required: false },
@@ -428,12 +428,23 @@
           el('dt', {}, 'Rate'), el('dd', { class: 'num' }, q.rate),
           el('dt', {}, 'Exhausted'), el('dd', { class: 'num' }, String(q.exhausted))));
     }
+    let token = null;
+    if (u.token) {
+      // The time left on the upstream's OAuth2 token (never the token).
+      const t = u.token;
+      const until = t.expires_in_seconds != null ? S.healthAt + t.expires_in_seconds * 1000 : null;
+      token = el('div', { class: 'token' },
+        el('h4', {}, 'Token'),
+        el('p', { class: 'sub' }, t.valid ? badge('closed', 'VALID') : badge('open', 'NONE'),
+          until ? ' ' : null, until ? countdown(until, 'expires in ') : null),
+        t.last_error ? el('p', { class: 'sub' }, t.last_error) : null);
+    }
     const routes = S.routes.filter((r) => r.upstream === u.name).map((r) => r.name);
     return el('article', { class: 'card', 'data-upstream': u.name, 'aria-label': 'Upstream ' + u.name },
       el('header', {}, el('h3', {}, u.name), badge(u.status, String(u.status).toUpperCase(), 'health')),
       cu.url ? el('p', { class: 'sub' }, el('code', {}, cu.url)) : null,
       routes.length ? el('p', { class: 'sub' }, 'Routes: ' + routes.join(', ')) : null,
-      quota, own ? breakerBlock(own) : null);
+      quota, token, own ? breakerBlock(own) : null);
   }
 
   function describe(ev) {
@@ -445,6 +456,7 @@
       case 'quota_exhausted': return d.upstream + ' quota exhausted on route ' + d.route + ', retry in ' + secs(d.retry_after_seconds || 0);
       case 'quota_paused': return d.upstream + ' paused by Retry-After for ' + secs(d.pause_seconds || 0);
       case 'budget_exhausted': return 'retry budget exhausted on route ' + d.route;
+      case 'token': return d.upstream + ' token ' + d.reason + ': ' + (d.ok ? 'OK' + (d.expires_in_seconds ? ', expires in ' + secs(d.expires_in_seconds) : '') : 'FAILED, ' + d.error);
       case 'dropped': return 'missed ' + d.missed + ' events: state re-read';
       default: return JSON.stringify(d);
     }
@@ -579,6 +591,7 @@
         break;
       case 'quota_exhausted':
       case 'quota_paused':
+      case 'token':
         refresh('health');
         break;
       case 'dropped':

@@ -1,0 +1,118 @@
+package auth
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+)
+
+// Transport sends each request with the upstream's token as
+// `Authorization: Bearer …`, replacing whatever the client sent. On a 401
+// to a request sent with a token it renews the token once (forced) and
+// sends the request once more, if its body can be replayed (GetBody, or
+// no body); a second 401 passes through. That retry happens whatever the
+// route's retry settings say: a revoked token is ours to fix, not the
+// client's.
+//
+// In breakwater, Next is the route's policy pipeline, not the upstream's
+// base transport (see proxy/table.go for why): the retry after a 401 is
+// an attempt like any other, spending quota and passing the breaker.
+type Transport struct {
+	Source *Source
+	Next   http.RoundTripper
+	// Deadline is the latest a request waits for a token (breakwater: the
+	// route's timeout); nil or a zero time = until its context ends.
+	Deadline func(*http.Request) time.Time
+}
+
+// RoundTrip implements http.RoundTripper. A token that cannot be had is
+// an error matching ErrUnavailable; nothing is sent upstream then.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok, err := t.token(req, "")
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	resp, err := t.Next.RoundTrip(withToken(req, tok))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	body, ok := replay(req)
+	if !ok {
+		return resp, nil
+	}
+	// Drained (a little) so the connection can be reused; the 401's body
+	// is usually a few bytes.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	_ = resp.Body.Close()
+	fresh, err := t.token(req, tok)
+	if err != nil {
+		if body != nil {
+			_ = body.Close()
+		}
+		return nil, err // no token to be had: upstream_auth_failed, which says why
+	}
+	out := withToken(req, fresh)
+	out.Body = body
+	return t.Next.RoundTrip(out)
+}
+
+// token waits for a token (a fresh one when stale is set, after a 401)
+// until Deadline. Running out of time while the client is still here is
+// the token endpoint's failure, reported as such.
+func (t *Transport) token(req *http.Request, stale string) (string, error) {
+	ctx := req.Context()
+	if t.Deadline != nil {
+		if d := t.Deadline(req); !d.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, d)
+			defer cancel()
+		}
+	}
+	var tok string
+	var err error
+	if stale == "" {
+		tok, err = t.Source.Token(ctx)
+	} else {
+		tok, err = t.Source.Renew(ctx, stale)
+	}
+	if err != nil && ctx.Err() != nil && req.Context().Err() == nil {
+		err = &Error{Upstream: t.Source.name, Cause: "it did not answer within the route's timeout"}
+	}
+	return tok, err
+}
+
+// withToken is req with its own header map, Authorization replaced.
+func withToken(req *http.Request, tok string) *http.Request {
+	out := new(http.Request)
+	*out = *req
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	out.Header["Authorization"] = []string{"Bearer " + tok}
+	return out
+}
+
+// replay is a fresh copy of req's body for a second send; ok is false
+// when the body cannot be replayed.
+func replay(req *http.Request) (io.ReadCloser, bool) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req.Body, true
+	}
+	if req.GetBody == nil {
+		return nil, false
+	}
+	b, err := req.GetBody()
+	if err != nil {
+		return nil, false
+	}
+	return b, true
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
