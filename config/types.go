@@ -153,7 +153,20 @@ func (r Rate) String() string {
 	if r.IsZero() {
 		return ""
 	}
-	return fmt.Sprintf("%d/%s", r.N, r.Period)
+	return fmt.Sprintf("%d/%s", r.N, shortDuration(r.Period))
+}
+
+// shortDuration writes d as a person would write a rate's period: 1h,
+// 1m, 1h30m, 1s, 500ms (time.Duration writes 1h0m0s, 1m0s).
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // MarshalJSON writes N/DURATION.

@@ -299,7 +299,7 @@ func TestQuotaRefund(t *testing.T) {
 	for range 5 {
 		q.Refund()
 	}
-	if s := q.Snapshot(); s.Tokens != 2 || s.Burst != 2 || s.Rate != "1/1h0m0s" {
+	if s := q.Snapshot(); s.Tokens != 2 || s.Burst != 2 || s.Rate != "1/1h" {
 		t.Errorf("snapshot = %+v, want Tokens capped at the burst of 2", s)
 	}
 }
