@@ -21,6 +21,7 @@
     health: null,
     healthAt: 0,
     routes: [],
+    tiers: [],
     transitions: new Map(), // breaker name -> [{from, to, time}], newest first
     samples: [],            // [{t, req: Map(route -> {n, err}), cache: Map(route -> {hit, miss, stale})}]
     events: [],             // newest first
@@ -111,7 +112,7 @@
     config: async () => { S.config = await getJSON('/config'); },
     breakers: async () => { setBreakers((await getJSON('/breakers')).breakers); },
     health: async () => { S.health = await getJSON('/health'); S.healthAt = Date.now(); },
-    routes: async () => { S.routes = (await getJSON('/routes')).routes || []; },
+    routes: async () => { const r = await getJSON('/routes'); S.routes = r.routes || []; S.tiers = r.tiers || []; },
     metrics: sample,
   };
 
@@ -380,6 +381,20 @@
     return ((S.config && S.config.routes) || []).find((r) => r.name === name) || null;
   }
 
+  // tierCard is one client tier's usage: its windows with the refusals
+  // each one made, clients in flight against max_concurrent.
+  function tierCard(t) {
+    const by = t.rejected_by_window || [];
+    return el('article', { class: 'card', 'data-tier': t.name, 'aria-label': 'Tier ' + t.name },
+      el('header', {}, el('h3', {}, t.name)),
+      el('p', { class: 'sub' }, 'Priority ' + t.priority + ', ' + t.clients + ' client' + (t.clients === 1 ? '' : 's')),
+      el('dl', { class: 'kv' },
+        t.rate_limits.flatMap((w, i) => [el('dt', {}, 'Window ' + w), el('dd', { class: 'num' }, String(by[i] || 0) + ' refused')]),
+        el('dt', {}, 'Rejected (429)'), el('dd', { class: 'num' }, String(t.rejected)),
+        el('dt', {}, 'In flight'), el('dd', { class: 'num' }, t.in_flight + (t.max_concurrent ? ' / ' + t.max_concurrent : '')),
+        el('dt', {}, 'Clients tracked'), el('dd', { class: 'num' }, String(t.rate_limit_keys))));
+  }
+
   function routeCard(rs) {
     const cr = configRoute(rs.name);
     const eff = (cr && cr.effective) || {};
@@ -529,6 +544,8 @@
     const ups = (S.health && S.health.upstreams) || [];
     patch($('upstreams'), ups.length ? ups.map(upstreamCard) : [el('p', { class: 'empty' }, 'No upstreams.')]);
     patch($('routes'), S.routes.length ? S.routes.map(routeCard) : [el('p', { class: 'empty' }, 'No routes.')]);
+    $('tiers-section').hidden = !S.tiers.length;
+    patch($('tiers'), S.tiers.map(tierCard));
     patch($('events'), S.events.length ? S.events.map((ev) => el('li', { 'data-type': ev.type },
       el('time', { datetime: ev.time }, clock(ev.time)), el('span', { class: 'type' }, ev.type), el('span', {}, describe(ev))))
       : [el('li', { class: 'empty' }, 'No events since this page was opened.')]);
