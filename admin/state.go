@@ -167,3 +167,17 @@ func purgeCache(l proxy.Live, routeName string) []string {
 func hasRoute(l proxy.Live, name string) bool {
 	return slices.ContainsFunc(l.Routes, func(rt proxy.LiveRoute) bool { return rt.Name == name })
 }
+
+// storeHealth reports the shared store: while it falls back, the proxy
+// still answers (the fallback decides), so the status is degraded, not
+// unhealthy.
+func storeHealth(l proxy.Live, rep *HealthReport) {
+	if l.Store == nil {
+		return
+	}
+	state, reason := l.Store.State()
+	rep.Store, rep.StoreError = state, reason
+	if state != "ok" && rep.Status == "healthy" {
+		rep.Status = "degraded"
+	}
+}

@@ -35,6 +35,7 @@ type Metrics struct {
 	cacheLookups    *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	lastReload      prometheus.Gauge
+	store           storeMetrics // store.go
 
 	routes   seriesCache[string, *routeSeries]        // per-request children, by route
 	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
@@ -94,6 +95,7 @@ func NewMetrics(version string) *Metrics {
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 	}
+	m.store = newStoreMetrics(reg)
 	return m
 }
 

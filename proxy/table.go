@@ -17,6 +17,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
 // table is one config's routing: immutable once built, swapped atomically
@@ -32,6 +33,7 @@ type table struct {
 	bodyIdle   time.Duration // server.body_idle_timeout
 	detectMax  int64         // JSON-RPC detection limit of a request no route takes
 	transports map[baseTransport]bool
+	store      *store.Client // nil without a store block (store.go)
 }
 
 // upstream is one config upstream, ready to send to.
@@ -42,7 +44,7 @@ type upstream struct {
 	set            [][2]string // header name, value (secrets revealed here only)
 	remove         []string
 	transport      baseTransport
-	quota          *ratelimit.Quota
+	quota          UpstreamQuota // nil without a quota
 }
 
 // route is one config route with its policies built.
@@ -91,6 +93,15 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		transports: map[baseTransport]bool{},
 	}
+	sc, err := s.buildStore(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	t.store = sc
+	skey := ""
+	if sc != nil {
+		skey = storeKey(cfg.Store)
+	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		u := cfg.Upstreams[name]
 		target, err := url.Parse(u.URL)
@@ -113,7 +124,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if u.Quota != nil {
 			q := *u.Quota
-			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+			if q.Shared && sc != nil {
+				up.quota = sharedQuota(reg, sc, skey, name, q)
+			} else {
+				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+			}
 		}
 		t.upstreams[name] = up
 	}
@@ -145,11 +160,20 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(b) })
 		}
 		if l := e.RateLimit; l != nil {
-			rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(l.Rate, l.Burst) })
+			if l.Shared && sc != nil {
+				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
+			} else {
+				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(l.Rate, l.Burst) })
+			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}
 		if c := e.Cache; c != nil {
-			store := policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+			var store cache.Store
+			if c.Shared && sc != nil {
+				store = sharedCache(reg, sc, skey, rc.Name, c)
+			} else {
+				store = policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+			}
 			rt.cache = &routeCache{
 				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary},
 				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
@@ -157,7 +181,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
 		if up.quota != nil {
-			parts.Quota = up.quota // a nil *ratelimit.Quota would be a non-nil policy.Quota
+			parts.Quota = up.quota
 		}
 		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
 		rt.proxy = &httputil.ReverseProxy{
