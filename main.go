@@ -32,6 +32,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -156,6 +157,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := observe.NewLogger(zerolog.MultiLevelWriter(stderr), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
 	defer routeStdLog(log)()
+	store.RouteLogs(func(msg string) { log.Debug().Str("component", "store").Msg(msg) })
 	for _, w := range warns {
 		log.Warn().Msg(w.Error())
 	}

@@ -13,6 +13,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,7 @@ type Client struct {
 	obs      Observer
 
 	fallback atomic.Bool
+	falls    atomic.Uint64 // how many times the client fell back: each fallback's number
 	mu       sync.Mutex
 	reason   string
 	closed   chan struct{}
@@ -197,6 +199,7 @@ func (c *Client) fail(reason string) {
 	if !c.fallback.CompareAndSwap(false, true) {
 		return
 	}
+	c.falls.Add(1)
 	if c.obs != nil {
 		c.obs.StoreState(false, reason)
 	}
@@ -228,3 +231,13 @@ func (c *Client) probe() {
 		c.mu.Unlock()
 	}
 }
+
+// RouteLogs sends the Redis client's own log lines (pool dial failures,
+// printed to stderr by default) to printf. The client keeps one logger
+// per process, so main calls this once; the store's state changes are
+// reported through Observer anyway, so these lines are debug detail.
+func RouteLogs(printf func(msg string)) { redis.SetLogger(logFunc(printf)) }
+
+type logFunc func(string)
+
+func (f logFunc) Printf(_ context.Context, format string, v ...any) { f(fmt.Sprintf(format, v...)) }

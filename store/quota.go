@@ -98,6 +98,8 @@ type Quota struct {
 	pausedUntil time.Time     // the latest pause this replica set
 	pauseCh     chan struct{} // closed, and replaced, when it grows
 	lastSlept   time.Time     // see release
+	lastDue     time.Time     // the latest shared grant this replica handed out; see fallbackWait
+	seenFall    uint64        // the client's fallback that lastDue was last adjusted for
 
 	waiting   atomic.Int64
 	exhausted atomic.Uint64
@@ -153,7 +155,7 @@ func (q *Quota) Wait(ctx context.Context) (time.Duration, error) {
 			return err
 		})
 		if err != nil || len(res) != 3 {
-			return q.fallbackWait(ctx)
+			return q.fallbackWait(ctx, start, budget)
 		}
 		due := time.Duration(res[1]) * time.Microsecond
 		if res[0] == 0 {
@@ -165,6 +167,11 @@ func (q *Quota) Wait(ctx context.Context) (time.Duration, error) {
 		}
 		slept = true
 		grantAt := time.Now().Add(due)
+		q.mu.Lock()
+		if grantAt.After(q.lastDue) {
+			q.lastDue = grantAt
+		}
+		q.mu.Unlock()
 		retry, err := q.sleep(ctx, grantAt, pauseCh)
 		if err != nil {
 			return time.Since(start), err
@@ -183,7 +190,12 @@ func (q *Quota) Wait(ctx context.Context) (time.Duration, error) {
 
 // fallbackWait answers for the store: a local bucket at rate/replicas,
 // no limit, or quota_exhausted, as store.on_error says.
-func (q *Quota) fallbackWait(ctx context.Context) (time.Duration, error) {
+//
+// Why the hold: the store may have told this replica's waiters that their
+// tokens are due up to max_wait ahead, and they still go when the store
+// dies. The local bucket grants nothing before the last of them, or the
+// upstream would see both schedules at once (the fleet test saw 429s).
+func (q *Quota) fallbackWait(ctx context.Context, start time.Time, budget time.Duration) (time.Duration, error) {
 	switch q.c.onError {
 	case "allow":
 		return 0, nil
@@ -191,7 +203,37 @@ func (q *Quota) fallbackWait(ctx context.Context) (time.Duration, error) {
 		q.exhausted.Add(1)
 		return 0, &ratelimit.ExhaustedError{RetryAfter: time.Second}
 	}
-	return q.local.Wait(ctx)
+	q.mu.Lock()
+	if fall := q.c.falls.Load(); fall != q.seenFall {
+		// A new fallback: the local bucket starts as if it had just
+		// granted, one local interval after the last shared grant, not
+		// full, so that the switch sends no burst on top of the schedule.
+		q.seenFall = fall
+		q.lastDue = later(q.lastDue, time.Now()).Add(q.interval * time.Duration(q.c.replicas))
+	}
+	hold := time.Until(q.lastDue)
+	q.mu.Unlock()
+	if hold > 0 {
+		if time.Since(start)+hold > budget {
+			q.exhausted.Add(1)
+			return 0, &ratelimit.ExhaustedError{RetryAfter: hold}
+		}
+		q.waiting.Add(1)
+		timer := time.NewTimer(hold)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			q.waiting.Add(-1)
+			return time.Since(start), ctx.Err()
+		}
+		q.waiting.Add(-1)
+	}
+	waited, err := q.local.Wait(ctx)
+	if hold > 0 {
+		waited = time.Since(start)
+	}
+	return waited, err
 }
 
 // sleep waits until grantAt. It returns retry=true when a pause this
@@ -310,4 +352,11 @@ func (q *Quota) Snapshot() ratelimit.QuotaSnapshot {
 		PausedFor: max(time.Duration(pause-now)*time.Microsecond, 0),
 		Waiting:   int(q.waiting.Load()), Exhausted: q.exhausted.Load(),
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

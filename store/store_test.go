@@ -166,20 +166,23 @@ func TestQuotaFallbackAndReconnect(t *testing.T) {
 	r := testkit.StartRedis(t)
 	rec := &recorder{}
 	c := newClient(t, r.URL, "t4:", rec)
-	q := store.NewQuota(c, "api", quotaCfg("2/1s", 2, 0)) // fallback: 2 per 2s, burst 1
+	q := store.NewQuota(c, "api", quotaCfg("2/1s", 2, 5*time.Second)) // fallback: 2 per 2s, burst 1
 	if _, err := q.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	r.Kill()
 	if _, err := q.Wait(context.Background()); err != nil {
-		t.Fatalf("first Wait with the store gone = %v, want the local bucket's token", err)
+		t.Fatalf("first Wait with the store gone = %v, want a token of the local bucket", err)
 	}
 	if st, _ := c.State(); st != "fallback" {
 		t.Fatalf("state %s, want fallback", st)
 	}
+	// The local share (2 per 2 s, burst 1) has no token for a second now.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
 	var ex *ratelimit.ExhaustedError
-	if _, err := q.Wait(context.Background()); !errors.As(err, &ex) {
-		t.Fatalf("second Wait in fallback = %v, want the local share (burst 1) exhausted", err)
+	if _, err := q.Wait(ctx); !errors.As(err, &ex) {
+		t.Fatalf("second Wait in fallback = %v, want the local share exhausted", err)
 	}
 	r.Start()
 	testkit.WaitFor(t, 5*time.Second, "the store to be back", func() bool { st, _ := c.State(); return st == "ok" })
@@ -193,7 +196,7 @@ func TestQuotaFallbackAndReconnect(t *testing.T) {
 func TestSlowStoreFallsBack(t *testing.T) {
 	r := testkit.StartRedis(t)
 	c := newClient(t, r.URL, "t5:", nil)
-	q := store.NewQuota(c, "api", quotaCfg("100/1s", 100, 0))
+	q := store.NewQuota(c, "api", quotaCfg("100/1s", 100, 5*time.Second))
 	if _, err := q.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
