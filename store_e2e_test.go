@@ -201,15 +201,15 @@ routes:
 		}
 		t.Logf("redis %s: clients %v, upstream 429s %d", step.name, clients.outcomes[step.phase], up.refused[step.phase])
 		for _, a := range admins {
-			if h := health(t, a); h != "fallback" {
-				t.Errorf("redis %s: /health store = %q, want fallback", step.name, h)
+			if h, status := health(t, a); h != "fallback" || status != "degraded" {
+				t.Errorf("redis %s: /health store %q, status %q; want fallback, degraded", step.name, h, status)
 			}
 		}
 		back := time.Now()
 		step.back()
 		testkit.WaitFor(t, 10*time.Second, "every replica back on the store", func() bool {
 			for _, a := range admins {
-				if health(t, a) != "ok" {
+				if h, _ := health(t, a); h != "ok" {
 					return false
 				}
 			}
@@ -243,18 +243,18 @@ func (u *fleetUpstream) rate(phase, replica int) float64 {
 	return float64(len(ts)-1) / ts[len(ts)-1].Sub(ts[0]).Seconds()
 }
 
-// health is /health's "store" field.
-func health(t *testing.T, admin string) string {
+// health is /health's "store" and "status" fields.
+func health(t *testing.T, admin string) (store, status string) {
 	t.Helper()
 	resp, err := http.Get("http://" + admin + "/health")
 	if err != nil {
-		return err.Error()
+		return err.Error(), ""
 	}
 	defer resp.Body.Close()
-	var h struct{ Store string }
+	var h struct{ Store, Status string }
 	b, _ := io.ReadAll(resp.Body)
 	_ = json.Unmarshal(b, &h)
-	return h.Store
+	return h.Store, h.Status
 }
 
 // histQuantile estimates a quantile from a Prometheus histogram's
