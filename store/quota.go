@@ -23,8 +23,9 @@ import (
 // quotaScript: KEYS[1] the bucket's TAT, KEYS[2] the pause's end.
 // ARGV: interval (µs per token; 0 = no rate, only pauses), burst, budget
 // (µs the caller may wait). Returns {granted 0|1, µs until the token is
-// due (or, refused, until one would be), paused 0|1}. A refusal spends
-// nothing. During a pause every reservation is made as of its end, so the
+// due (or, refused, until one would be), paused 0|1, when}. A refusal spends
+// nothing. The fourth value is the grant's time (Unix µs, the store's
+// clock). During a pause every reservation is made as of its end, so the
 // waiters it releases are spread at the rate rather than let go at once.
 var quotaScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -34,17 +35,17 @@ local at, paused = now, 0
 local p = tonumber(redis.call('GET', KEYS[2]) or '0')
 if p > now then at, paused = p, 1 end
 if interval <= 0 then
-  if at - now > budget then return {0, at - now, paused} end
-  return {1, at - now, paused}
+  if at - now > budget then return {0, at - now, paused, at} end
+  return {1, at - now, paused, at}
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < at then tat = at end
 local grant = tat - (burst - 1) * interval
 if grant < at then grant = at end
-if grant - now > budget then return {0, grant - now, paused} end
+if grant - now > budget then return {0, grant - now, paused, grant} end
 local nt = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', nt), 'PX', math.ceil((nt - now) / 1000) + 1000)
-return {1, grant - now, paused}
+return {1, grant - now, paused, grant}
 `)
 
 // refundScript gives a token back: the TAT moves one interval earlier (a
@@ -149,12 +150,13 @@ func (q *Quota) Wait(ctx context.Context) (time.Duration, error) {
 		pauseCh := q.pauseCh
 		q.mu.Unlock()
 		var res []int64
+		callStart := time.Now()
 		err := q.c.do("quota", func(ctx context.Context) error {
 			var err error
 			res, err = quotaScript.Run(ctx, q.c.rdb, q.keys, q.interval.Microseconds(), q.burst, max(left.Microseconds(), 0)).Int64Slice()
 			return err
 		})
-		if err != nil || len(res) != 3 {
+		if err != nil || len(res) != 4 {
 			return q.fallbackWait(ctx, start, budget)
 		}
 		due := time.Duration(res[1]) * time.Microsecond
@@ -166,7 +168,7 @@ func (q *Quota) Wait(ctx context.Context) (time.Duration, error) {
 			return 0, nil
 		}
 		slept = true
-		grantAt := time.Now().Add(due)
+		grantAt := dueAt(callStart, due, res[3])
 		q.mu.Lock()
 		if grantAt.After(q.lastDue) {
 			q.lastDue = grantAt
@@ -359,4 +361,22 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// dueAt is when a token the store granted may be used: its time on the
+// store's clock, but never before callStart+due.
+//
+// Why not simply now+due: a reply that comes back late (a busy store, a
+// busy replica) would shift the send by that much, and the next replica's
+// on-time send would follow too closely; an upstream with little burst
+// tolerance answers that with 429 (the fleet test saw it under -race).
+// The store's clock is the replicas' clock give or take NTP's skew; the
+// floor keeps a replica whose clock runs ahead from sending early by more
+// than the request's trip to the store.
+func dueAt(callStart time.Time, due time.Duration, whenUs int64) time.Time {
+	floor := callStart.Add(due)
+	if at := time.UnixMicro(whenUs); at.After(floor) {
+		return at
+	}
+	return floor
 }

@@ -66,7 +66,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 
 type result struct {
 	sent, upstream, refused, failed, busiest int64
-	seconds                                    float64
+	seconds                                  float64
 }
 
 func main() {
