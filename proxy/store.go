@@ -74,7 +74,7 @@ func sharedLimiter(reg *policy.Registry, c *store.Client, key, name string, l *c
 // sharedCache is route name's cache on the store.
 func sharedCache(reg *policy.Registry, c *store.Client, key, name string, cc *config.Cache) cache.Store {
 	return policy.Get(reg, "cache/shared", name, []any{cc, key}, func() cache.Store {
-		return store.NewCache(c, name, cc.TTL.D()+cc.StaleIfError.D(), int64(cc.MaxEntrySize), int64(cc.MaxSize))
+		return store.NewCache(c, name, cc.TTL.D(), cc.TTL.D()+cc.StaleIfError.D(), int64(cc.MaxEntrySize), int64(cc.MaxSize))
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 type Cache struct {
 	c       *Client
 	prefix  string
+	ttl     time.Duration
 	keep    time.Duration
 	maxSize int64
 	local   *cache.Memory
@@ -29,12 +30,13 @@ type Cache struct {
 // of max_size, since the store holds the rest.
 const localShare = 8
 
-// NewCache returns route's shared cache; keep is how long the store keeps
-// an entry (ttl + stale_if_error), maxEntry the largest entry stored
-// (max_entry_size) and maxSize the route cache's max_size.
-func NewCache(c *Client, route string, keep time.Duration, maxEntry, maxSize int64) *Cache {
+// NewCache returns route's shared cache: ttl is how long an entry is
+// fresh, keep how long the store keeps it (ttl + stale_if_error), maxEntry
+// the largest entry stored (max_entry_size) and maxSize the route cache's
+// max_size.
+func NewCache(c *Client, route string, ttl, keep time.Duration, maxEntry, maxSize int64) *Cache {
 	return &Cache{
-		c: c, prefix: c.key("cache:", route, ":"), keep: keep, maxSize: maxEntry,
+		c: c, prefix: c.key("cache:", route, ":"), ttl: ttl, keep: keep, maxSize: maxEntry,
 		local: cache.NewMemory(max(maxSize/localShare, min(maxEntry, maxSize))),
 	}
 }
@@ -47,11 +49,23 @@ type wireEntry struct {
 	Stored int64       `json:"t"` // Unix nanoseconds
 }
 
-// Get returns the local copy, or the store's entry (then copied locally).
+// Get returns the local copy while it is fresh, else the store's entry
+// (then copied locally): another replica may have stored a fresher one.
+// With the store unreachable, a local copy of any age is returned.
 func (s *Cache) Get(key string) (*cache.Entry, bool) {
-	if e, ok := s.local.Get(key); ok {
+	local, ok := s.local.Get(key)
+	if ok && local.Age(time.Now()) < s.ttl {
+		return local, true
+	}
+	if e, found := s.fetch(key); found && (!ok || e.Stored.After(local.Stored)) {
+		s.local.Set(key, e)
 		return e, true
 	}
+	return local, ok
+}
+
+// fetch reads key's entry from the store.
+func (s *Cache) fetch(key string) (*cache.Entry, bool) {
 	var raw []byte
 	err := s.c.do("cache_get", func(ctx context.Context) error {
 		var err error
@@ -65,9 +79,7 @@ func (s *Cache) Get(key string) (*cache.Entry, bool) {
 	if json.Unmarshal(raw, &w) != nil {
 		return nil, false
 	}
-	e := &cache.Entry{Status: w.Status, Header: w.Header, Body: w.Body, Stored: time.Unix(0, w.Stored)}
-	s.local.Set(key, e)
-	return e, true
+	return &cache.Entry{Status: w.Status, Header: w.Header, Body: w.Body, Stored: time.Unix(0, w.Stored)}, true
 }
 
 // Set stores e on the store (synchronously: the caller stores before its

@@ -251,8 +251,8 @@ func TestLimiterWindows(t *testing.T) {
 // stale or not, until ttl + stale_if_error.
 func TestCacheShared(t *testing.T) {
 	r := testkit.StartRedis(t)
-	a := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 1<<20, 64<<20)
-	b := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 1<<20, 64<<20)
+	a := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 2*time.Hour, 1<<20, 64<<20)
+	b := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 2*time.Hour, 1<<20, 64<<20)
 	e := &cache.Entry{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"a":1}`), Stored: time.Now().Add(-time.Minute)}
 	a.Set("k", e)
 	got, ok := b.Get("k")
@@ -265,8 +265,26 @@ func TestCacheShared(t *testing.T) {
 		t.Fatal("an entry above max_entry_size was stored")
 	}
 	b.Purge()
-	c := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 1<<20, 64<<20)
+	c := store.NewCache(newClient(t, r.URL, "t7:", nil), "api", time.Hour, 2*time.Hour, 1<<20, 64<<20)
 	if _, ok := c.Get("k"); ok {
 		t.Fatal("purged entry still on the store")
+	}
+}
+
+// A replica's expired local copy gives way to a fresher entry another
+// replica stored; with the store gone, the local copy still answers.
+func TestCacheLocalCopyYieldsToFresher(t *testing.T) {
+	r := testkit.StartRedis(t)
+	a := store.NewCache(newClient(t, r.URL, "t8:", nil), "api", time.Minute, time.Hour, 1<<20, 64<<20)
+	b := store.NewCache(newClient(t, r.URL, "t8:", nil), "api", time.Minute, time.Hour, 1<<20, 64<<20)
+	old := &cache.Entry{Status: 200, Body: []byte("old"), Stored: time.Now().Add(-10 * time.Minute)}
+	b.Set("k", old) // b's local copy: expired
+	a.Set("k", &cache.Entry{Status: 200, Body: []byte("new"), Stored: time.Now()})
+	if e, ok := b.Get("k"); !ok || string(e.Body) != "new" {
+		t.Fatalf("b.Get = %v %v, want the fresher entry from the store", e, ok)
+	}
+	r.Kill()
+	if e, ok := a.Get("k"); !ok || string(e.Body) != "new" {
+		t.Fatalf("store gone: a.Get = %v %v, want its local copy", e, ok)
 	}
 }
