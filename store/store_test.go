@@ -288,3 +288,55 @@ func TestCacheLocalCopyYieldsToFresher(t *testing.T) {
 		t.Fatalf("store gone: a.Get = %v %v, want its local copy", e, ok)
 	}
 }
+
+// Sentinel mode finds the master through a real redis-sentinel (the same
+// redis-server binary, with --sentinel).
+func TestSentinelMode(t *testing.T) {
+	r := testkit.StartRedis(t)
+	sentinel := testkit.StartSentinel(t, "mymaster", r.Addr)
+	cfg := &config.Store{Redis: config.Redis{Mode: "sentinel", MasterName: "mymaster", Addrs: []string{sentinel},
+		Timeout: config.Duration(time.Second), KeyPrefix: "t9:"}, Replicas: 1, OnError: "deny"}
+	c, err := store.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
+	if _, err := q.Wait(context.Background()); err != nil {
+		t.Fatalf("through the sentinel: %v", err)
+	}
+	var ex *ratelimit.ExhaustedError
+	if _, err := q.Wait(context.Background()); !errors.As(err, &ex) || ex.RetryAfter < 20*time.Second {
+		t.Fatalf("second Wait = %v, want the shared bucket's refusal (not deny's fallback)", err)
+	}
+	if st, _ := c.State(); st != "ok" {
+		t.Fatalf("state %s, want ok", st)
+	}
+}
+
+// Cluster mode: a quota's two keys and a limiter's windows share a hash
+// slot (hash tags), so their scripts run on a cluster.
+func TestClusterMode(t *testing.T) {
+	addr := testkit.StartCluster(t)
+	cfg := &config.Store{Redis: config.Redis{Mode: "cluster", Addrs: []string{addr},
+		Timeout: config.Duration(time.Second), KeyPrefix: "t10:"}, Replicas: 1, OnError: "deny"}
+	c, err := store.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
+	if _, err := q.Wait(context.Background()); err != nil {
+		t.Fatalf("quota on a cluster: %v", err)
+	}
+	if got := q.Pause(10 * time.Second); got < 9*time.Second {
+		t.Fatalf("pause on a cluster = %s", got)
+	}
+	l := store.NewLimiter(c, "api", window("5/1m", 5), window("2/1h", 2))
+	if d, ok := l.TakeWindows("alice", 0); !ok || !d.Allowed {
+		t.Fatalf("limiter on a cluster: %+v %v", d, ok)
+	}
+	if st, reason := c.State(); st != "ok" {
+		t.Fatalf("state %s (%s), want ok", st, reason)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -67,3 +69,58 @@ func (r *Redis) Resume() { _ = r.proc.Cmd.Process.Signal(syscall.SIGCONT) }
 
 // Port is the server's TCP port.
 func (r *Redis) Port() int { p, _ := strconv.Atoi(r.port); return p }
+
+// StartSentinel starts a redis-sentinel watching the master at
+// masterAddr under name, and returns its address.
+func StartSentinel(t testing.TB, name, masterAddr string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(masterAddr)
+	addr := FreeAddr(t)
+	_, sport, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	text := "port " + sport + "\nbind 127.0.0.1\nprotected-mode no\nsentinel monitor " + name + " " + host + " " + port + " 1\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := Start(t, exec.Command("redis-server", conf, "--sentinel"))
+	p.WaitFor(t, 10*time.Second, "redis-sentinel to accept connections", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	return addr
+}
+
+// StartCluster starts a one-node Redis Cluster (cluster mode on, every
+// slot assigned to the node) and returns its address: enough to show
+// that keys of one script share a slot.
+func StartCluster(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli is not installed (Debian package redis-tools, a dependency of redis-server)")
+	}
+	addr := FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	p := Start(t, exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--dir", dir))
+	p.WaitFor(t, 10*time.Second, "redis-server (cluster) to accept connections", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	if out, err := exec.Command("redis-cli", "-p", port, "cluster", "addslotsrange", "0", "16383").CombinedOutput(); err != nil {
+		t.Fatalf("cluster addslotsrange: %v %s", err, out)
+	}
+	p.WaitFor(t, 10*time.Second, "the cluster to be ok", func() bool {
+		out, _ := exec.Command("redis-cli", "-p", port, "cluster", "info").Output()
+		return strings.Contains(string(out), "cluster_state:ok")
+	})
+	return addr
+}
