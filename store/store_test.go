@@ -294,13 +294,7 @@ func TestCacheLocalCopyYieldsToFresher(t *testing.T) {
 func TestSentinelMode(t *testing.T) {
 	r := testkit.StartRedis(t)
 	sentinel := testkit.StartSentinel(t, "mymaster", r.Addr)
-	cfg := &config.Store{Redis: config.Redis{Mode: "sentinel", MasterName: "mymaster", Addrs: []string{sentinel},
-		Timeout: config.Duration(time.Second), KeyPrefix: "t9:"}, Replicas: 1, OnError: "deny"}
-	c, err := store.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := modeClient(t, config.Redis{Mode: "sentinel", MasterName: "mymaster", Addrs: []string{sentinel}, KeyPrefix: "t9:"})
 	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
 	if _, err := q.Wait(context.Background()); err != nil {
 		t.Fatalf("through the sentinel: %v", err)
@@ -318,13 +312,7 @@ func TestSentinelMode(t *testing.T) {
 // slot (hash tags), so their scripts run on a cluster.
 func TestClusterMode(t *testing.T) {
 	addr := testkit.StartCluster(t)
-	cfg := &config.Store{Redis: config.Redis{Mode: "cluster", Addrs: []string{addr},
-		Timeout: config.Duration(time.Second), KeyPrefix: "t10:"}, Replicas: 1, OnError: "deny"}
-	c, err := store.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "t10:"})
 	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
 	if _, err := q.Wait(context.Background()); err != nil {
 		t.Fatalf("quota on a cluster: %v", err)
@@ -339,4 +327,17 @@ func TestClusterMode(t *testing.T) {
 	if st, reason := c.State(); st != "ok" {
 		t.Fatalf("state %s (%s), want ok", st, reason)
 	}
+}
+
+// modeClient is a client for r (sentinel or cluster) whose fallback denies,
+// so that a store call that did not work cannot pass for one that did.
+func modeClient(t *testing.T, r config.Redis) *store.Client {
+	t.Helper()
+	r.Timeout = config.Duration(time.Second)
+	c, err := store.New(&config.Store{Redis: r, Replicas: 1, OnError: "deny"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -47,14 +47,7 @@ func (r *Redis) Start() {
 	r.t.Helper()
 	r.proc = Start(r.t, exec.Command("redis-server", "--port", r.port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no"))
-	r.proc.WaitFor(r.t, 10*time.Second, "redis-server to accept connections", func() bool {
-		c, err := net.DialTimeout("tcp", r.Addr, 100*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
+	r.proc.WaitFor(r.t, 10*time.Second, "redis-server to accept connections", accepting(r.Addr))
 }
 
 // Kill ends the server at once (SIGKILL): its state is gone.
@@ -83,14 +76,7 @@ func StartSentinel(t testing.TB, name, masterAddr string) string {
 		t.Fatal(err)
 	}
 	p := Start(t, exec.Command("redis-server", conf, "--sentinel"))
-	p.WaitFor(t, 10*time.Second, "redis-sentinel to accept connections", func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
+	p.WaitFor(t, 10*time.Second, "redis-sentinel to accept connections", accepting(addr))
 	return addr
 }
 
@@ -107,14 +93,7 @@ func StartCluster(t testing.TB) string {
 	dir := t.TempDir()
 	p := Start(t, exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--dir", dir))
-	p.WaitFor(t, 10*time.Second, "redis-server (cluster) to accept connections", func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
+	p.WaitFor(t, 10*time.Second, "redis-server (cluster) to accept connections", accepting(addr))
 	if out, err := exec.Command("redis-cli", "-p", port, "cluster", "addslotsrange", "0", "16383").CombinedOutput(); err != nil {
 		t.Fatalf("cluster addslotsrange: %v %s", err, out)
 	}
@@ -123,4 +102,16 @@ func StartCluster(t testing.TB) string {
 		return strings.Contains(string(out), "cluster_state:ok")
 	})
 	return addr
+}
+
+// accepting is a WaitFor condition: addr accepts TCP connections.
+func accepting(addr string) func() bool {
+	return func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
 }
