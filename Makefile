@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/breakwater
 
-.PHONY: help build run demo test vet fmt-check unit browser-deps chart-test docker bench bench-go fuzz chaos clean
+.PHONY: help build run demo demo-fleet test vet fmt-check unit browser-deps redis-deps chart-test docker bench bench-go fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,10 @@ run: build ## run with examples/quickstart.yaml
 demo: ## the main job: flaky upstream, straight vs through breakwater, side by side
 	$(GO) run ./examples/demo
 
-test: browser-deps vet fmt-check chart-test unit ## everything CI runs: vet, gofmt, chart checks, go test -race (unit, end-to-end)
+demo-fleet: build redis-deps ## three replicas against one quota, without and with the shared store
+	$(GO) run ./examples/demo/fleet -binary $(BIN)
+
+test: browser-deps redis-deps vet fmt-check chart-test unit ## everything CI runs: vet, gofmt, chart checks, go test -race (unit, end-to-end)
 
 vet:
 	$(GO) vet ./...
@@ -42,6 +45,13 @@ browser-deps: ## install Chromium for the dashboard's browser test (apt-get; sud
 	@if [ "$$BREAKWATER_SKIP_BROWSER" = 1 ] || command -v chromium >/dev/null; then exit 0; fi; \
 	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+# The shared-state tests (store/, store_e2e_test.go) run a real redis-server
+# on a free port with persistence off; Debian's package provides it.
+redis-deps: ## install redis-server for the shared-state tests (apt-get; sudo when not root)
+	@if command -v redis-server >/dev/null; then exit 0; fi; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 
 # Helm comes from the Go module proxy (go install, once, into the git-ignored
 # bin/), so that a fresh machine needs only Go; see charts/helpers_test.go.

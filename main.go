@@ -32,6 +32,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/reload"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
 // logFlushEvery is how long a log line may wait in the buffer: short
@@ -182,6 +183,7 @@ func run(args []string, stderr io.Writer) int {
 	defer logOut.Close()
 	log := observe.NewLogger(zerolog.MultiLevelWriter(logOut), cfg.Log.Level, cfg.Log.Format).With().Str("service", "breakwater").Logger()
 	defer routeStdLog(log)()
+	store.RouteLogs(func(msg string) { log.Debug().Str("component", "store").Msg(msg) })
 	for _, w := range warns {
 		log.Warn().Msg(w.Error())
 	}

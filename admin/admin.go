@@ -190,12 +190,18 @@ type HealthReport struct {
 	Upstreams  []UpstreamHealth `json:"upstreams"`
 	// EventsDropped counts /events deliveries missed by slow subscribers.
 	EventsDropped uint64 `json:"events_dropped"`
+	// Store is "ok" or "fallback" (status then degraded); absent without
+	// a store block. StoreError says why it fell back.
+	Store      string `json:"store,omitempty"`
+	StoreError string `json:"store_error,omitempty"`
 }
 
 // health answers 200 while any upstream can be reached, 503 when every
 // upstream is unhealthy.
 func (h *Handler) health(w http.ResponseWriter, _ *http.Request) {
-	rep := HealthReport{Status: "healthy", Upstreams: upstreamHealth(h.proxy.Live()), EventsDropped: h.feed.Dropped()}
+	live := h.proxy.Live()
+	rep := HealthReport{Status: "healthy", Upstreams: upstreamHealth(live), EventsDropped: h.feed.Dropped()}
+	storeHealth(live, &rep)
 	unhealthy := 0
 	for _, u := range rep.Upstreams {
 		switch u.Status {

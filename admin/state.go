@@ -232,3 +232,17 @@ func tierStatuses(l proxy.Live) []TierStatus {
 	}
 	return out
 }
+
+// storeHealth reports the shared store: while it falls back, the proxy
+// still answers (the fallback decides), so the status is degraded, not
+// unhealthy.
+func storeHealth(l proxy.Live, rep *HealthReport) {
+	if l.Store == nil {
+		return
+	}
+	state, reason := l.Store.State()
+	rep.Store, rep.StoreError = state, reason
+	if state != "ok" && rep.Status == "healthy" {
+		rep.Status = "degraded"
+	}
+}

@@ -298,3 +298,25 @@ func indent(s, prefix string) string {
 	}
 	return strings.Join(lines, "")
 }
+
+// With store.redis.url set, the config gains a store block (replicas from
+// replicaCount) and the password comes from the named Secret.
+func TestHelmStore(t *testing.T) {
+	objs := render(t, "--set", "store.redis.url=redis://redis.default.svc:6379/0",
+		"--set", "store.redis.existingSecret=redis", "--set", "replicaCount=3")
+	config := configOf(t, objs)
+	for _, want := range []string{"store:", `url: "redis://redis.default.svc:6379/0"`, "password: ${BREAKWATER_REDIS_PASSWORD}", "replicas: 3", "on_error: local"} {
+		if !strings.Contains(config, want) {
+			t.Errorf("rendered config lacks %q:\n%s", want, config)
+		}
+	}
+	validateConfig(t, "store.yaml", config)
+	bw := sidecar(t, only(t, objs, "Deployment"))
+	ref := get(bw, "env", envIndex(bw, "BREAKWATER_REDIS_PASSWORD"), "valueFrom", "secretKeyRef")
+	if get(ref, "name") != "redis" || get(ref, "key") != "redis-password" {
+		t.Errorf("BREAKWATER_REDIS_PASSWORD from %v, want redis/redis-password", ref)
+	}
+	if strings.Contains(configOf(t, render(t)), "store:") {
+		t.Error("a store block rendered without store.redis.url")
+	}
+}

@@ -112,3 +112,17 @@ func readFile(t *testing.T, name string) string {
 	}
 	return string(data)
 }
+
+// The fleet overlay's config (three replicas, one Redis) is valid, and
+// shares what it says it shares.
+func TestKubernetesFleetConfig(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(manifestsDir, "fleet", "configmap-patch.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := configOf(t, parseManifests(t, string(data)))
+	if !strings.Contains(config, "store:") || !strings.Contains(config, "shared: true") {
+		t.Fatalf("fleet config without store or shared:\n%s", config)
+	}
+	validateConfig(t, "fleet.yaml", config)
+}

@@ -10,11 +10,13 @@ package config
 
 // Config is one breakwater configuration file, decoded and defaulted.
 type Config struct {
-	Version   int                  `yaml:"version" json:"version"`
-	Listen    string               `yaml:"listen" json:"listen"`
-	Admin     Admin                `yaml:"admin" json:"admin"`
-	Server    Server               `yaml:"server" json:"server"`
-	Log       Log                  `yaml:"log" json:"log"`
+	Version int    `yaml:"version" json:"version"`
+	Listen  string `yaml:"listen" json:"listen"`
+	Admin   Admin  `yaml:"admin" json:"admin"`
+	Server  Server `yaml:"server" json:"server"`
+	Log     Log    `yaml:"log" json:"log"`
+	// Store is the state shared by replicas; nil means none.
+	Store     *Store               `yaml:"store" json:"store,omitempty"`
 	Upstreams map[string]*Upstream `yaml:"upstreams" json:"upstreams"`
 	Defaults  Policies             `yaml:"defaults" json:"-"`
 	Routes    []*Route             `yaml:"routes" json:"routes"`
@@ -145,6 +147,9 @@ type Quota struct {
 	MaxWait         Duration `yaml:"max_wait" json:"max_wait"`
 	HonorRetryAfter bool     `yaml:"honor_retry_after" json:"honor_retry_after"`
 	MaxPause        Duration `yaml:"max_pause" json:"max_pause"`
+	// Shared makes every replica spend from one bucket on the store;
+	// false keeps the quota in this process.
+	Shared bool `yaml:"shared" json:"shared,omitempty"`
 
 	fields
 }
@@ -306,6 +311,9 @@ type RateLimit struct {
 	Burst   int      `yaml:"burst" json:"burst"`
 	Key     string   `yaml:"key" json:"key"`           // none | client_ip | header:NAME | client
 	MaxWait Duration `yaml:"max_wait" json:"max_wait"` // 0 = reject at once
+	// Shared makes the buckets one per route and key for every replica,
+	// on the store; false keeps them in this process.
+	Shared bool `yaml:"shared" json:"shared,omitempty"`
 
 	block
 }
@@ -325,6 +333,10 @@ type Cache struct {
 	MaxEntrySize Size     `yaml:"max_entry_size" json:"max_entry_size"`
 	MaxSize      Size     `yaml:"max_size" json:"max_size"`
 	Vary         []string `yaml:"vary" json:"vary"`
+	// Shared keeps entries on the store (with a small local copy in
+	// front), so a replica answers what another fetched; false keeps
+	// them in this process.
+	Shared bool `yaml:"shared" json:"shared,omitempty"`
 
 	block
 }

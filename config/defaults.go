@@ -100,6 +100,7 @@ func applyDefaults(c *Config) {
 	setDefault(&l.fields, "format", &l.Format, "json")
 	setDefault(&l.fields, "access_log", &l.AccessLog, true)
 
+	applyStoreDefaults(c)
 	var quota Quota
 	mustDecode(quotaDefaults, &quota)
 	for name, u := range c.Upstreams {

@@ -28,6 +28,9 @@ func (c *Config) SecretValues() []string {
 		}
 	}
 	add(c.Admin.Token.Reveal())
+	if c.Store != nil {
+		add(c.Store.Redis.Password.Reveal())
+	}
 	for _, u := range c.Upstreams {
 		for _, v := range u.Headers.Set {
 			add(v.Reveal())

@@ -62,7 +62,7 @@ func summarize(c *Config) SummaryInfo {
 		u := c.Upstreams[n]
 		us := UpstreamSummary{Name: n, URL: u.URL, Transport: u.Transport}
 		if q := u.Quota; q != nil {
-			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)", q.Rate, q.Burst, q.MaxWait))
+			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)%s", q.Rate, q.Burst, q.MaxWait, onStore(q.Shared)))
 		}
 		if a := u.Auth; a != nil && a.OAuth2 != nil {
 			us.Policies = append(us.Policies, "oauth2 "+a.OAuth2.Grant)
@@ -126,18 +126,18 @@ func policyList(e Effective) []string {
 	if l := e.RateLimit; l != nil {
 		switch {
 		case len(l.Rates) > 0:
-			p = append(p, fmt.Sprintf("rate limit %v by %s", l.Rates, l.Key))
+			p = append(p, fmt.Sprintf("rate limit %v by %s%s", l.Rates, l.Key, onStore(l.Shared)))
 		case l.Rate.IsZero(): // key: client alone: the tiers' windows
 			p = append(p, "rate limit by client tier")
 		default:
-			p = append(p, fmt.Sprintf("rate limit %s burst %d by %s", l.Rate, l.Burst, l.Key))
+			p = append(p, fmt.Sprintf("rate limit %s burst %d by %s%s", l.Rate, l.Burst, l.Key, onStore(l.Shared)))
 		}
 	}
 	if h := e.Hedge; h != nil {
 		p = append(p, fmt.Sprintf("hedge after %s (max %d)", h.Delay, h.Max))
 	}
 	if c := e.Cache; c != nil {
-		p = append(p, fmt.Sprintf("cache %s (stale %s)", c.TTL, c.StaleIfError))
+		p = append(p, fmt.Sprintf("cache %s (stale %s)%s", c.TTL, c.StaleIfError, onStore(c.Shared)))
 	}
 	if e.Fallback != nil {
 		p = append(p, fmt.Sprintf("fallback %d", e.Fallback.Status))
@@ -162,4 +162,12 @@ func (s SummaryInfo) String() string {
 		fmt.Fprintf(&b, "  %s  %s → %s  [%s]\n", r.Name, r.Match, r.Upstream, strings.Join(r.Policies, "; "))
 	}
 	return b.String()
+}
+
+// onStore marks a shared policy in the summary.
+func onStore(shared bool) string {
+	if shared {
+		return " shared on the store"
+	}
+	return ""
 }

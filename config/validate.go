@@ -56,6 +56,7 @@ func validate(c *Config) []Problem {
 		v.upstream("upstreams."+name, c.Upstreams[name])
 	}
 	v.policies("defaults", &c.Defaults)
+	v.store()
 	if len(c.Routes) == 0 {
 		v.errorf("routes", "at least one route is needed")
 	}

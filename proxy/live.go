@@ -7,7 +7,6 @@ import (
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
-	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
 
 // Observer is what the data plane reports to: the policies' observations
@@ -42,6 +41,14 @@ type Live struct {
 	Breakers []*policy.Breaker
 	// Tiers are the client tiers' usage, sorted by name (none without tiers).
 	Tiers []TierUsage
+	// Store is the shared store's state; nil without a store block.
+	Store StoreState
+}
+
+// StoreState reports the shared store: "ok", or "fallback" with the error
+// that caused it. *store.Client implements it.
+type StoreState interface {
+	State() (state, reason string)
 }
 
 // LiveRoute is one route's handles; a nil handle means the route has no
@@ -58,7 +65,7 @@ type LiveRoute struct {
 // LiveUpstream is one upstream's handles; Quota is nil without a quota.
 type LiveUpstream struct {
 	Name  string
-	Quota *ratelimit.Quota
+	Quota UpstreamQuota
 	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
 	Token *auth.Source
 }
@@ -70,6 +77,9 @@ func (s *Server) Live() Live {
 		return Live{}
 	}
 	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers, Tiers: t.tierUsage()}
+	if t.store != nil {
+		l.Store = t.store // a nil *store.Client would be a non-nil StoreState
+	}
 	for _, rt := range t.routes {
 		lr := LiveRoute{Name: rt.name, Upstream: rt.up.name, Breaker: rt.breaker, Bulkhead: rt.bulkhead, Limiter: rt.limiter}
 		if rt.cache != nil {

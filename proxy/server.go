@@ -66,6 +66,7 @@ func (s *Server) Load(cfg *config.Config) error {
 	s.registry = reg
 	reg.Commit()
 	if old != nil {
+		closeStore(old.store, t.store, old.cfg.Server.ShutdownTimeout.D()+time.Second)
 		// Transports the new table does not use are closed once their
 		// in-flight requests are done: idle connections now, the rest when
 		// they turn idle (a later pass).

@@ -18,6 +18,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
 // table is one config's routing: immutable once built, swapped atomically
@@ -35,6 +36,7 @@ type table struct {
 	transports map[baseTransport]bool
 	clients    *clientTable // keys file, key header and tiers; never nil once built
 	tokens     map[*auth.Source]bool
+	store      *store.Client // nil without a store block (store.go)
 }
 
 // upstream is one config upstream, ready to send to.
@@ -45,8 +47,8 @@ type upstream struct {
 	set            [][2]string // header name, value (secrets revealed here only)
 	remove         []string
 	transport      baseTransport
-	quota          *ratelimit.Quota
-	token          *auth.Source // nil: no auth.oauth2
+	quota          UpstreamQuota // nil without a quota
+	token          *auth.Source  // nil: no auth.oauth2
 }
 
 // route is one config route with its policies built.
@@ -117,6 +119,15 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		return nil, err
 	}
 	t.clients = ct
+	sc, err := s.buildStore(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	t.store = sc
+	skey := ""
+	if sc != nil {
+		skey = storeKey(cfg.Store)
+	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		u := cfg.Upstreams[name]
 		target, err := url.Parse(u.URL)
@@ -139,7 +150,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if u.Quota != nil {
 			q := *u.Quota
-			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+			if q.Shared && sc != nil {
+				up.quota = sharedQuota(reg, sc, skey, name, q)
+			} else {
+				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+			}
 		}
 		if up.token = s.tokenSource(reg, name, u); up.token != nil {
 			t.tokens[up.token] = true
@@ -176,13 +191,20 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if l := e.RateLimit; l != nil {
 			rt.windows = l.Windows()
-			if len(rt.windows) > 0 {
+			if len(rt.windows) > 0 && l.Shared && sc != nil {
+				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
+			} else if len(rt.windows) > 0 {
 				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
 			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}
 		if c := e.Cache; c != nil {
-			store := policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+			var store cache.Store
+			if c.Shared && sc != nil {
+				store = sharedCache(reg, sc, skey, rc.Name, c)
+			} else {
+				store = policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+			}
 			rt.cache = &routeCache{
 				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary},
 				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
@@ -190,7 +212,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
 		if up.quota != nil {
-			parts.Quota = up.quota // a nil *ratelimit.Quota would be a non-nil policy.Quota
+			parts.Quota = up.quota
 		}
 		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
 		rt.proxy = &httputil.ReverseProxy{

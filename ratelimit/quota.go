@@ -206,7 +206,9 @@ func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt tim
 			grantAt = next
 		}
 	}
-	if grantAt.Sub(start) > budget {
+	// A token free now always fits, even with no wait allowed (max_wait:
+	// 0): start was read a moment before now.
+	if grantAt.After(now) && grantAt.Sub(start) > budget {
 		if q.perSec > 0 {
 			q.tokens++ // nothing else happened under the lock: an exact undo
 		}

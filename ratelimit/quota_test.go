@@ -392,3 +392,14 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 		t.Errorf("a sleeper long after the last one was held until %v", paceAt.Sub(t0))
 	}
 }
+
+// With max_wait 0 on the real clock a free token is still granted: the
+// moment between Wait's start and the reservation is no wait.
+func TestQuotaNoWaitRealClock(t *testing.T) {
+	q := NewQuota(config.Quota{Rate: config.Rate{N: 100, Period: time.Second}, Burst: 100})
+	for i := range 10 {
+		if _, err := q.Wait(context.Background()); err != nil {
+			t.Fatalf("Wait %d with max_wait 0 and a full bucket: %v", i, err)
+		}
+	}
+}

@@ -59,6 +59,37 @@ breakwater.
 {{- else }}
 {{- tpl (toYaml .Values.config) . }}
 {{- end }}
+{{- include "breakwater.store" . }}
+{{- end }}
+
+{{/*
+The store block, from .Values.store, appended to the config when
+store.redis.url (or addrs) is set. A config that has its own store: block
+and these values too is refused by breakwater (duplicate key).
+*/}}
+{{- define "breakwater.store" -}}
+{{- $r := .Values.store.redis }}
+{{- if or $r.url $r.addrs }}
+store:
+  redis:
+    {{- with $r.url }}
+    url: {{ . | quote }}
+    {{- end }}
+    mode: {{ $r.mode | default "single" }}
+    {{- with $r.masterName }}
+    master_name: {{ . | quote }}
+    {{- end }}
+    {{- with $r.addrs }}
+    addrs: {{ toJson . }}
+    {{- end }}
+    timeout: {{ $r.timeout | default "50ms" }}
+    key_prefix: {{ $r.keyPrefix | quote }}
+    {{- if $r.existingSecret }}
+    password: ${BREAKWATER_REDIS_PASSWORD}
+    {{- end }}
+  replicas: {{ .Values.store.replicas | default .Values.replicaCount }}
+  on_error: {{ .Values.store.onError | default "local" }}
+{{- end }}
 {{- end }}
 
 {{/*
