@@ -93,7 +93,7 @@ func TestParseReportsEachProblem(t *testing.T) {
 		{
 			name:  "unknown key far from any lists the known keys",
 			yaml:  "zzzzzzzz: 1\n" + base,
-			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, upstreams, defaults, routes, clients, tiers)"}},
+			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, store, upstreams, defaults, routes, clients, tiers)"}},
 		},
 		{
 			name: "unknown key in a nested block",

@@ -86,7 +86,7 @@ func TestQuotaSharedBucket(t *testing.T) {
 	if !errors.As(err, &ex) || ex.RetryAfter < 20*time.Second || ex.Paused {
 		t.Fatalf("third Wait = %v, want quota exhausted with about 30s to wait", err)
 	}
-	if s := b.Snapshot(); s.Tokens >= 1 || s.Burst != 2 || s.Rate != "1/1m0s" {
+	if s := b.Snapshot(); s.Tokens >= 1 || s.Burst != 2 || s.Rate != "1/1m" {
 		t.Fatalf("snapshot = %+v, want an empty shared bucket of 2", s)
 	}
 	// A refund on one replica is a token for the other.
@@ -238,8 +238,10 @@ func TestLimiterWindows(t *testing.T) {
 	if d.Windows[0].Remaining != 3 {
 		t.Fatalf("the refused take spent from window 0: %+v", d.Windows)
 	}
-	// Keys are separate buckets; Take reports the first window.
-	if got := b.Take("bob", 0); !got.Allowed || got.Remaining != 4 || got.Reset <= 0 {
+	// Keys are separate buckets; Take reports the window with the fewest
+	// tokens left (the hour's), and both.
+	if got := b.Take("bob", 0); !got.Allowed || got.Window != 1 || got.Remaining != 1 || got.Reset <= 0 ||
+		len(got.Windows) != 2 || got.Windows[0].Remaining != 4 {
 		t.Fatalf("bob's take = %+v", got)
 	}
 	if a.Rejected() != 1 {
