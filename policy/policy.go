@@ -124,4 +124,18 @@ type Trace struct {
 	// timeout. Already passed: RoundTrip fails with ErrTimeout at once and
 	// sends nothing. Zero: RoundTrip's start plus the route's timeout.
 	Deadline time.Time
+	// Repeat is the caller's word on whether the request may be sent
+	// again: RepeatByMethod (zero) leaves it to retry.methods; RepeatSafe
+	// and RepeatNever decide it whatever the method (a tools/call whose
+	// tool is, or is not, annotated read-only or idempotent).
+	Repeat Repeat
 }
+
+// Repeat is Trace.Repeat.
+type Repeat uint8
+
+const (
+	RepeatByMethod Repeat = iota
+	RepeatSafe
+	RepeatNever
+)

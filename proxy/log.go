@@ -117,7 +117,7 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.route != nil {
 		routeName = rq.route.name
 	}
-	s.metrics.Request(routeName, r.Method, status, rq.outcome, d)
+	s.metrics.Request(routeName, r.Method, status, rq.outcome, s.tools.label(rq.call.tool), d)
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
@@ -139,6 +139,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 			}
 			if rq.caller != nil {
 				ev = ev.Str("client", rq.caller.ID) // the id from the keys file, never the key
+			}
+			if rq.call.method != "" {
+				ev = ev.Str("rpc_method", clip(rq.call.method)).Str("tool", clip(rq.call.tool))
 			}
 			if rq.trace.Breaker != "" {
 				ev = ev.Str("breaker", rq.trace.Breaker)

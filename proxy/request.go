@@ -26,7 +26,11 @@ type request struct {
 	route    *route
 	trace    policy.Trace
 	rpc      *jsonrpcRequest
-	body     clientBody // the client's body reader, when there is a body
+	// call is the JSON-RPC method and tool (Mcp-Method / Mcp-Name, else
+	// the body); callKnown says headers or a body read already told it.
+	call      rpcCall
+	callKnown bool
+	body      clientBody // the client's body reader, when there is a body
 
 	// caller is the client its key identified (nil: anonymous, or a route
 	// without client_auth), tier its tier, tierName the tier label of

@@ -34,6 +34,7 @@ type Server struct {
 	table    atomic.Pointer[table]
 	registry *policy.Registry
 
+	tools    toolLabels    // the metrics' tool label values, kept across reloads
 	keyer    auth.Keyer    // fingerprints auth blocks, secrets included (proxy/auth.go)
 	tokenObs auth.Observer // nil: token requests are not reported
 }
@@ -62,6 +63,7 @@ func (s *Server) Load(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	s.tools.configure(cfg.ToolNames(), cfg.MCP.MaxTools)
 	old := s.table.Swap(t)
 	s.registry = reg
 	reg.Commit()
@@ -135,7 +137,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if urlPath != r.URL.Path {
 		r.URL.Path, r.URL.RawPath = urlPath, ""
 	}
-	rt := t.match(r, urlPath)
+	rq.call, rq.callKnown = callFromHeaders(r.Header)
+	rt, err := t.match(r, rq, urlPath)
+	if err != nil {
+		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
+		return
+	}
 	if rt == nil {
 		kind := KindNoRoute
 		if refusedMethod(r.Method) {
@@ -184,6 +191,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
 		return
 	}
+	if rt.hints != nil && rq.call.method == "tools/call" && r.Method == http.MethodPost {
+		// retry.tools: annotated: the tool's annotations, not the method,
+		// decide whether this call may be sent twice.
+		rq.trace.Repeat = policy.RepeatNever
+		if rt.hints.repeatable(rq.call.tool) {
+			rq.trace.Repeat = policy.RepeatSafe
+		}
+	}
 	if rt.cache != nil {
 		if s.serveCached(lw, r, rq, rt) {
 			return
@@ -202,6 +217,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	resp.Header["X-Request-Id"] = rq.idHeader()
+	if h := rq.route.hints; h != nil && rq.call.method == "tools/list" {
+		h.watch(resp)
+	}
 	if resp.StatusCode >= 500 && (rq.stale != nil || rq.route.fallback != nil) {
 		return errUpstreamFailed // answered by stale or fallback in errorHandler
 	}
@@ -271,8 +289,11 @@ func (s *Server) answerInstead(r *http.Request, rq *request, kind Kind) bool {
 // meanwhile decides the answer instead.
 func (s *Server) rejectUnread(r *http.Request, rq *request, kind Kind, limit int64, retryAfter time.Duration) {
 	if rq.route == nil || rq.route.errors != "problem" {
-		rpc, err := sniffJSONRPC(r, rq, limit)
+		rpc, call, err := sniffJSONRPC(r, rq, limit)
 		rq.rpc = rpc
+		if !rq.callKnown {
+			rq.call = call
+		}
 		if err != nil && !errors.Is(err, errBodyTooLarge) { // too large to tell: the kind stands
 			kind, retryAfter = failureKind(err, err, rq.clientGone()), 0
 		}
