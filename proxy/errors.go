@@ -203,6 +203,7 @@ type errorReply struct {
 	mode       string          // auto | problem | jsonrpc
 	detail     string          // "" = the kind's own detail
 	rpc        *jsonrpcRequest // nil when the request was not JSON-RPC
+	traceID    string          // "" without tracing
 }
 
 // write sends an error response made by breakwater itself.
@@ -252,10 +253,11 @@ func (e errorReply) problemBody() []byte {
 		Route      string `json:"route"`
 		RequestID  string `json:"request_id"`
 		RetryAfter *int64 `json:"retry_after_seconds,omitempty"`
+		TraceID    string `json:"trace_id,omitempty"`
 	}{
 		Type:  "https://breakwater.dev/errors/" + string(e.kind),
 		Title: titles[e.kind], Status: e.status, Detail: e.message(),
-		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(),
+		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(), TraceID: e.traceID,
 	})
 	return b
 }
@@ -274,7 +276,7 @@ func (e errorReply) jsonrpcBody() []byte {
 	}
 	b, _ := json.Marshal(rpcResponse{JSONRPC: "2.0", ID: id, Error: rpcError{
 		Code: jsonrpcCodes[e.kind], Message: msg,
-		Data: rpcErrorData{Kind: e.kind, RetryAfter: e.retrySeconds(), RequestID: e.requestID, Route: e.route},
+		Data: rpcErrorData{Kind: e.kind, RetryAfter: e.retrySeconds(), RequestID: e.requestID, Route: e.route, TraceID: e.traceID},
 	}})
 	return b
 }
@@ -296,6 +298,7 @@ type rpcErrorData struct {
 	RetryAfter *int64 `json:"retry_after_seconds"`
 	RequestID  string `json:"request_id"`
 	Route      string `json:"route,omitempty"`
+	TraceID    string `json:"trace_id,omitempty"`
 }
 
 // jsonrpcRequest is what breakwater learned about a JSON-RPC request body.

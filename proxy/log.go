@@ -117,6 +117,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.route != nil {
 		routeName = rq.route.name
 	}
+	if rq.span != nil {
+		rq.endSpan(r, routeName, status)
+	}
 	s.metrics.Request(routeName, r.Method, status, rq.outcome, s.tools.label(rq.call.tool), d)
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
@@ -142,6 +145,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 			}
 			if rq.call.method != "" {
 				ev = ev.Str("rpc_method", clip(rq.call.method)).Str("tool", clip(rq.call.tool))
+			}
+			if rq.traceID != "" {
+				ev = ev.Str("trace_id", rq.traceID)
 			}
 			if rq.trace.Breaker != "" {
 				ev = ev.Str("breaker", rq.trace.Breaker)

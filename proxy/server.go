@@ -34,9 +34,10 @@ type Server struct {
 	table    atomic.Pointer[table]
 	registry *policy.Registry
 
-	tools    toolLabels    // the metrics' tool label values, kept across reloads
-	keyer    auth.Keyer    // fingerprints auth blocks, secrets included (proxy/auth.go)
-	tokenObs auth.Observer // nil: token requests are not reported
+	tools    toolLabels              // the metrics' tool label values, kept across reloads
+	tracing  atomic.Pointer[tracing] // nil: no tracing block
+	keyer    auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
+	tokenObs auth.Observer           // nil: token requests are not reported
 }
 
 // New returns a Server with no config, reporting to obs
@@ -61,6 +62,9 @@ func (s *Server) Load(cfg *config.Config) error {
 	reg := s.registry.Next()
 	t, err := s.build(cfg, reg)
 	if err != nil {
+		return err
+	}
+	if err := s.useTracing(cfg.Tracing); err != nil {
 		return err
 	}
 	s.tools.configure(cfg.ToolNames(), cfg.MCP.MaxTools)
@@ -101,6 +105,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.finish(lw, r, rq)
 	t := s.table.Load()
 	rq.id = requestID(r)
+	if tr := s.tracing.Load(); tr != nil {
+		rq.startSpan(tr, r)
+	}
 	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
 		// A chunked request may have come with a Content-Length that Go
 		// dropped (RFC 9112 §6.3: Transfer-Encoding wins, and the server
@@ -314,7 +321,7 @@ func (s *Server) reject(rq *request, kind Kind, retryAfter time.Duration) {
 	case KindMethodNotAllowed:
 		w.Header().Set("Allow", allowedMethods)
 	}
-	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail}
+	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail, traceID: rq.traceID}
 	if rq.route != nil {
 		reply.route, reply.mode = rq.route.name, rq.route.errors
 	}
