@@ -160,13 +160,13 @@ func (bp *benchBuffers) Put(b []byte) {
 	}
 }
 
-func BenchmarkPipeline(b *testing.B) {
-	up := benchUpstream(b)
-	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
-	cfg := e2eConfig(b, `
+// pipelineConfig is BenchmarkPipeline's config: a route with every
+// per-request policy on, to upstream.
+func pipelineConfig(upstream string) string {
+	return `
 log: { access_log: true }
 upstreams:
-  api: { url: "`+up.URL+`" }
+  api: { url: "` + upstream + `" }
 routes:
   - name: api
     match: { path_prefix: /api/ }
@@ -175,7 +175,13 @@ routes:
     retry: { attempts: 3, on: [connect_error, 502, 503, 504] }
     circuit_breaker: { failure_rate: 50%, min_requests: 20, window: 30s, delay: 10s }
     bulkhead: { max_concurrent: 100, max_wait: 0s }
-`)
+`
+}
+
+func BenchmarkPipeline(b *testing.B) {
+	up := benchUpstream(b)
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
+	cfg := e2eConfig(b, pipelineConfig(up.URL))
 	if err := srv.Load(cfg); err != nil {
 		b.Fatal(err)
 	}
@@ -202,19 +208,7 @@ func BenchmarkTracing(b *testing.B) {
 			b.Cleanup(sink.Close)
 			up := benchUpstream(b)
 			srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
-			cfg := e2eConfig(b, strings.ReplaceAll(tc.block, "{{OTLP}}", sink.URL)+`
-log: { access_log: true }
-upstreams:
-  api: { url: "`+up.URL+`" }
-routes:
-  - name: api
-    match: { path_prefix: /api/ }
-    upstream: api
-    timeout: 10s
-    retry: { attempts: 3, on: [connect_error, 502, 503, 504] }
-    circuit_breaker: { failure_rate: 50%, min_requests: 20, window: 30s, delay: 10s }
-    bulkhead: { max_concurrent: 100, max_wait: 0s }
-`)
+			cfg := e2eConfig(b, strings.ReplaceAll(tc.block, "{{OTLP}}", sink.URL)+pipelineConfig(up.URL))
 			if err := srv.Load(cfg); err != nil {
 				b.Fatal(err)
 			}
