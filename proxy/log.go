@@ -144,7 +144,10 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 				ev = ev.Str("client", rq.caller.ID) // the id from the keys file, never the key
 			}
 			if rq.call.method != "" {
-				ev = ev.Str("rpc_method", clip(rq.call.method)).Str("tool", clip(rq.call.tool))
+				ev = ev.Str("rpc_method", clip(rq.call.method))
+				if rq.call.tool != "" {
+					ev = ev.Str("tool", clip(rq.call.tool))
+				}
 			}
 			if rq.traceID != "" {
 				ev = ev.Str("trace_id", rq.traceID)

@@ -236,3 +236,38 @@ func TestToolsListTap(t *testing.T) {
 		}
 	}
 }
+
+// The hints are the upstream's: a tools/list that went through another
+// route to it teaches them too.
+func TestToolHintsArePerUpstream(t *testing.T) {
+	up := newToolServer(t, false)
+	p := startProxy(t, `
+upstreams: { tools: { url: "{{UP}}" } }
+routes:
+  - name: lists
+    match: { path: /mcp, jsonrpc_method: tools/list }
+    upstream: tools
+    retry: off
+  - name: mcp
+    match: { path: /mcp }
+    upstream: tools
+    retry: { attempts: 3, tools: annotated, backoff: { initial: 10ms, max: 50ms } }
+`, map[string]string{"UP": up.url})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v1"}, nil).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: p.URL + "/mcp", HTTPClient: p.Client()}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(ctx, nil); err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	if n := testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"route": "lists"}); n != 1 {
+		t.Fatalf("tools/list went through route lists %v times, want 1", n)
+	}
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "lookup"}); err != nil || res.IsError || up.callsOf("lookup") != 2 {
+		t.Errorf("lookup: %v, %d calls; want its retry's answer", err, up.callsOf("lookup"))
+	}
+}

@@ -224,7 +224,8 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	resp.Header["X-Request-Id"] = rq.idHeader()
-	if h := rq.route.hints; h != nil && rq.call.method == "tools/list" {
+	if h := rq.route.up.hints; h != nil && rq.call.method == "tools/list" {
+		// Whichever route the list came through: the hints are the upstream's.
 		h.watch(resp)
 	}
 	if resp.StatusCode >= 500 && (rq.stale != nil || rq.route.fallback != nil) {
