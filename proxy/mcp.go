@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -67,16 +68,20 @@ func readCall(r *http.Request, rq *request, limit int64) error {
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		if cause := rq.bodyFailure(); cause != nil {
-			return cause
+		cause := rq.bodyFailure()
+		if cause == nil {
+			cause = bodyError(err)
 		}
-		return bodyError(err)
+		if errors.Is(cause, errBodyStalled) {
+			rq.rpc = partialJSONRPC(buf) // answered in JSON-RPC if its id came first
+		}
+		return cause
 	}
 	if int64(len(buf)) > limit {
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 		return nil
 	}
-	_, rq.call = parseJSONRPC(buf)
+	rq.rpc, rq.call = parseJSONRPC(buf)
 	r.Body = readCloser{bytes.NewReader(buf), r.Body}
 	return nil
 }

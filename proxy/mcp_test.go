@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,5 +270,30 @@ routes:
 	}
 	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "lookup"}); err != nil || res.IsError || up.callsOf("lookup") != 2 {
 		t.Errorf("lookup: %v, %d calls; want its retry's answer", err, up.callsOf("lookup"))
+	}
+}
+
+// The body read for a route that matches on the call is bounded by
+// body_idle_timeout: a stalled JSON-RPC client gets 408 in JSON-RPC, and
+// the upstream sees nothing.
+func TestRouteByCallStalledBody(t *testing.T) {
+	var hits atomic.Int32
+	up := startUpstream(t, func(http.ResponseWriter, *http.Request) { hits.Add(1) })
+	p := startProxy(t, `
+server: { body_idle_timeout: 300ms }
+upstreams: { up: { url: "{{UP}}" } }
+routes:
+  - name: search
+    match: { path: /mcp, tool: [search] }
+    upstream: up
+`, map[string]string{"UP": up.URL})
+	resp, body, closed := rawRequest(t, strings.TrimPrefix(p.URL, "http://"),
+		"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n", `{"jsonrpc":"2.0","id":9,"method":"tools/call",`)
+	var rr rpcReply
+	if resp.StatusCode != http.StatusRequestTimeout || json.Unmarshal(body, &rr) != nil || string(rr.ID) != "9" || !closed {
+		t.Errorf("got %d %s (closed %v), want 408 in JSON-RPC for id 9 and the connection closed", resp.StatusCode, body, closed)
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the upstream saw %d requests", hits.Load())
 	}
 }

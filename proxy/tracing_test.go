@@ -229,3 +229,40 @@ routes:
 		t.Errorf("upstream saw traceparent %v, want the client's", got.Load())
 	}
 }
+
+// sample_ratio 0: a new trace is not recorded, yet it is started and
+// forwarded (flags 00), and the error body still names it; a client's
+// sampled trace is followed.
+func TestTracingUnsampled(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	var got atomic.Value
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { got.Store(r.Header.Get("Traceparent")) })
+	p := startProxy(t, `
+tracing: { otlp_endpoint: "{{OTLP}}", sample_ratio: 0 }
+upstreams: { api: { url: "{{UP}}" } }
+routes:
+  - name: api
+    match: { path: /only }
+    upstream: api
+`, map[string]string{"UP": up.URL, "OTLP": recv.url})
+	p.get(t, "/only")
+	tp, _ := got.Load().(string)
+	if len(tp) != 55 || !strings.HasSuffix(tp, "-00") || strings.Contains(tp, clientTrace) {
+		t.Errorf("upstream saw traceparent %q, want a new unsampled one", tp)
+	}
+	req := newRequest(t, http.MethodGet, p.URL+"/only", nil)
+	req.Header.Set("Traceparent", "00-"+clientTrace+"-"+clientParent+"-01")
+	do(t, p.Client(), req)
+	if err := p.srv.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans, _, _ := recv.received()
+	for _, sp := range spans {
+		if hex.EncodeToString(sp.TraceId) != clientTrace {
+			t.Errorf("exported a span of trace %x, want only the client's sampled trace", sp.TraceId)
+		}
+	}
+	if len(spans) != 2 {
+		t.Errorf("exported %d spans, want the sampled request's two", len(spans))
+	}
+}
