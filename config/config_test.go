@@ -836,6 +836,7 @@ func TestMCPAndTracingKeys(t *testing.T) {
 		"    match: { jsonrpc_method: tools/list, tool: [x] }\n",
 		"tracing: { sample_ratio: 2 }\n",
 		"tracing: { otlp_endpoint: 'otel:4318' }\n",
+		"tracing: { otlp_endpoint: 'http://u:p@otel:4318' }\n",
 		"mcp: { max_tools: 0 }\n",
 	} {
 		if _, _, err := parse(t, base+bad); err == nil {

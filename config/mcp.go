@@ -62,6 +62,9 @@ func (v *validator) mcp() {
 		v.errorf("tracing.otlp_endpoint", "want an http:// or https:// base URL, got %q", t.OTLPEndpoint)
 	case u.RawQuery != "" || u.Fragment != "":
 		v.errorf("tracing.otlp_endpoint", "a base URL has no query or fragment")
+	case u.User != nil:
+		// It would show in /config and the logs: no secret belongs here.
+		v.errorf("tracing.otlp_endpoint", "no credentials in the URL")
 	}
 	if t.SampleRatio < 0 || t.SampleRatio > 1 {
 		v.errorf("tracing.sample_ratio", "want 0 to 1, got %g", t.SampleRatio)
