@@ -271,6 +271,10 @@ func run(args []string, stderr io.Writer) int {
 	}()
 	cur := srv.Config()
 	shutdown(cur, adm, dataSrv, adminSrv, inflight, log)
+	// Spans still batched are sent before exit (tracing; a no-op without).
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer fcancel()
+	_ = srv.Close(fctx)
 	return 0
 }
 

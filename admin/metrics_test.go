@@ -87,8 +87,8 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	labels := map[string][]string{
-		"breakwater_requests_total":                               {"code", "method", "outcome", "route"},
-		"breakwater_request_duration_seconds":                     {"route"},
+		"breakwater_requests_total":                               {"code", "method", "outcome", "route", "tool"},
+		"breakwater_request_duration_seconds":                     {"route", "tool"},
 		"breakwater_upstream_attempts_total":                      {"result", "route", "upstream"},
 		"breakwater_retries_total":                                {"reason", "route"},
 		"breakwater_retry_budget_exhausted_total":                 {"route"},

@@ -23,6 +23,10 @@ type Config struct {
 	// Clients and Tiers identify callers by API key (clients.go).
 	Clients Clients          `yaml:"clients" json:"clients"`
 	Tiers   map[string]*Tier `yaml:"tiers" json:"tiers,omitempty"`
+	// MCP bounds what breakwater learns of MCP traffic (mcp.go).
+	MCP MCP `yaml:"mcp" json:"mcp"`
+	// Tracing exports OpenTelemetry spans; nil = no tracing (mcp.go).
+	Tracing *Tracing `yaml:"tracing" json:"tracing,omitempty"`
 
 	// File is the path the config was read from ("" in quick mode).
 	File string `yaml:"-" json:"file,omitempty"`
@@ -195,6 +199,11 @@ type Match struct {
 	Methods    []string          `yaml:"methods" json:"methods,omitempty"`
 	Host       string            `yaml:"host" json:"host,omitempty"`
 	Headers    map[string]string `yaml:"headers" json:"headers,omitempty"`
+	// JSONRPCMethod and Tool match a JSON-RPC request's method and a
+	// tools/call's tool name (one of the list), from the Mcp-Method /
+	// Mcp-Name headers or the body; "" and empty match anything.
+	JSONRPCMethod string   `yaml:"jsonrpc_method" json:"jsonrpc_method,omitempty"`
+	Tool          []string `yaml:"tool" json:"tool,omitempty"`
 }
 
 // Effective is a route's resolved policy set. Nil blocks are off.
@@ -247,6 +256,11 @@ type Retry struct {
 	// MaxBody: request bodies up to this size are buffered for replay;
 	// larger ones are streamed and sent once.
 	MaxBody Size `yaml:"max_body" json:"max_body"`
+	// Tools is all (tools/call follows methods, like any request) or
+	// annotated: a tools/call POST is retried only for a tool its
+	// upstream's tools/list marked readOnlyHint or idempotentHint, whatever
+	// methods says, and sent once otherwise.
+	Tools string `yaml:"tools" json:"tools"`
 
 	block
 }

@@ -93,7 +93,7 @@ func TestParseReportsEachProblem(t *testing.T) {
 		{
 			name:  "unknown key far from any lists the known keys",
 			yaml:  "zzzzzzzz: 1\n" + base,
-			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, store, upstreams, defaults, routes, clients, tiers)"}},
+			wants: []want{{1, "zzzzzzzz", "unknown key (known keys: version, listen, admin, server, log, store, upstreams, defaults, routes, clients, tiers, mcp, tracing)"}},
 		},
 		{
 			name: "unknown key in a nested block",
@@ -819,5 +819,28 @@ func TestSpecExampleParses(t *testing.T) {
 	}
 	if q := cfg.Upstreams["cakemail"].Quota; q == nil || q.Burst != 10 || q.MaxPause.D() != time.Minute {
 		t.Errorf("quota = %+v", q)
+	}
+}
+
+func TestMCPAndTracingKeys(t *testing.T) {
+	base := "upstreams: { api: { url: http://127.0.0.1:1 } }\nroutes:\n  - name: r\n    upstream: api\n"
+	c := mustParse(t, base+"    match: { jsonrpc_method: tools/call, tool: [search] }\n    retry: { tools: annotated }\ntracing: { otlp_endpoint: http://otel:4318/ }\n")
+	if c.MCP.MaxTools != 50 || c.Tracing.SampleRatio != 1 || c.Tracing.ServiceName != "breakwater" || c.Tracing.TracesURL() != "http://otel:4318/v1/traces" {
+		t.Errorf("defaults: mcp %+v tracing %+v", c.MCP, *c.Tracing)
+	}
+	if got := c.Routes[0].Effective.Retry.Tools; got != "annotated" {
+		t.Errorf("retry.tools = %q", got)
+	}
+	for _, bad := range []string{
+		"    retry: { tools: some }\n",
+		"    match: { jsonrpc_method: tools/list, tool: [x] }\n",
+		"tracing: { sample_ratio: 2 }\n",
+		"tracing: { otlp_endpoint: 'otel:4318' }\n",
+		"tracing: { otlp_endpoint: 'http://u:p@otel:4318' }\n",
+		"mcp: { max_tools: 0 }\n",
+	} {
+		if _, _, err := parse(t, base+bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }

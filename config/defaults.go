@@ -24,6 +24,7 @@ retry:
   retry_after: { honor: true, max: 30s }       # the upstream knows its own recovery time
   budget: { ratio: 0.2, min_concurrent: 3 }    # retries never more than 20% of load
   max_body: 1MiB          # replay buffers cost memory per request
+  tools: all              # a tools/call is a POST: methods already keeps it from being repeated
 circuit_breaker:
   failure_rate: 50%       # half the calls failing is an outage, not noise
   min_requests: 20        # never judge on a handful
@@ -95,6 +96,7 @@ func applyDefaults(c *Config) {
 	mustDecode(serverDefaults, &server)
 	inherit(reflect.ValueOf(&c.Server).Elem(), reflect.ValueOf(&server).Elem())
 	clientsDefaults(c)
+	mcpDefaults(c)
 	l := &c.Log
 	setDefault(&l.fields, "level", &l.Level, "info")
 	setDefault(&l.fields, "format", &l.Format, "json")

@@ -21,7 +21,8 @@ const safeEffective = `{
     "per_try_timeout": "0s",
     "retry_after": {"honor": true, "max": "30s"},
     "budget": {"ratio": 0.2, "min_concurrent": 3},
-    "max_body": "1MiB"
+    "max_body": "1MiB",
+    "tools": "all"
   },
   "circuit_breaker": {
     "failure_rate": "50%",

@@ -42,6 +42,7 @@ func validate(c *Config) []Problem {
 	v.admin()
 	v.server()
 	v.clients()
+	v.mcp()
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -250,6 +251,7 @@ func (v *validator) route(path string, r *Route) {
 			v.errorf(path+".match.headers."+name, "not a valid header name")
 		}
 	}
+	v.rpcMatch(path+".match", m)
 	if r.StripPrefix != "" {
 		if !strings.HasPrefix(r.StripPrefix, "/") {
 			v.errorf(path+".strip_prefix", "must start with /")
@@ -303,6 +305,9 @@ func (v *validator) policies(path string, p *Policies) {
 			v.errorf(rp+".backoff.max", "must be at least backoff.initial")
 		}
 		v.conditions(rp+".on", r.On, true)
+		if r.IsSet("tools") && r.Tools != "all" && r.Tools != "annotated" {
+			v.errorf(rp+".tools", "want all or annotated, got %q", r.Tools)
+		}
 		for i, m := range r.Methods {
 			if !validToken(m) || strings.ToUpper(m) != m {
 				v.errorf(fmt.Sprintf("%s.methods[%d]", rp, i), "want an upper-case HTTP method, got %q", m)

@@ -50,12 +50,12 @@ func NewMetrics(version string) *Metrics {
 	m := &Metrics{Registry: reg}
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_requests_total",
-		Help: "Requests handled, by route, method, status code and outcome (upstream, cache_hit, stale, fallback, rejected)."},
-		[]string{"route", "method", "code", "outcome"})
+		Help: "Requests handled, by route, method, status code, outcome (upstream, cache_hit, stale, fallback, rejected) and MCP tool (\"\" for none)."},
+		[]string{"route", "method", "code", "outcome", "tool"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "breakwater_request_duration_seconds",
-		Help:    "Time from receiving a request to the end of its response, by route.",
+		Help:    "Time from receiving a request to the end of its response, by route and MCP tool (\"\" for none).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
-		[]string{"route"})
+		[]string{"route", "tool"})
 	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "breakwater_upstream_attempts_total",
 		Help: "Attempts sent upstream (first tries, retries, hedges, probes), by result: a status class or an error kind."},
 		[]string{"route", "upstream", "result"})
@@ -119,24 +119,30 @@ func (m *Metrics) CountReload(ok bool) {
 // without counting a reload.
 func (m *Metrics) Loaded() { m.lastReload.SetToCurrentTime() }
 
-// Request counts one finished request (route "" when no route matched).
-// It runs on every request, so the children it touches are resolved once
-// per route and label set and then found again without hashing label
-// values or formatting the code.
-func (m *Metrics) Request(route, method string, code int, outcome string, d time.Duration) {
+// Request counts one finished request (route "" when no route matched;
+// tool "" when it called no MCP tool, and already bounded by the caller:
+// proxy's toolLabels). It runs on every request, so the children it
+// touches are resolved once per route and label set and then found again
+// without hashing label values or formatting the code.
+func (m *Metrics) Request(route, method string, code int, outcome, tool string, d time.Duration) {
 	rs := m.route(route)
-	k := requestLabels{method: boundedMethod(method), code: code, outcome: outcome}
+	k := requestLabels{method: boundedMethod(method), code: code, outcome: outcome, tool: tool}
 	rs.requests.get(k, func() prometheus.Counter {
-		return m.requests.WithLabelValues(route, k.method, strconv.Itoa(code), outcome)
+		return m.requests.WithLabelValues(route, k.method, strconv.Itoa(code), outcome, tool)
 	}).Inc()
-	rs.duration.Observe(d.Seconds())
+	if tool == "" {
+		rs.duration.Observe(d.Seconds())
+		return
+	}
+	rs.toolDur.get(tool, func() prometheus.Observer { return m.duration.WithLabelValues(route, tool) }).Observe(d.Seconds())
 }
 
 // routeSeries are one route's pre-resolved children. Cached children stay
 // valid only as long as nobody deletes their label values: these vecs are
 // never pruned (their cardinality is bounded by the config's names).
 type routeSeries struct {
-	duration prometheus.Observer
+	duration prometheus.Observer                      // tool ""
+	toolDur  seriesCache[string, prometheus.Observer] // by tool
 	requests seriesCache[requestLabels, prometheus.Counter]
 	attempts seriesCache[[2]string, prometheus.Counter] // upstream, result
 	lookups  seriesCache[string, prometheus.Counter]    // cache result
@@ -149,11 +155,12 @@ type requestLabels struct {
 	method  string
 	code    int
 	outcome string
+	tool    string
 }
 
 func (m *Metrics) route(name string) *routeSeries {
 	return m.routes.get(name, func() *routeSeries {
-		return &routeSeries{duration: m.duration.WithLabelValues(name)}
+		return &routeSeries{duration: m.duration.WithLabelValues(name, "")}
 	})
 }
 

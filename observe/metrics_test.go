@@ -14,10 +14,10 @@ import (
 // label set has been seen.
 func TestMetricsRequestCache(t *testing.T) {
 	m := NewMetrics("test")
-	m.Request("r", "GET", 200, "upstream", time.Millisecond)
-	m.Request("r", "GET", 200, "upstream", time.Millisecond)
-	m.Request("r", "BREW", 418, "upstream", time.Millisecond)
-	m.Request("", "GET", 404, "rejected", time.Millisecond)
+	m.Request("r", "GET", 200, "upstream", "", time.Millisecond)
+	m.Request("r", "GET", 200, "upstream", "", time.Millisecond)
+	m.Request("r", "BREW", 418, "upstream", "", time.Millisecond)
+	m.Request("", "GET", 404, "rejected", "", time.Millisecond)
 	m.Attempt("r", "up", "2xx", 0)
 	m.Attempt("r", "up", "2xx", 0)
 	m.CacheLookup("r", "hit")
@@ -27,9 +27,9 @@ func TestMetricsRequestCache(t *testing.T) {
 		want float64
 		what string
 	}{
-		{testutil.ToFloat64(m.requests.WithLabelValues("r", "GET", "200", "upstream")), 2, "requests r GET 200"},
-		{testutil.ToFloat64(m.requests.WithLabelValues("r", "OTHER", "418", "upstream")), 1, "requests r OTHER 418"},
-		{testutil.ToFloat64(m.requests.WithLabelValues("", "GET", "404", "rejected")), 1, `requests "" GET 404`},
+		{testutil.ToFloat64(m.requests.WithLabelValues("r", "GET", "200", "upstream", "")), 2, "requests r GET 200"},
+		{testutil.ToFloat64(m.requests.WithLabelValues("r", "OTHER", "418", "upstream", "")), 1, "requests r OTHER 418"},
+		{testutil.ToFloat64(m.requests.WithLabelValues("", "GET", "404", "rejected", "")), 1, `requests "" GET 404`},
 		{testutil.ToFloat64(m.attempts.WithLabelValues("r", "up", "2xx")), 2, "attempts r up 2xx"},
 		{testutil.ToFloat64(m.cacheLookups.WithLabelValues("r", "hit")), 1, "cache r hit"},
 		{testutil.ToFloat64(m.bulkheadInFl.WithLabelValues("r")), 3, "bulkhead r"},
@@ -41,7 +41,7 @@ func TestMetricsRequestCache(t *testing.T) {
 		}
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		m.Request("r", "GET", 200, "upstream", time.Millisecond)
+		m.Request("r", "GET", 200, "upstream", "", time.Millisecond)
 		m.Attempt("r", "up", "2xx", 0)
 		m.CacheLookup("r", "hit")
 		m.BulkheadInFlight("r", 1)
@@ -61,7 +61,7 @@ func TestMetricsConcurrentFirstUse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 400 {
-				m.Request(fmt.Sprint("r", i%10), "GET", 200+(i/10)%5, "upstream", 0)
+				m.Request(fmt.Sprint("r", i%10), "GET", 200+(i/10)%5, "upstream", "", 0)
 			}
 		}()
 	}
@@ -71,7 +71,7 @@ func TestMetricsConcurrentFirstUse(t *testing.T) {
 	}
 	for r := range 10 {
 		for c := range 5 {
-			if v := testutil.ToFloat64(m.requests.WithLabelValues(fmt.Sprint("r", r), "GET", fmt.Sprint(200+c), "upstream")); v != 8*400/50 {
+			if v := testutil.ToFloat64(m.requests.WithLabelValues(fmt.Sprint("r", r), "GET", fmt.Sprint(200+c), "upstream", "")); v != 8*400/50 {
 				t.Fatalf("r%d %d: %v, want %d", r, 200+c, v, 8*400/50)
 			}
 		}
@@ -85,7 +85,7 @@ func BenchmarkMetricsRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.Request("route", "GET", 200, "upstream", time.Millisecond)
+			m.Request("route", "GET", 200, "upstream", "", time.Millisecond)
 		}
 	})
 }
@@ -99,4 +99,22 @@ func BenchmarkMetricsRequestUncached(b *testing.B) {
 			m.duration.WithLabelValues("route").Observe(0.001)
 		}
 	})
+}
+
+// TestMetricsToolLabel: a tool gets its own request and duration series,
+// found again without allocating.
+func TestMetricsToolLabel(t *testing.T) {
+	m := NewMetrics("test")
+	m.Request("mcp", "POST", 200, "upstream", "search", time.Millisecond)
+	m.Request("mcp", "POST", 200, "upstream", "search", time.Millisecond)
+	m.Request("mcp", "POST", 200, "upstream", "", time.Millisecond)
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("mcp", "POST", "200", "upstream", "search")); v != 2 {
+		t.Errorf("requests tool=search = %v, want 2", v)
+	}
+	if n := testutil.CollectAndCount(m.duration); n != 2 {
+		t.Errorf("duration series = %d, want 2 (tool search and none)", n)
+	}
+	if a := testing.AllocsPerRun(1000, func() { m.Request("mcp", "POST", 200, "upstream", "search", time.Millisecond) }); a != 0 {
+		t.Errorf("a tool request allocates %v times", a)
+	}
 }

@@ -71,13 +71,16 @@ func (p *Pipeline) admit(st *reqState) (permit, error) {
 			return permit{}, &RejectedError{Err: ErrCircuitOpen, RetryAfter: rem}
 		}
 	}
+	var waited time.Duration
 	if p.quota != nil {
-		if err := p.waitQuota(st); err != nil {
+		w, err := p.waitQuota(st)
+		if err != nil {
 			return permit{}, err
 		}
+		waited = w
 	}
 	if b == nil {
-		return permit{}, nil
+		return permit{waited: waited}, nil
 	}
 	perm, ok := b.acquire()
 	if !ok {
@@ -88,10 +91,13 @@ func (p *Pipeline) admit(st *reqState) (permit, error) {
 		st.setBreaker(seenOpen)
 		return permit{}, &RejectedError{Err: ErrCircuitOpen, RetryAfter: max(rem, time.Second)}
 	}
+	perm.waited = waited
 	if perm.probe {
 		st.setBreaker(seenHalfOpen)
+		perm.breaker = HalfOpen
 	} else {
 		st.setBreaker(seenClosed)
+		perm.breaker = Closed
 	}
 	return perm, nil
 }
@@ -136,9 +142,13 @@ func (p *Pipeline) send(st *reqState, e failsafe.Execution[*http.Response], perm
 		})
 		defer stop()
 	}
-	st.attempts.Add(1)
+	n := st.attempts.Add(1)
 	if p.budget != nil {
 		p.budget.attempts.Add(1)
+	}
+	var end func(int, string)
+	if st.trace != nil && st.trace.Tracer != nil {
+		out, end = st.trace.Tracer.StartAttempt(out, int(n), perm.breaker, perm.waited)
 	}
 	start := time.Now()
 	resp, err := p.base.RoundTrip(out)
@@ -153,7 +163,14 @@ func (p *Pipeline) send(st *reqState, e failsafe.Execution[*http.Response], perm
 	}
 	elapsed := time.Since(start)
 	if err != nil {
-		return nil, p.failed(st, rb, perm, err, elapsed)
+		ae := p.failed(st, rb, perm, err, elapsed)
+		if end != nil {
+			end(0, ae.kind)
+		}
+		return nil, ae
+	}
+	if end != nil {
+		end(resp.StatusCode, "")
 	}
 	p.received(st, rb, perm, resp, elapsed)
 	return resp, nil

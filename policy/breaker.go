@@ -135,6 +135,10 @@ func (b *Breaker) openFor() (time.Duration, bool) {
 type permit struct {
 	probe  bool
 	period uint64
+	// breaker and waited are what the attempt went through, for its
+	// trace: the state that admitted it ("" = no breaker), its quota wait.
+	breaker State
+	waited  time.Duration
 }
 
 // acquire takes a permit for one attempt; a probe's must be given back

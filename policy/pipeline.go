@@ -87,7 +87,7 @@ func NewPipeline(r *config.Route, base http.RoundTripper, parts Parts, obs Obser
 // This pipeline decides retries; the caller asks it rather than reading
 // the retry config itself.
 func (p *Pipeline) ReplayLimit(method string) int64 {
-	if p.retry == nil || !p.retry.methods[method] {
+	if p.retry == nil || (!p.retry.methods[method] && !(p.retry.tools && method == http.MethodPost)) {
 		return 0
 	}
 	return p.retry.maxBody

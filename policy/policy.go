@@ -25,6 +25,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -124,4 +125,32 @@ type Trace struct {
 	// timeout. Already passed: RoundTrip fails with ErrTimeout at once and
 	// sends nothing. Zero: RoundTrip's start plus the route's timeout.
 	Deadline time.Time
+	// Repeat is the caller's word on whether the request may be sent
+	// again: RepeatByMethod (zero) leaves it to retry.methods; RepeatSafe
+	// and RepeatNever decide it whatever the method (a tools/call whose
+	// tool is, or is not, annotated read-only or idempotent).
+	Repeat Repeat
+	// Tracer, when set, is told of each attempt sent (tracing); nil: none.
+	Tracer AttemptTracer
 }
+
+// AttemptTracer follows one request's attempts.
+type AttemptTracer interface {
+	// StartAttempt is called as attempt n (1-based) is about to be sent,
+	// with the breaker state that admitted it ("" = no breaker) and the
+	// time it waited for a quota token. It returns the request to send
+	// (the same, or a copy with headers of its own, e.g. a traceparent;
+	// hedges run concurrently, so it must not write req's headers) and the
+	// function that ends the attempt with its status (0 when none) and
+	// error kind ("" for a response).
+	StartAttempt(req *http.Request, n int, breaker State, quotaWait time.Duration) (*http.Request, func(status int, errKind string))
+}
+
+// Repeat is Trace.Repeat.
+type Repeat uint8
+
+const (
+	RepeatByMethod Repeat = iota
+	RepeatSafe
+	RepeatNever
+)

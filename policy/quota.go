@@ -29,20 +29,20 @@ type Quota interface {
 var _ Quota = (*ratelimit.Quota)(nil)
 
 // waitQuota spends the attempt's quota token.
-func (p *Pipeline) waitQuota(st *reqState) error {
+func (p *Pipeline) waitQuota(st *reqState) (time.Duration, error) {
 	waited, err := p.quota.Wait(st.ctx)
 	if err == nil {
 		// Every granted attempt is a sample, an immediate grant a zero:
 		// the histogram then says which share of attempts waited.
 		p.obs.QuotaWaited(p.upstream, waited)
-		return nil
+		return waited, nil
 	}
 	var ex *ratelimit.ExhaustedError
 	if errors.As(err, &ex) {
 		p.obs.QuotaExhausted(p.upstream, p.route, ex.RetryAfter)
-		return &RejectedError{Err: ErrQuotaExhausted, RetryAfter: ex.RetryAfter}
+		return 0, &RejectedError{Err: ErrQuotaExhausted, RetryAfter: ex.RetryAfter}
 	}
-	return st.ctxError()
+	return 0, st.ctxError()
 }
 
 // pauseQuota pauses the upstream when its answer says "slow down" (a 429

@@ -28,6 +28,9 @@ type retrySpec struct {
 	raHonor    bool
 	raMax      time.Duration
 	maxBody    int64 // bodies up to this are buffered for replay (ReplayLimit)
+	// tools: retry.tools is annotated, so a POST's body is buffered too:
+	// the caller may vouch for it (Trace.Repeat).
+	tools bool
 }
 
 func newRetrySpec(c *config.Retry) *retrySpec {
@@ -36,7 +39,7 @@ func newRetrySpec(c *config.Retry) *retrySpec {
 		initial: c.Backoff.Initial.D(), maxDelay: c.Backoff.Max.D(),
 		multiplier: c.Backoff.Multiplier, jitter: c.Backoff.Jitter,
 		raHonor: c.RetryAfter.Honor, raMax: c.RetryAfter.Max.D(),
-		maxBody: int64(c.MaxBody),
+		maxBody: int64(c.MaxBody), tools: c.Tools == "annotated",
 	}
 	for _, m := range c.Methods {
 		s.methods[m] = true
@@ -44,11 +47,23 @@ func newRetrySpec(c *config.Retry) *retrySpec {
 	return s
 }
 
-// eligible reports whether a request may be sent again: its method is
-// listed and its body can be replayed.
-func (s *retrySpec) eligible(req *http.Request) bool {
+// eligible reports whether a request may be sent again: its body can be
+// replayed, and its method is listed, unless the caller decided for this
+// request (t.Repeat: a tools/call, by its tool's annotations).
+func (s *retrySpec) eligible(req *http.Request, t *Trace) bool {
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	if t != nil && t.Repeat != RepeatByMethod {
+		return replayable && t.Repeat == RepeatSafe
+	}
 	return replayable && s.methods[req.Method]
+}
+
+// traceOfResp is the Trace of the request a pipeline response answers.
+func traceOfResp(resp *http.Response) *Trace {
+	if rb, ok := resp.Body.(*respBody); ok {
+		return rb.st.trace
+	}
+	return nil
 }
 
 // shouldRetry is the retry policy's failure predicate.
@@ -62,15 +77,15 @@ func (s *retrySpec) shouldRetry(resp *http.Response, err error) bool {
 		case kindConnect:
 			// A refused connection sent nothing: any method may go again,
 			// provided its body still can.
-			return s.on.connectError && (ae.unsent || s.eligible(ae.st.req))
+			return s.on.connectError && (ae.unsent || s.eligible(ae.st.req, ae.st.trace))
 		case kindTimeout:
-			return s.on.timeout && s.eligible(ae.st.req) && ae.st.ctx.Err() == nil
+			return s.on.timeout && s.eligible(ae.st.req, ae.st.trace) && ae.st.ctx.Err() == nil
 		case kindError:
-			return s.on.connectError && s.eligible(ae.st.req)
+			return s.on.connectError && s.eligible(ae.st.req, ae.st.trace)
 		}
 		return false
 	}
-	return resp != nil && s.on.status(resp.StatusCode) && s.eligible(resp.Request)
+	return resp != nil && s.on.status(resp.StatusCode) && s.eligible(resp.Request, traceOfResp(resp))
 }
 
 // retryAfter returns the capped wait an upstream asked for, if honoured.

@@ -3,12 +3,14 @@
 package proxy_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -158,13 +160,13 @@ func (bp *benchBuffers) Put(b []byte) {
 	}
 }
 
-func BenchmarkPipeline(b *testing.B) {
-	up := benchUpstream(b)
-	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
-	cfg := e2eConfig(b, `
+// pipelineConfig is BenchmarkPipeline's config: a route with every
+// per-request policy on, to upstream.
+func pipelineConfig(upstream string) string {
+	return `
 log: { access_log: true }
 upstreams:
-  api: { url: "`+up.URL+`" }
+  api: { url: "` + upstream + `" }
 routes:
   - name: api
     match: { path_prefix: /api/ }
@@ -173,11 +175,47 @@ routes:
     retry: { attempts: 3, on: [connect_error, 502, 503, 504] }
     circuit_breaker: { failure_rate: 50%, min_requests: 20, window: 30s, delay: 10s }
     bulkhead: { max_concurrent: 100, max_wait: 0s }
-`)
+`
+}
+
+func BenchmarkPipeline(b *testing.B) {
+	up := benchUpstream(b)
+	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
+	cfg := e2eConfig(b, pipelineConfig(up.URL))
 	if err := srv.Load(cfg); err != nil {
 		b.Fatal(err)
 	}
 	front := httptest.NewServer(srv)
 	b.Cleanup(front.Close)
 	drive(b, front.URL, len(payload64))
+}
+
+// BenchmarkTracing is BenchmarkPipeline with and without a tracing block:
+// "off" must cost what BenchmarkPipeline costs (no exporter, one nil
+// check); "sampled" exports every request's spans (to a local receiver
+// that discards them), "unsampled" (sample_ratio 0) still continues and
+// forwards the traceparent.
+//
+//	go test -run='^$' -bench='Tracing' -benchmem ./proxy/
+func BenchmarkTracing(b *testing.B) {
+	for _, tc := range []struct{ name, block string }{
+		{"off", ""},
+		{"unsampled", "tracing: { otlp_endpoint: \"{{OTLP}}\", sample_ratio: 0 }\n"},
+		{"sampled", "tracing: { otlp_endpoint: \"{{OTLP}}\", sample_ratio: 1 }\n"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+			b.Cleanup(sink.Close)
+			up := benchUpstream(b)
+			srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
+			cfg := e2eConfig(b, strings.ReplaceAll(tc.block, "{{OTLP}}", sink.URL)+pipelineConfig(up.URL))
+			if err := srv.Load(cfg); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = srv.Close(context.Background()) })
+			front := httptest.NewServer(srv)
+			b.Cleanup(front.Close)
+			drive(b, front.URL, len(payload64))
+		})
+	}
 }

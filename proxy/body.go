@@ -124,7 +124,8 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	rpc := rt.errors != "problem" && mayBeJSONRPC(r)
+	learn := mayBeJSONRPC(r)
+	rpc := rt.errors != "problem" && learn
 	replay := rt.pipeline.ReplayLimit(r.Method)
 	if !rpc && replay <= 0 {
 		return nil
@@ -148,8 +149,8 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 		return nil
 	}
-	if rpc {
-		rq.rpc = detectJSONRPC(buf)
+	if learn {
+		rq.learnBody(buf, rpc)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	r.ContentLength = int64(len(buf))
@@ -167,22 +168,23 @@ func mayBeJSONRPC(r *http.Request) bool {
 // client is told in JSON-RPC. It returns what it learned (nil when the
 // body is not a JSON-RPC request or too large to tell) and the body's own
 // failure, if it broke or stalled.
-func sniffJSONRPC(r *http.Request, rq *request, limit int64) (*jsonrpcRequest, error) {
+func sniffJSONRPC(r *http.Request, rq *request, limit int64) (*jsonrpcRequest, rpcCall, error) {
 	if !mayBeJSONRPC(r) || r.ContentLength > limit {
-		return nil, nil
+		return nil, rpcCall{}, nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	switch cause := rq.bodyFailure(); {
 	case err == nil && int64(len(buf)) > limit:
-		return nil, nil
+		return nil, rpcCall{}, nil
 	case err == nil:
-		return detectJSONRPC(buf), nil
+		rpc, call := parseJSONRPC(buf)
+		return rpc, call, nil
 	case errors.Is(cause, errBodyStalled):
-		return partialJSONRPC(buf), cause
+		return partialJSONRPC(buf), rpcCall{}, cause
 	case cause == nil:
-		return nil, bodyError(err)
+		return nil, rpcCall{}, bodyError(err)
 	default:
-		return nil, cause
+		return nil, rpcCall{}, cause
 	}
 }
 

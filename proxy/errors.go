@@ -203,6 +203,7 @@ type errorReply struct {
 	mode       string          // auto | problem | jsonrpc
 	detail     string          // "" = the kind's own detail
 	rpc        *jsonrpcRequest // nil when the request was not JSON-RPC
+	traceID    string          // "" without tracing
 }
 
 // write sends an error response made by breakwater itself.
@@ -252,10 +253,11 @@ func (e errorReply) problemBody() []byte {
 		Route      string `json:"route"`
 		RequestID  string `json:"request_id"`
 		RetryAfter *int64 `json:"retry_after_seconds,omitempty"`
+		TraceID    string `json:"trace_id,omitempty"`
 	}{
 		Type:  "https://breakwater.dev/errors/" + string(e.kind),
 		Title: titles[e.kind], Status: e.status, Detail: e.message(),
-		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(),
+		Route: e.route, RequestID: e.requestID, RetryAfter: e.retrySeconds(), TraceID: e.traceID,
 	})
 	return b
 }
@@ -274,7 +276,7 @@ func (e errorReply) jsonrpcBody() []byte {
 	}
 	b, _ := json.Marshal(rpcResponse{JSONRPC: "2.0", ID: id, Error: rpcError{
 		Code: jsonrpcCodes[e.kind], Message: msg,
-		Data: rpcErrorData{Kind: e.kind, RetryAfter: e.retrySeconds(), RequestID: e.requestID, Route: e.route},
+		Data: rpcErrorData{Kind: e.kind, RetryAfter: e.retrySeconds(), RequestID: e.requestID, Route: e.route, TraceID: e.traceID},
 	}})
 	return b
 }
@@ -296,6 +298,7 @@ type rpcErrorData struct {
 	RetryAfter *int64 `json:"retry_after_seconds"`
 	RequestID  string `json:"request_id"`
 	Route      string `json:"route,omitempty"`
+	TraceID    string `json:"trace_id,omitempty"`
 }
 
 // jsonrpcRequest is what breakwater learned about a JSON-RPC request body.
@@ -307,26 +310,46 @@ type jsonrpcRequest struct {
 // an id is JSON-RPC; so is a batch (answered with id null). A notification
 // (no id) or anything else is not.
 func detectJSONRPC(body []byte) *jsonrpcRequest {
+	rpc, _ := parseJSONRPC(body)
+	return rpc
+}
+
+// parseJSONRPC is detectJSONRPC that also learns the call: the method of
+// a single request or notification and, for tools/call, params.name.
+func parseJSONRPC(body []byte) (*jsonrpcRequest, rpcCall) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
-		return nil
+		return nil, rpcCall{}
 	}
 	if body[0] == '[' {
 		var batch []struct {
 			JSONRPC string `json:"jsonrpc"`
 		}
 		if json.Unmarshal(body, &batch) == nil && len(batch) > 0 && batch[0].JSONRPC == "2.0" {
-			return &jsonrpcRequest{}
+			return &jsonrpcRequest{}, rpcCall{}
 		}
-		return nil
+		return nil, rpcCall{}
 	}
 	var msg struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
 		Method  string          `json:"method"`
+		Params  json.RawMessage `json:"params"` // raw: positional params are valid JSON-RPC too
 	}
-	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != "2.0" || len(msg.ID) == 0 || msg.Method == "" {
-		return nil
+	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != "2.0" || msg.Method == "" {
+		return nil, rpcCall{}
 	}
-	return &jsonrpcRequest{id: msg.ID}
+	call := rpcCall{method: msg.Method}
+	if msg.Method == "tools/call" {
+		var p struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(msg.Params, &p) == nil {
+			call.tool = p.Name
+		}
+	}
+	if len(msg.ID) == 0 {
+		return nil, call // a notification: no answer, so no JSON-RPC error either
+	}
+	return &jsonrpcRequest{id: msg.ID}, call
 }

@@ -14,8 +14,10 @@ import (
 // the /events hub.
 type Observer interface {
 	policy.Observer
-	// Request reports a finished request (route "" when none matched).
-	Request(route, method string, code int, outcome string, d time.Duration)
+	// Request reports a finished request (route "" when none matched; tool
+	// "" when it called no MCP tool, else a bounded label: a name the
+	// config or the first mcp.max_tools calls gave, or "other").
+	Request(route, method string, code int, outcome, tool string, d time.Duration)
 	// CacheLookup reports a cache lookup: result is hit, miss or stale.
 	CacheLookup(route, result string)
 	// RouteRateLimited reports a request refused by the route's rate_limit.

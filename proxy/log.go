@@ -117,7 +117,10 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.route != nil {
 		routeName = rq.route.name
 	}
-	s.metrics.Request(routeName, r.Method, status, rq.outcome, d)
+	if rq.span != nil {
+		rq.endSpan(r, routeName, status)
+	}
+	s.metrics.Request(routeName, r.Method, status, rq.outcome, s.tools.label(rq.call.tool), d)
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
@@ -139,6 +142,15 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 			}
 			if rq.caller != nil {
 				ev = ev.Str("client", rq.caller.ID) // the id from the keys file, never the key
+			}
+			if rq.call.method != "" {
+				ev = ev.Str("rpc_method", clip(rq.call.method))
+				if rq.call.tool != "" {
+					ev = ev.Str("tool", clip(rq.call.tool))
+				}
+			}
+			if rq.traceID != "" {
+				ev = ev.Str("trace_id", rq.traceID)
 			}
 			if rq.trace.Breaker != "" {
 				ev = ev.Str("breaker", rq.trace.Breaker)

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/policy"
@@ -26,7 +28,19 @@ type request struct {
 	route    *route
 	trace    policy.Trace
 	rpc      *jsonrpcRequest
-	body     clientBody // the client's body reader, when there is a body
+	// call is the JSON-RPC method and tool (Mcp-Method / Mcp-Name, else
+	// the body); callKnown says headers or a body read already told it.
+	call      rpcCall
+	callKnown bool
+
+	// span is the request's trace span, nil without tracing; spanCtx
+	// carries it as the attempts' parent, tracer makes them; traceID is
+	// for error bodies and the access log.
+	span    trace.Span
+	spanCtx context.Context
+	tracer  trace.Tracer
+	traceID string
+	body    clientBody // the client's body reader, when there is a body
 
 	// caller is the client its key identified (nil: anonymous, or a route
 	// without client_auth), tier its tier, tierName the tier label of

@@ -15,10 +15,13 @@ type matcher struct {
 	methods      []string
 	host         string
 	headers      [][2]string
+	rpcMethod    string   // match.jsonrpc_method
+	tools        []string // match.tool
 }
 
 func newMatcher(m config.Match) matcher {
-	mt := matcher{path: m.Path, prefix: m.PathPrefix, methods: m.Methods, host: strings.ToLower(m.Host)}
+	mt := matcher{path: m.Path, prefix: m.PathPrefix, methods: m.Methods, host: strings.ToLower(m.Host),
+		rpcMethod: m.JSONRPCMethod, tools: m.Tool}
 	for k, v := range m.Headers {
 		mt.headers = append(mt.headers, [2]string{http.CanonicalHeaderKey(k), v})
 	}
@@ -47,6 +50,21 @@ func (m *matcher) match(r *http.Request, urlPath string) bool {
 		if r.Header.Get(h[0]) != h[1] {
 			return false
 		}
+	}
+	return true
+}
+
+// needsCall: the route matches on the JSON-RPC call, which may have to be
+// read from the body.
+func (m *matcher) needsCall() bool { return m.rpcMethod != "" || len(m.tools) > 0 }
+
+// matchCall checks the JSON-RPC conditions against the request's call.
+func (m *matcher) matchCall(c rpcCall) bool {
+	if m.rpcMethod != "" && c.method != m.rpcMethod {
+		return false
+	}
+	if len(m.tools) > 0 && (c.method != "tools/call" || !contains(m.tools, c.tool)) {
+		return false
 	}
 	return true
 }

@@ -34,8 +34,10 @@ type Server struct {
 	table    atomic.Pointer[table]
 	registry *policy.Registry
 
-	keyer    auth.Keyer    // fingerprints auth blocks, secrets included (proxy/auth.go)
-	tokenObs auth.Observer // nil: token requests are not reported
+	tools    toolLabels              // the metrics' tool label values, kept across reloads
+	tracing  atomic.Pointer[tracing] // nil: no tracing block
+	keyer    auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
+	tokenObs auth.Observer           // nil: token requests are not reported
 }
 
 // New returns a Server with no config, reporting to obs
@@ -62,6 +64,10 @@ func (s *Server) Load(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.useTracing(cfg.Tracing); err != nil {
+		return err
+	}
+	s.tools.configure(cfg.ToolNames(), cfg.MCP.MaxTools)
 	old := s.table.Swap(t)
 	s.registry = reg
 	reg.Commit()
@@ -100,6 +106,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.finish(lw, r, rq)
 	t := s.table.Load()
 	rq.id = requestID(r)
+	if tr := s.tracing.Load(); tr != nil {
+		rq.startSpan(tr, r)
+	}
 	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
 		// A chunked request may have come with a Content-Length that Go
 		// dropped (RFC 9112 §6.3: Transfer-Encoding wins, and the server
@@ -136,7 +145,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if urlPath != r.URL.Path {
 		r.URL.Path, r.URL.RawPath = urlPath, ""
 	}
-	rt := t.match(r, urlPath)
+	rq.call, rq.callKnown = callFromHeaders(r.Header)
+	rt, err := t.match(r, rq, urlPath)
+	if err != nil {
+		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
+		return
+	}
 	if rt == nil {
 		kind := KindNoRoute
 		if refusedMethod(r.Method) {
@@ -185,6 +199,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
 		return
 	}
+	if rt.hints != nil && rq.call.method == "tools/call" && r.Method == http.MethodPost {
+		// retry.tools: annotated: the tool's annotations, not the method,
+		// decide whether this call may be sent twice.
+		rq.trace.Repeat = policy.RepeatNever
+		if rt.hints.repeatable(rq.call.tool) {
+			rq.trace.Repeat = policy.RepeatSafe
+		}
+	}
 	if rt.cache != nil {
 		if s.serveCached(lw, r, rq, rt) {
 			return
@@ -203,6 +225,10 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	resp.Header["X-Request-Id"] = rq.idHeader()
+	if h := rq.route.up.hints; h != nil && rq.call.method == "tools/list" {
+		// Whichever route the list came through: the hints are the upstream's.
+		h.watch(resp)
+	}
 	if resp.StatusCode >= 500 && (rq.stale != nil || rq.route.fallback != nil) {
 		return errUpstreamFailed // answered by stale or fallback in errorHandler
 	}
@@ -272,8 +298,11 @@ func (s *Server) answerInstead(r *http.Request, rq *request, kind Kind) bool {
 // meanwhile decides the answer instead.
 func (s *Server) rejectUnread(r *http.Request, rq *request, kind Kind, limit int64, retryAfter time.Duration) {
 	if rq.route == nil || rq.route.errors != "problem" {
-		rpc, err := sniffJSONRPC(r, rq, limit)
+		rpc, call, err := sniffJSONRPC(r, rq, limit)
 		rq.rpc = rpc
+		if !rq.callKnown {
+			rq.call = call
+		}
 		if err != nil && !errors.Is(err, errBodyTooLarge) { // too large to tell: the kind stands
 			kind, retryAfter = failureKind(err, err, rq.clientGone()), 0
 		}
@@ -294,7 +323,7 @@ func (s *Server) reject(rq *request, kind Kind, retryAfter time.Duration) {
 	case KindMethodNotAllowed:
 		w.Header().Set("Allow", allowedMethods)
 	}
-	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail}
+	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail, traceID: rq.traceID}
 	if rq.route != nil {
 		reply.route, reply.mode = rq.route.name, rq.route.errors
 	}

@@ -49,6 +49,7 @@ type upstream struct {
 	transport      baseTransport
 	quota          UpstreamQuota // nil without a quota
 	token          *auth.Source  // nil: no auth.oauth2
+	hints          *toolHints    // nil: no route to it has retry.tools annotated
 }
 
 // route is one config route with its policies built.
@@ -77,6 +78,8 @@ type route struct {
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
+	// hints, set under retry.tools: annotated, decide tools/call retries.
+	hints *toolHints
 }
 
 // RateLimiter is a route's ingress rate limit as the request path and the
@@ -210,6 +213,14 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
 			}
 		}
+		if e.Retry != nil && e.Retry.Tools == "annotated" {
+			if up.hints == nil {
+				// Carried across reloads while the upstream's URL stays: a
+				// reload must not forget the list until the next tools/list.
+				up.hints = policy.Get(reg, "tool_hints", up.name, up.target.String(), func() *toolHints { return &toolHints{} })
+			}
+			rt.hints = up.hints
+		}
 		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
 		if up.quota != nil {
 			parts.Quota = up.quota
@@ -253,14 +264,28 @@ func limitKey(key string, trusted trustedNets) func(*http.Request) string {
 	return func(*http.Request) string { return "" }
 }
 
-// match finds the first route for r, in file order.
-func (t *table) match(r *http.Request, urlPath string) *route {
+// match finds the first route for r, in file order. A route that matches
+// on the JSON-RPC call has the body read for it (readCall), once, and only
+// when its other conditions hold: routes without such conditions cost no
+// read. The error is the body's own failure during that read.
+func (t *table) match(r *http.Request, rq *request, urlPath string) (*route, error) {
 	for _, rt := range t.routes {
-		if rt.match.match(r, urlPath) {
-			return rt
+		if !rt.match.match(r, urlPath) {
+			continue
 		}
+		if rt.match.needsCall() {
+			if !rq.callKnown {
+				if err := readCall(r, rq, t.detectMax); err != nil {
+					return nil, err
+				}
+			}
+			if !rt.match.matchCall(rq.call) {
+				continue
+			}
+		}
+		return rt, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // rewrite builds the upstream request: ReverseProxy has already removed

@@ -147,6 +147,7 @@
   function parseMetrics(text) {
     const req = new Map();
     const cache = new Map();
+    const tools = new Map(); // route -> Map(tool -> {n, err})
     for (const line of text.split('\n')) {
       let name;
       if (line.startsWith('breakwater_requests_total{')) name = 'req';
@@ -162,13 +163,20 @@
         r.n += value;
         if (Number(labels.code) >= 500) r.err += value;
         req.set(labels.route, r);
+        if (labels.tool) {
+          const byTool = tools.get(labels.route) || new Map();
+          const t = byTool.get(labels.tool) || { n: 0, err: 0 };
+          t.n += value;
+          if (Number(labels.code) >= 500) t.err += value;
+          tools.set(labels.route, byTool.set(labels.tool, t));
+        }
       } else {
         const c = cache.get(labels.route) || { hit: 0, miss: 0, stale: 0 };
         if (labels.result in c) c[labels.result] += value;
         cache.set(labels.route, c);
       }
     }
-    return { req, cache };
+    return { req, cache, tools };
   }
 
   async function sample() {
@@ -181,7 +189,7 @@
     // comparable.
     const n = S.samples.length;
     if (n >= 2 && t - S.samples[n - 2].t < 2000) S.samples.pop();
-    S.samples.push({ t, req: m.req, cache: m.cache });
+    S.samples.push({ t, req: m.req, cache: m.cache, tools: m.tools });
     while (S.samples.length > 2 && t - S.samples[1].t > WINDOW_MS) S.samples.shift();
   }
 
@@ -359,6 +367,22 @@
         el('span', { class: 'num' }, pct(last(err)) + ' 5xx')));
   }
 
+  // toolsBlock lists an MCP route's tools: calls since start and the
+  // 5xx share over the last interval, busiest first.
+  function toolsBlock(route) {
+    const n = S.samples.length;
+    const now = n ? S.samples[n - 1].tools.get(route) : null;
+    if (!now || !now.size) return null;
+    const before = n > 1 ? S.samples[n - 2].tools.get(route) : null;
+    const rows = [...now.entries()].sort((a, b) => b[1].n - a[1].n).slice(0, 10).map(([tool, c]) => {
+      const p = (before && before.get(tool)) || { n: 0, err: 0 };
+      const dn = c.n - p.n;
+      return [el('dt', {}, el('code', {}, tool)),
+        el('dd', { class: 'num' }, c.n + ' calls' + (dn > 0 ? ', ' + pct((c.err - p.err) / dn) + ' 5xx now' : ''))];
+    });
+    return el('div', { class: 'tools' }, el('h4', {}, 'MCP tools'), el('dl', { class: 'kv', 'data-field': 'tools' }, rows));
+  }
+
   function cacheBlock(rs) {
     const s = rs.cache;
     const entries = s.entries ?? s.Entries;
@@ -425,7 +449,7 @@
     return el('article', { class: 'card', 'data-route': rs.name, 'aria-label': 'Route ' + rs.name },
       el('header', {}, el('h3', {}, rs.name)),
       el('p', { class: 'sub' }, (where ? where + ' ' : '') + '→ ', el('code', {}, rs.upstream)),
-      breaker, traffic(rs.name), bulk, limited, rs.cache ? cacheBlock(rs) : null);
+      breaker, traffic(rs.name), toolsBlock(rs.name), bulk, limited, rs.cache ? cacheBlock(rs) : null);
   }
 
   function upstreamCard(u) {
