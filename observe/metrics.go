@@ -37,6 +37,7 @@ type Metrics struct {
 	lastReload      prometheus.Gauge
 	tierRequests    *prometheus.CounterVec // tiers.go
 	tokens          *tokenMetrics          // upstream credentials (tokens.go)
+	queues          *queueMetrics          // queue waiting and wait times (queues.go)
 
 	routes   seriesCache[string, *routeSeries]        // per-request children, by route
 	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
@@ -98,6 +99,7 @@ func NewMetrics(version string) *Metrics {
 		m.reloads.WithLabelValues(r)
 	}
 	m.tokens = newTokenMetrics(reg)
+	m.queues = newQueueMetrics(reg)
 	return m
 }
 

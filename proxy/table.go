@@ -46,7 +46,8 @@ type upstream struct {
 	remove         []string
 	transport      baseTransport
 	quota          *ratelimit.Quota
-	token          *auth.Source // nil: no auth.oauth2
+	concurrency    *policy.Bulkhead // one set of slots for every route to it; nil = none
+	token          *auth.Source     // nil: no auth.oauth2
 }
 
 // route is one config route with its policies built.
@@ -67,6 +68,8 @@ type route struct {
 	// clientAuth is required, optional or none; forwardID the header that
 	// carries the client's id upstream ("" = none).
 	clientAuth, forwardID string
+	// priority is the route's place in the queues; a caller's tier may raise it.
+	priority policy.Priority
 	cache                 *routeCache
 	fallback              *config.Fallback
 	errors                string
@@ -141,6 +144,9 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			q := *u.Quota
 			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
 		}
+		if c := u.Concurrency; c != nil {
+			up.concurrency = policy.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
+		}
 		if up.token = s.tokenSource(reg, name, u); up.token != nil {
 			t.tokens[up.token] = true
 		}
@@ -155,6 +161,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
 			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
 			clientAuth: e.ClientAuth, forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
+			priority: policy.ParsePriority(e.Priority),
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
@@ -172,7 +179,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 		}
 		if b := e.Bulkhead; b != nil {
-			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(b) })
+			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
 		}
 		if l := e.RateLimit; l != nil {
 			rt.windows = l.Windows()
@@ -188,7 +195,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
 			}
 		}
-		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
+		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Concurrency: up.concurrency}
 		if up.quota != nil {
 			parts.Quota = up.quota // a nil *ratelimit.Quota would be a non-nil policy.Quota
 		}
