@@ -142,7 +142,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if u.Quota != nil {
 			q := *u.Quota
-			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+			up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota {
+				return ratelimit.NewQuota(q, ratelimit.WithQueueObserver(
+					func(prio, delta int) { s.metrics.QueueWaiting("quota", name, policy.Priority(prio), delta) },
+					func(prio int, d time.Duration) { s.metrics.QueueWaited("quota", name, policy.Priority(prio), d) }))
+			})
 		}
 		if c := u.Concurrency; c != nil {
 			up.concurrency = policy.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
