@@ -70,11 +70,11 @@ type route struct {
 	clientAuth, forwardID string
 	// priority is the route's place in the queues; a caller's tier may raise it.
 	priority policy.Priority
-	cache                 *routeCache
-	fallback              *config.Fallback
-	errors                string
-	timeout               time.Duration
-	idle                  time.Duration // stream_idle_timeout, both directions
+	cache    *routeCache
+	fallback *config.Fallback
+	errors   string
+	timeout  time.Duration
+	idle     time.Duration // stream_idle_timeout, both directions
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64

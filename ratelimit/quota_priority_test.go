@@ -128,9 +128,9 @@ func TestQuotaLeaverMovesTheQueueUp(t *testing.T) {
 		t.Fatalf("leaver: %v", err)
 	}
 	q.mu.Lock()
-	if len(q.waiters) != 1 {
+	if n := len(q.waiters); n != 1 {
 		q.mu.Unlock()
-		t.Fatalf("%d waiters after one left, want 1", len(q.waiters))
+		t.Fatalf("%d waiters after one left, want 1", n)
 	}
 	after := q.waiters[0].grantAt
 	q.mu.Unlock()
