@@ -49,6 +49,8 @@ var specMetrics = []string{
 	"breakwater_config_reloads_total",
 	"breakwater_config_last_reload_success_timestamp_seconds",
 	"breakwater_build_info",
+	"breakwater_queue_waiting",
+	"breakwater_queue_wait_seconds",
 }
 
 // TestMetrics: the registry passes promlint; every family scraped from
@@ -103,6 +105,8 @@ func TestMetrics(t *testing.T) {
 		"breakwater_config_reloads_total":                         {"result"},
 		"breakwater_config_last_reload_success_timestamp_seconds": nil,
 		"breakwater_build_info":                                   {"goversion", "version"},
+		"breakwater_queue_waiting":                                {"name", "priority", "scope"},
+		"breakwater_queue_wait_seconds":                           {"name", "priority", "scope"},
 	}
 	described := describedLabels(t, e)
 	for _, name := range specMetrics {
