@@ -63,9 +63,6 @@ func (v *validator) queue(path string, b *Bulkhead) {
 	if b.IsSet("max_queue") && b.MaxQueue < 0 {
 		v.errorf(path+".max_queue", "must not be negative (0 = nobody waits)")
 	}
-	if b.IsSet("max_wait") && b.MaxWait < 0 {
-		v.errorf(path+".max_wait", "must not be negative (0 = turn away at once)")
-	}
 	if b.IsSet("max_queue") && b.MaxQueue == 0 && b.IsSet("max_wait") && b.MaxWait > 0 {
 		v.warnf(path+".max_queue", "max_queue: 0 lets nobody wait, so max_wait %s never applies", b.MaxWait)
 	}
