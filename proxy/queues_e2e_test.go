@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -221,5 +225,54 @@ routes:
 		if a := <-out; a.status != http.StatusOK {
 			t.Errorf("%s: %d %s", a.label, a.status, a.body)
 		}
+	}
+}
+
+// A client's tier raises the route's priority: a paid client (tier
+// priority high) on a low-priority route goes ahead of anonymous callers
+// that queued before it.
+func TestTierPriorityRaisesTheRoutes(t *testing.T) {
+	h, url := newHoldingUpstream(t)
+	const key = "k-paid-0123456789abcdefghijklmnopqrstuvwxyz"
+	sum := sha256.Sum256([]byte(key))
+	keysFile := filepath.Join(t.TempDir(), "clients.yaml")
+	if err := os.WriteFile(keysFile, []byte("clients:\n  - { id: acme, tier: paid, key_sha256: \""+hex.EncodeToString(sum[:])+"\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, `
+clients: { keys_file: "{{KEYS}}" }
+tiers:
+  paid: { max_concurrent: 10, priority: high }
+upstreams:
+  crm:
+    url: "{{UP}}"
+    concurrency: { max_concurrent: 1, max_queue: 10, max_wait: 30s }
+routes:
+  - name: r
+    match: { path_prefix: / }
+    upstream: crm
+    priority: low
+    client_auth: optional
+`, map[string]string{"UP": url, "KEYS": keysFile})
+
+	out := make(chan answer, 4)
+	p.send(t, newRequest(t, http.MethodGet, p.URL+"/hold", nil), "hold", out)
+	<-h.held
+	p.send(t, newRequest(t, http.MethodGet, p.URL+"/anon", nil), "anon", out)
+	testkit.WaitFor(t, 10*time.Second, "anon to queue", func() bool { return p.waiting(t, "crm", "low") == 1 })
+	paid := newRequest(t, http.MethodGet, p.URL+"/paid", nil)
+	paid.Header.Set("Authorization", "Bearer "+key)
+	p.send(t, paid, "paid", out)
+	testkit.WaitFor(t, 10*time.Second, "paid to queue", func() bool { return p.waiting(t, "crm", "high") == 1 })
+	close(h.release)
+	for range 3 {
+		if a := <-out; a.status != http.StatusOK {
+			t.Fatalf("%s: %d %s", a.label, a.status, a.body)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if got := strings.Join(h.order, ","); got != "paid,anon" {
+		t.Errorf("upstream saw %s, want paid,anon", got)
 	}
 }
