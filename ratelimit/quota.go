@@ -240,6 +240,14 @@ func (q *Quota) reserve(start time.Time, budget time.Duration, prio int) (now ti
 		if next := q.lastSlept.Add(q.durationFor(1)); next.After(grantAt) {
 			grantAt = next
 		}
+		// Nor of the last slot promised: two waiters held back to the same
+		// time by the rule above would otherwise share a slot, and which
+		// goes first would be the timers' choice, not their priority.
+		if n := len(q.waiters); n > 0 {
+			if next := q.waiters[n-1].grantAt.Add(q.durationFor(1)); next.After(grantAt) {
+				grantAt = next
+			}
+		}
 	}
 	if !grantAt.After(now) {
 		return now, nil, nil, nil
