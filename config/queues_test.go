@@ -15,8 +15,8 @@ func TestQueueKeysAreChecked(t *testing.T) {
 			wants: []want{{6, "routes[0].priority", `want high, normal or low, got "urgent"`}},
 		},
 		{
-			name: "defaults priority",
-			yaml: "defaults:\n  priority: top\n" + base,
+			name:  "defaults priority",
+			yaml:  "defaults:\n  priority: top\n" + base,
 			wants: []want{{2, "defaults.priority", `want high, normal or low, got "top"`}},
 		},
 		{
