@@ -89,9 +89,13 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl))
 	}
-	if wait <= 0 || b.maxQueue <= 0 {
+	if b.maxWait <= 0 || b.maxQueue <= 0 {
 		b.mu.Unlock()
 		return &RejectedError{Err: ErrBulkheadFull, Detail: detailQueueFull}
+	}
+	if wait <= 0 { // the route's own time is up: nothing left to wait with
+		b.mu.Unlock()
+		return &RejectedError{Err: ErrBulkheadFull, Detail: detailWaitRanOut}
 	}
 	if len(b.waiters) >= b.maxQueue {
 		// The newest waiter of the lowest priority is last in line.
