@@ -249,13 +249,14 @@ func (h *Handler) forceBreaker(w http.ResponseWriter, r *http.Request) {
 }
 
 type routesBody struct {
-	Routes []RouteStatus `json:"routes"`
-	Tiers  []TierStatus  `json:"tiers,omitempty"`
+	Routes    []RouteStatus    `json:"routes"`
+	Tiers     []TierStatus     `json:"tiers,omitempty"`
+	Upstreams []UpstreamQueues `json:"upstreams,omitempty"`
 }
 
 func (h *Handler) routes(w http.ResponseWriter, _ *http.Request) {
 	l := h.proxy.Live()
-	h.writeJSON(w, http.StatusOK, routesBody{routeStatuses(l), tierStatuses(l)})
+	h.writeJSON(w, http.StatusOK, routesBody{routeStatuses(l), tierStatuses(l), upstreamQueues(l)})
 }
 
 // config answers the effective config, secrets redacted, with its hash

@@ -80,6 +80,8 @@ type QuotaStatus struct {
 	Rate      string  `json:"rate"`
 	PausedFor float64 `json:"paused_for_seconds"`
 	Exhausted uint64  `json:"exhausted"`
+	// Waiting is how many attempts are queued for a token now.
+	Waiting int `json:"waiting"`
 }
 
 // upstreamHealth reports each upstream: healthy when every breaker in front
@@ -135,7 +137,7 @@ func allOpen(m map[string]string) bool {
 }
 
 func quotaStatus(s ratelimit.QuotaSnapshot) *QuotaStatus {
-	return &QuotaStatus{Tokens: s.Tokens, Burst: s.Burst, Rate: s.Rate, PausedFor: s.PausedFor.Seconds(), Exhausted: s.Exhausted}
+	return &QuotaStatus{Tokens: s.Tokens, Burst: s.Burst, Rate: s.Rate, PausedFor: s.PausedFor.Seconds(), Exhausted: s.Exhausted, Waiting: s.Waiting}
 }
 
 // RouteStatus is one route's live policy state, for the dashboard.
@@ -146,10 +148,50 @@ type RouteStatus struct {
 	Breaker      string `json:"breaker,omitempty"`
 	BulkheadUsed int    `json:"bulkhead_in_flight"`
 	BulkheadMax  int    `json:"bulkhead_max"`
-	RateLimited  uint64 `json:"rate_limited"`
-	RateKeys     int    `json:"rate_limit_keys"`
+	// BulkheadWaiting is how many requests are queued for a slot now.
+	BulkheadWaiting int    `json:"bulkhead_waiting"`
+	RateLimited     uint64 `json:"rate_limited"`
+	RateKeys        int    `json:"rate_limit_keys"`
 	// Cache is nil when the route has no cache.
 	Cache *CacheStatus `json:"cache,omitempty"`
+}
+
+// UpstreamQueues is what waits at one upstream: for its concurrency slots
+// and for its quota tokens.
+type UpstreamQueues struct {
+	Name string `json:"name"`
+	// Concurrency is nil without a concurrency block.
+	Concurrency *SlotsStatus `json:"concurrency,omitempty"`
+	// QuotaWaiting is how many attempts are queued for a quota token
+	// (0 without a quota).
+	QuotaWaiting int `json:"quota_waiting"`
+}
+
+// SlotsStatus is a set of slots: taken, in all, and callers queued.
+type SlotsStatus struct {
+	InFlight int `json:"in_flight"`
+	Max      int `json:"max"`
+	Waiting  int `json:"waiting"`
+}
+
+// upstreamQueues reports the upstreams that have a concurrency block or a
+// quota, in name order.
+func upstreamQueues(l proxy.Live) []UpstreamQueues {
+	var out []UpstreamQueues
+	for _, u := range l.Upstreams {
+		if u.Concurrency == nil && u.Quota == nil {
+			continue
+		}
+		q := UpstreamQueues{Name: u.Name}
+		if c := u.Concurrency; c != nil {
+			q.Concurrency = &SlotsStatus{InFlight: c.InFlight(), Max: c.Max(), Waiting: c.Waiting()}
+		}
+		if u.Quota != nil {
+			q.QuotaWaiting = u.Quota.Snapshot().Waiting
+		}
+		out = append(out, q)
+	}
+	return out
 }
 
 // CacheStatus is a route cache's occupancy. (cache.Stats has no JSON
@@ -169,7 +211,7 @@ func routeStatuses(l proxy.Live) []RouteStatus {
 			st.Breaker = rt.Breaker.Name
 		}
 		if rt.Bulkhead != nil {
-			st.BulkheadUsed, st.BulkheadMax = rt.Bulkhead.InFlight(), rt.Bulkhead.Max()
+			st.BulkheadUsed, st.BulkheadMax, st.BulkheadWaiting = rt.Bulkhead.InFlight(), rt.Bulkhead.Max(), rt.Bulkhead.Waiting()
 		}
 		if rt.Limiter != nil {
 			st.RateLimited, st.RateKeys = rt.Limiter.Rejected(), rt.Limiter.Keys()

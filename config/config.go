@@ -116,6 +116,10 @@ type Upstream struct {
 	Headers   Headers `yaml:"headers" json:"headers"`
 	// Quota is the upstream's own limit, shared by every route to it; nil = none.
 	Quota *Quota `yaml:"quota" json:"quota,omitempty"`
+	// Concurrency is one set of slots shared by every route to this
+	// upstream (a Bulkhead in Policies is a default each route holds on
+	// its own); nil = none. Never inherited.
+	Concurrency *Bulkhead `yaml:"concurrency" json:"concurrency,omitempty"`
 	// Auth holds the upstream's credentials (an OAuth2 client); nil =
 	// none. Never inherited.
 	Auth *Auth `yaml:"auth" json:"auth,omitempty"`
@@ -177,6 +181,9 @@ type Policies struct {
 	// keys (clients.go); nil = not set here.
 	ClientAuth      *string `yaml:"client_auth" json:"client_auth,omitempty"`             // required | optional | none
 	ForwardClientID *string `yaml:"forward_client_id" json:"forward_client_id,omitempty"` // a header name; "" = none
+	// Priority places the route's requests in the queues they wait in:
+	// high | normal | low; nil = not set here.
+	Priority *string `yaml:"priority" json:"priority,omitempty"`
 }
 
 // Route matches requests and sends them to one upstream.
@@ -230,6 +237,9 @@ type Effective struct {
 	// ForwardClientID names the header that carries the client's id
 	// upstream; "" sends none.
 	ForwardClientID string `json:"forward_client_id,omitempty"`
+	// Priority is high, normal (the default) or low; a client's tier may
+	// raise it for its own requests.
+	Priority string `json:"priority"`
 
 	// DetectBody is how much of a JSON POST body is read to tell whether it
 	// is a JSON-RPC request (SPEC "Details that tests rely on"):
@@ -306,10 +316,14 @@ type CircuitBreaker struct {
 	block
 }
 
-// Bulkhead caps concurrent requests on a route.
+// Bulkhead caps concurrent requests on a route; an upstream's
+// Concurrency is the same block, one set of slots for all its routes.
 type Bulkhead struct {
-	MaxConcurrent int      `yaml:"max_concurrent" json:"max_concurrent"`
-	MaxWait       Duration `yaml:"max_wait" json:"max_wait"` // 0 = reject at once
+	MaxConcurrent int `yaml:"max_concurrent" json:"max_concurrent"`
+	// MaxQueue bounds the callers waiting for a slot; one beyond it is
+	// turned away at once. 0 = nobody waits.
+	MaxQueue int      `yaml:"max_queue" json:"max_queue"`
+	MaxWait  Duration `yaml:"max_wait" json:"max_wait"` // 0 = reject at once
 
 	block
 }

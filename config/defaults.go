@@ -38,7 +38,7 @@ circuit_breaker:
 // blockDefaults fill the keys of policies that are off until a file turns
 // them on (setting them here enables nothing).
 const blockDefaults = `
-bulkhead: { max_concurrent: 100, max_wait: 0s }   # 0s: a full bulkhead sheds load at once
+bulkhead: { max_concurrent: 100, max_queue: 1000, max_wait: 0s }   # 0s: a full bulkhead sheds load at once; a bounded queue when it may wait
 rate_limit: { burst: 0, key: client_ip, max_wait: 0s }  # burst 0 = one period's worth
 hedge: { delay: 200ms, max: 1 }                   # one extra copy: p99 cut without doubling load
 cache:
@@ -129,6 +129,7 @@ func applyDefaults(c *Config) {
 			inherit(reflect.ValueOf(u.Quota).Elem(), reflect.ValueOf(&quota).Elem())
 		}
 		applyAuthDefaults(u)
+		concurrencyDefaults(u)
 	}
 
 	var safe, blocks Policies
@@ -189,6 +190,7 @@ func resolve(r *Route, u *Upstream, defaults, safe, blocks *Policies) Effective 
 		e.RateLimit.Burst = e.RateLimit.Rate.N
 	}
 	resolveClient(&e, chain)
+	resolvePriority(&e, chain)
 	e.DetectBody = DefaultDetectBody
 	if e.Retry != nil && e.Retry.MaxBody > 0 {
 		e.DetectBody = e.Retry.MaxBody

@@ -39,7 +39,8 @@ const safeEffective = `{
   "cache": null,
   "fallback": null,
   "errors": "auto",
-  "client_auth": "none"
+  "client_auth": "none",
+  "priority": "normal"
 }`
 
 // sameJSON asserts that v marshals to the same JSON value as want.

@@ -64,6 +64,9 @@ func summarize(c *Config) SummaryInfo {
 		if q := u.Quota; q != nil {
 			us.Policies = append(us.Policies, fmt.Sprintf("quota %s burst %d (wait ≤ %s)%s", q.Rate, q.Burst, q.MaxWait, onStore(q.Shared)))
 		}
+		if c := u.Concurrency; c != nil {
+			us.Policies = append(us.Policies, fmt.Sprintf("concurrency %d (queue %d, wait ≤ %s)", c.MaxConcurrent, c.MaxQueue, c.MaxWait))
+		}
 		if a := u.Auth; a != nil && a.OAuth2 != nil {
 			us.Policies = append(us.Policies, "oauth2 "+a.OAuth2.Grant)
 		}
@@ -122,6 +125,9 @@ func policyList(e Effective) []string {
 	}
 	if b := e.Bulkhead; b != nil {
 		p = append(p, fmt.Sprintf("bulkhead %d", b.MaxConcurrent))
+	}
+	if e.Priority != "" && e.Priority != "normal" {
+		p = append(p, "priority "+e.Priority)
 	}
 	if l := e.RateLimit; l != nil {
 		switch {

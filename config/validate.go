@@ -209,6 +209,7 @@ func (v *validator) upstream(path string, u *Upstream) {
 			v.errorf(qp+".burst", "must be at least 1")
 		}
 	}
+	v.concurrency(path, u)
 	v.policies(path, &u.Policies)
 }
 
@@ -279,6 +280,7 @@ func validToken(s string) bool {
 // policies checks the keys a block sets, where it sets them.
 func (v *validator) policies(path string, p *Policies) {
 	v.clientPolicies(path, p)
+	v.queuePolicies(path, p)
 	if p.Timeout != nil && *p.Timeout <= 0 {
 		v.errorf(path+".timeout", "must be above 0")
 	}

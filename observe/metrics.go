@@ -38,6 +38,7 @@ type Metrics struct {
 	tierRequests    *prometheus.CounterVec // tiers.go
 	tokens          *tokenMetrics          // upstream credentials (tokens.go)
 	store           storeMetrics           // store.go
+	queues          *queueMetrics          // queue waiting and wait times (queues.go)
 
 	routes   seriesCache[string, *routeSeries]        // per-request children, by route
 	quotaObs seriesCache[string, prometheus.Observer] // quota wait, by upstream
@@ -100,6 +101,7 @@ func NewMetrics(version string) *Metrics {
 	}
 	m.tokens = newTokenMetrics(reg)
 	m.store = newStoreMetrics(reg)
+	m.queues = newQueueMetrics(reg)
 	return m
 }
 

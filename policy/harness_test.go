@@ -81,9 +81,11 @@ func (c *counter) BulkheadRejected(string) {
 	c.mu.Unlock()
 }
 
-func (c *counter) QuotaWaited(string, time.Duration)            {}
-func (c *counter) QuotaExhausted(string, string, time.Duration) {}
-func (c *counter) QuotaPaused(string, time.Duration)            {}
+func (c *counter) QuotaWaited(string, time.Duration)                          {}
+func (c *counter) QuotaExhausted(string, string, time.Duration)               {}
+func (c *counter) QuotaPaused(string, time.Duration)                          {}
+func (c *counter) QueueWaiting(string, string, policy.Priority, int)          {}
+func (c *counter) QueueWaited(string, string, policy.Priority, time.Duration) {}
 
 func (c *counter) totalAttempts() int {
 	c.mu.Lock()
@@ -192,7 +194,7 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 		parts.Breaker = rg.breaker
 	}
 	if b := e.Bulkhead; b != nil {
-		rg.bulkhead = policy.NewBulkhead(b)
+		rg.bulkhead = policy.NewBulkhead(rc.Name, b, obs)
 		parts.Bulkhead = rg.bulkhead
 	}
 	if q := cfg.Upstreams[rc.Upstream].Quota; q != nil {

@@ -20,7 +20,10 @@ import (
 type Parts struct {
 	Breaker  *Breaker
 	Bulkhead *Bulkhead
-	Quota    Quota
+	// Concurrency is the upstream's one set of slots, shared by every
+	// route to it; taken after the route's own Bulkhead.
+	Concurrency *Bulkhead
+	Quota       Quota
 }
 
 // Pipeline is one route's resilience policies around an upstream's
@@ -36,11 +39,13 @@ type Pipeline struct {
 	idle    time.Duration // stream_idle_timeout; 0 = none
 	perTry  time.Duration
 
-	breaker  *Breaker
-	bulkhead *Bulkhead
-	quota    Quota
-	retry    *retrySpec
-	budget   *attemptBudget // nil without retry
+	breaker     *Breaker
+	bulkhead    *Bulkhead
+	concurrency *Bulkhead
+	quota       Quota
+	pquota      PriorityQuota // quota, when it serves by priority (decided once, here)
+	retry       *retrySpec
+	budget      *attemptBudget // nil without retry
 
 	plain  failsafe.Executor[*http.Response] // retry only; nil = single attempt
 	hedged failsafe.Executor[*http.Response] // retry and hedge, for GET/HEAD; nil = no hedging
@@ -59,8 +64,9 @@ func NewPipeline(r *config.Route, base http.RoundTripper, parts Parts, obs Obser
 	p := &Pipeline{
 		route: r.Name, upstream: r.Upstream, base: base, obs: obs, traceOf: trace,
 		timeout: e.Timeout.D(), idle: e.StreamIdleTimeout.D(),
-		breaker: parts.Breaker, bulkhead: parts.Bulkhead, quota: parts.Quota,
+		breaker: parts.Breaker, bulkhead: parts.Bulkhead, concurrency: parts.Concurrency, quota: parts.Quota,
 	}
+	p.pquota, _ = parts.Quota.(PriorityQuota)
 	if e.Retry != nil {
 		p.retry = newRetrySpec(e.Retry)
 		p.perTry = e.Retry.PerTryTimeout.D()
@@ -118,19 +124,12 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.ctx = &st.dctx
 	timer := time.AfterFunc(deadline.Sub(now), st.expire)
 
-	if b := p.bulkhead; b != nil {
-		if err := b.acquire(st.ctx); err != nil {
+	if p.bulkhead != nil || p.concurrency != nil {
+		if err := st.takeSlots(); err != nil {
 			timer.Stop()
 			st.cancel(nil)
-			if errors.Is(err, ErrBulkheadFull) {
-				p.obs.BulkheadRejected(p.route)
-			} else {
-				err = st.ctxError()
-			}
 			return nil, err
 		}
-		st.slot = true
-		p.obs.BulkheadInFlight(p.route, b.InFlight())
 	}
 
 	resp, err := p.execute(st)
@@ -170,14 +169,59 @@ func (st *reqState) expire() {
 	}
 }
 
-// finish ends the request: its bulkhead slot and its context. It runs
-// once, when the request fails or its body is closed.
-func (st *reqState) finish() {
+// takeSlots takes the route's bulkhead slot, then the upstream's
+// concurrency slot (the route's own bulkhead applies within the
+// upstream's), each waiting at the request's priority.
+func (st *reqState) takeSlots() error {
+	p := st.p
+	var prio Priority
+	if st.trace != nil {
+		prio = st.trace.Priority
+	}
+	if b := p.bulkhead; b != nil {
+		if err := b.acquire(st.ctx, prio); err != nil {
+			return st.slotError(err)
+		}
+		st.slot = true
+		p.obs.BulkheadInFlight(p.route, b.InFlight())
+	}
+	if c := p.concurrency; c != nil {
+		if err := c.acquire(st.ctx, prio); err != nil {
+			st.releaseSlots()
+			return st.slotError(err)
+		}
+		st.upSlot = true
+	}
+	return nil
+}
+
+// slotError is what a failed slot acquisition returns.
+func (st *reqState) slotError(err error) error {
+	if errors.Is(err, ErrBulkheadFull) {
+		st.p.obs.BulkheadRejected(st.p.route)
+		return err
+	}
+	return st.ctxError()
+}
+
+// releaseSlots gives back the slots the request holds.
+func (st *reqState) releaseSlots() {
+	if st.upSlot {
+		st.upSlot = false
+		st.p.concurrency.release()
+	}
 	if st.slot {
+		st.slot = false
 		b := st.p.bulkhead
 		b.release()
 		st.p.obs.BulkheadInFlight(st.p.route, b.InFlight())
 	}
+}
+
+// finish ends the request: its bulkhead slots and its context. It runs
+// once, when the request fails or its body is closed.
+func (st *reqState) finish() {
+	st.releaseSlots()
 	st.cancel(nil)
 }
 
@@ -258,6 +302,7 @@ type reqState struct {
 	trace  *Trace // the caller's; nil = none
 
 	slot      bool        // holds a bulkhead slot, released by finish
+	upSlot    bool        // holds an upstream concurrency slot, released by finish
 	hedging   bool        // attempts run under the hedge executor
 	streaming atomic.Bool // headers are out: the timer is the idle timer
 	attempts  atomic.Int32

@@ -34,7 +34,8 @@ import (
 var (
 	// ErrCircuitOpen: the breaker is open (or half-open with every probe out).
 	ErrCircuitOpen = errors.New("circuit breaker open")
-	// ErrBulkheadFull: no slot within bulkhead.max_wait.
+	// ErrBulkheadFull: no slot within bulkhead.max_wait (or the upstream's
+	// concurrency.max_wait), the queue full, or shed for a higher priority.
 	ErrBulkheadFull = errors.New("bulkhead full")
 	// ErrQuotaExhausted: no upstream quota token within max_wait or the route's time.
 	ErrQuotaExhausted = errors.New("upstream quota exhausted")
@@ -49,6 +50,9 @@ var (
 type RejectedError struct {
 	Err        error
 	RetryAfter time.Duration
+	// Detail says in plain words why, for the caller (a bulkhead's queue
+	// was full, or the wait ran out); "" leaves it to the error's kind.
+	Detail string
 }
 
 func (e *RejectedError) Error() string {
@@ -67,6 +71,15 @@ func RetryAfterOf(err error) time.Duration {
 		return re.RetryAfter
 	}
 	return 0
+}
+
+// DetailOf returns the Detail an error carries, if any.
+func DetailOf(err error) string {
+	var re *RejectedError
+	if errors.As(err, &re) {
+		return re.Detail
+	}
+	return ""
 }
 
 // Observer receives what the pipeline does. Calls are synchronous on the
@@ -94,21 +107,29 @@ type Observer interface {
 	QuotaExhausted(upstream, route string, retryAfter time.Duration)
 	// QuotaPaused reports an upstream paused by its own Retry-After.
 	QuotaPaused(upstream string, d time.Duration)
+	// QueueWaiting reports a caller joining (delta 1) or leaving (-1) a
+	// queue: scope "bulkhead" (name: the route, or the upstream for its
+	// concurrency) or "quota" (name: the upstream).
+	QueueWaiting(scope, name string, prio Priority, delta int)
+	// QueueWaited reports how long a caller waited in a queue, served or not.
+	QueueWaited(scope, name string, prio Priority, d time.Duration)
 }
 
 // NopObserver ignores everything.
 type NopObserver struct{}
 
-func (NopObserver) Attempt(string, string, string, time.Duration) {}
-func (NopObserver) Retry(string, string)                          {}
-func (NopObserver) BudgetExhausted(string)                        {}
-func (NopObserver) Hedge(string, string)                          {}
-func (NopObserver) BreakerChanged(string, State, State)           {}
-func (NopObserver) BulkheadInFlight(string, int)                  {}
-func (NopObserver) BulkheadRejected(string)                       {}
-func (NopObserver) QuotaWaited(string, time.Duration)             {}
-func (NopObserver) QuotaExhausted(string, string, time.Duration)  {}
-func (NopObserver) QuotaPaused(string, time.Duration)             {}
+func (NopObserver) Attempt(string, string, string, time.Duration)       {}
+func (NopObserver) Retry(string, string)                                {}
+func (NopObserver) BudgetExhausted(string)                              {}
+func (NopObserver) Hedge(string, string)                                {}
+func (NopObserver) BreakerChanged(string, State, State)                 {}
+func (NopObserver) BulkheadInFlight(string, int)                        {}
+func (NopObserver) BulkheadRejected(string)                             {}
+func (NopObserver) QuotaWaited(string, time.Duration)                   {}
+func (NopObserver) QuotaExhausted(string, string, time.Duration)        {}
+func (NopObserver) QuotaPaused(string, time.Duration)                   {}
+func (NopObserver) QueueWaiting(string, string, Priority, int)          {}
+func (NopObserver) QueueWaited(string, string, Priority, time.Duration) {}
 
 // Trace is one request's passage, shared with the caller: the proxy hands
 // it over through the function it gives NewPipeline, fills Deadline
@@ -132,6 +153,10 @@ type Trace struct {
 	Repeat Repeat
 	// Tracer, when set, is told of each attempt sent (tracing); nil: none.
 	Tracer AttemptTracer
+	// Priority places the request in the queues it waits in (bulkhead,
+	// upstream concurrency, upstream quota); the caller sets it before
+	// RoundTrip. Zero: Normal.
+	Priority Priority
 }
 
 // AttemptTracer follows one request's attempts.

@@ -26,11 +26,29 @@ type Quota interface {
 	Pause(d time.Duration) time.Duration
 }
 
-var _ Quota = (*ratelimit.Quota)(nil)
+// PriorityQuota is a Quota whose waiters are served by priority, then
+// arrival (prio: a Priority, higher first). The pipeline uses WaitPriority
+// when its Quota has it, and Wait otherwise.
+type PriorityQuota interface {
+	Quota
+	WaitPriority(ctx context.Context, prio int) (waited time.Duration, err error)
+}
+
+var _ PriorityQuota = (*ratelimit.Quota)(nil)
 
 // waitQuota spends the attempt's quota token.
 func (p *Pipeline) waitQuota(st *reqState) (time.Duration, error) {
-	waited, err := p.quota.Wait(st.ctx)
+	var waited time.Duration
+	var err error
+	if pq := p.pquota; pq != nil {
+		var prio Priority
+		if st.trace != nil {
+			prio = st.trace.Priority
+		}
+		waited, err = pq.WaitPriority(st.ctx, int(prio))
+	} else {
+		waited, err = p.quota.Wait(st.ctx)
+	}
 	if err == nil {
 		// Every granted attempt is a sample, an immediate grant a zero:
 		// the histogram then says which share of attempts waited.

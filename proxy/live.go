@@ -68,6 +68,9 @@ type LiveRoute struct {
 type LiveUpstream struct {
 	Name  string
 	Quota UpstreamQuota
+	// Concurrency is the upstream's one set of slots for all its routes;
+	// nil without a concurrency block.
+	Concurrency *policy.Bulkhead
 	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
 	Token *auth.Source
 }
@@ -90,7 +93,8 @@ func (s *Server) Live() Live {
 		l.Routes = append(l.Routes, lr)
 	}
 	for _, name := range t.upstreamNames() {
-		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota, Token: t.upstreams[name].token})
+		up := t.upstreams[name]
+		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: up.quota, Concurrency: up.concurrency, Token: up.token})
 	}
 	return l
 }

@@ -195,6 +195,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// and the pipeline together.
 	rq.deadline = time.Now().Add(rt.timeout)
 	rq.trace.Deadline = rq.deadline
+	rq.trace.Priority = rt.priority
+	if rq.tier != nil {
+		rq.trace.Priority = max(rq.trace.Priority, policy.ParsePriority(rq.tier.cfg.Priority)) // the higher of the two
+	}
 	if err := rt.prepareBody(r, rq); err != nil {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
 		return
@@ -253,6 +257,8 @@ func (s *Server) errorHandler(_ http.ResponseWriter, r *http.Request, err error)
 	kind := failureKind(err, rq.bodyFailure(), rq.clientGone())
 	if kind == KindUpstreamAuthFailed {
 		rq.detail = authDetail(err)
+	} else if d := policy.DetailOf(err); d != "" {
+		rq.detail = d // a bulkhead says whether its queue was full or the wait ran out
 	}
 	if clientsFault(kind) || !s.answerInstead(r, rq, kind) {
 		s.reject(rq, kind, policy.RetryAfterOf(err))

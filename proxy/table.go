@@ -47,9 +47,10 @@ type upstream struct {
 	set            [][2]string // header name, value (secrets revealed here only)
 	remove         []string
 	transport      baseTransport
-	quota          UpstreamQuota // nil without a quota
-	token          *auth.Source  // nil: no auth.oauth2
-	hints          *toolHints    // nil: no route to it has retry.tools annotated
+	quota          UpstreamQuota    // nil without a quota
+	concurrency    *policy.Bulkhead // one set of slots for every route to it; nil = none
+	token          *auth.Source     // nil: no auth.oauth2
+	hints          *toolHints       // nil: no route to it has retry.tools annotated
 }
 
 // route is one config route with its policies built.
@@ -70,11 +71,13 @@ type route struct {
 	// clientAuth is required, optional or none; forwardID the header that
 	// carries the client's id upstream ("" = none).
 	clientAuth, forwardID string
-	cache                 *routeCache
-	fallback              *config.Fallback
-	errors                string
-	timeout               time.Duration
-	idle                  time.Duration // stream_idle_timeout, both directions
+	// priority is the route's place in the queues; a caller's tier may raise it.
+	priority policy.Priority
+	cache    *routeCache
+	fallback *config.Fallback
+	errors   string
+	timeout  time.Duration
+	idle     time.Duration // stream_idle_timeout, both directions
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
@@ -156,8 +159,15 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			if q.Shared && sc != nil {
 				up.quota = sharedQuota(reg, sc, skey, name, q)
 			} else {
-				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota { return ratelimit.NewQuota(q) })
+				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota {
+					return ratelimit.NewQuota(q, ratelimit.WithQueueObserver(
+						func(prio, delta int) { s.metrics.QueueWaiting("quota", name, policy.Priority(prio), delta) },
+						func(prio int, d time.Duration) { s.metrics.QueueWaited("quota", name, policy.Priority(prio), d) }))
+				})
 			}
+		}
+		if c := u.Concurrency; c != nil {
+			up.concurrency = policy.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
 		}
 		if up.token = s.tokenSource(reg, name, u); up.token != nil {
 			t.tokens[up.token] = true
@@ -173,6 +183,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
 			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
 			clientAuth: e.ClientAuth, forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
+			priority: policy.ParsePriority(e.Priority),
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
@@ -190,7 +201,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 		}
 		if b := e.Bulkhead; b != nil {
-			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(b) })
+			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
 		}
 		if l := e.RateLimit; l != nil {
 			rt.windows = l.Windows()
@@ -221,7 +232,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 			rt.hints = up.hints
 		}
-		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead}
+		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Concurrency: up.concurrency}
 		if up.quota != nil {
 			parts.Quota = up.quota
 		}

@@ -17,6 +17,9 @@ type options struct {
 	maxKeys int
 	idleTTL time.Duration
 	clock   func() time.Time
+
+	queueWaiting func(prio, delta int)
+	queueWaited  func(prio int, d time.Duration)
 }
 
 func buildOptions(opts []Option) options {
@@ -60,5 +63,15 @@ func WithClock(now func() time.Time) Option {
 		if now != nil {
 			o.clock = now
 		}
+	}
+}
+
+// WithQueueObserver reports a Quota's waiters: waiting(prio, 1) when a
+// caller starts sleeping for its token and waiting(prio, -1) when it
+// stops, and waited(prio, d) with the time it spent, served or not. Only
+// callers that sleep are reported. Either may be nil; Limiter ignores it.
+func WithQueueObserver(waiting func(prio, delta int), waited func(prio int, d time.Duration)) Option {
+	return func(o *options) {
+		o.queueWaiting, o.queueWaited = waiting, waited
 	}
 }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,8 +13,8 @@ import (
 
 // Quota is an upstream's own limit: one per upstream, shared by every route
 // to it, and spent by every attempt actually sent (first tries, retries,
-// hedges, probes). It is a token bucket whose waiters queue in order of
-// arrival, plus a pause that the upstream can impose with Retry-After.
+// hedges, probes). It is a token bucket whose waiters queue by priority,
+// then arrival, plus a pause that the upstream can impose with Retry-After.
 // Callers that waited are let go at least one token interval apart in
 // real time, even when a timer fires late (see release), so that a quota
 // set to an upstream's own per-second limit keeps within it.
@@ -40,9 +41,27 @@ type Quota struct {
 	pausedUntil time.Time
 	pauseCh     chan struct{} // closed, and replaced, when a pause is extended
 	lastSlept   time.Time     // when the last caller that slept for its token was let go
+	// waiters sleep for their tokens, in the order they are served: by
+	// priority, then arrival. Their grant times (slots) are the bucket's
+	// promises and ascend along the slice; a higher-priority arrival takes
+	// the slot of the first lower-priority waiter, which moves one slot
+	// down, and so on (see queue).
+	waiters []*quotaWaiter
+
+	onWaiting func(prio, delta int)           // nil: not reported
+	onWaited  func(prio int, d time.Duration) // nil: not reported
 
 	waiting   atomic.Int64
 	exhausted atomic.Uint64
+}
+
+// quotaWaiter is one caller sleeping for its token.
+type quotaWaiter struct {
+	prio     int
+	grantAt  time.Time // its slot: moved by arrivals ahead of it and by leavers
+	deadline time.Time // the latest slot it can use (start + its budget)
+	shed     *ExhaustedError
+	moved    chan struct{} // buffered 1: grantAt or shed changed
 }
 
 // ExhaustedError is returned by Quota.Wait when no token can be had within
@@ -85,29 +104,40 @@ type QuotaSnapshot struct {
 func NewQuota(cfg config.Quota, opts ...Option) *Quota {
 	o := buildOptions(opts)
 	q := &Quota{
-		perSec:   cfg.Rate.PerSecond(),
-		burst:    float64(max(cfg.Burst, 1)),
-		maxWait:  max(cfg.MaxWait.D(), 0),
-		honor:    cfg.HonorRetryAfter,
-		maxPause: cfg.MaxPause.D(),
-		rate:     cfg.Rate.String(),
-		now:      o.clock,
-		pauseCh:  make(chan struct{}),
+		perSec:    cfg.Rate.PerSecond(),
+		burst:     float64(max(cfg.Burst, 1)),
+		maxWait:   max(cfg.MaxWait.D(), 0),
+		honor:     cfg.HonorRetryAfter,
+		maxPause:  cfg.MaxPause.D(),
+		rate:      cfg.Rate.String(),
+		now:       o.clock,
+		pauseCh:   make(chan struct{}),
+		onWaiting: o.queueWaiting,
+		onWaited:  o.queueWaited,
 	}
 	q.tokens = q.burst
 	q.last = q.now()
 	return q
 }
 
-// Wait blocks until a token is granted, and reports how long it waited. It
-// never waits longer than max_wait, nor past ctx's deadline: when the
-// token would come later than that, it fails at once — rather than queue in
-// vain — with *ExhaustedError, and nothing is spent. While the upstream is
+// Wait is WaitPriority at priority 0.
+func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
+	return q.WaitPriority(ctx, 0)
+}
+
+// WaitPriority blocks until a token is granted, and reports how long it
+// waited. It never waits longer than max_wait, nor past ctx's deadline:
+// when the token would come later than that, it fails at once — rather
+// than queue in vain — with *ExhaustedError, and nothing is spent.
+// Waiters are served by priority (higher first), then arrival: an
+// arrival goes ahead of every waiter of a lower priority, each of which
+// moves one slot later, and one that no longer fits its own wait is
+// turned away at once with *ExhaustedError (shed). While the upstream is
 // paused (Pause) no token is granted before the pause ends; a pause that
 // begins or grows while a caller waits is honoured too, and fails it with
 // Paused set if it no longer fits. If ctx is done while waiting, the
 // reserved token is given back and ctx.Err() returned.
-func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
+func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duration, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -117,19 +147,24 @@ func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
 		budget = min(budget, dl.Sub(start))
 	}
 	slept := false
+	defer func() {
+		if slept && q.onWaited != nil {
+			q.onWaited(prio, q.now().Sub(start))
+		}
+	}()
 	for {
-		now, grantAt, pauseCh, err := q.reserve(start, budget)
+		now, w, pauseCh, err := q.reserve(start, budget, prio)
 		if err != nil {
 			return 0, err
 		}
-		if !grantAt.After(now) {
+		if w == nil {
 			if !slept {
 				return 0, nil // granted at once: no wait to report
 			}
 			return max(now.Sub(start), 0), nil
 		}
 		slept = true
-		retry, err := q.sleep(ctx, grantAt.Sub(now), grantAt, pauseCh)
+		retry, err := q.sleep(ctx, w, pauseCh)
 		if err != nil {
 			return q.now().Sub(start), err
 		}
@@ -138,7 +173,7 @@ func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
 			if !paceAt.After(now) {
 				return max(now.Sub(start), 0), nil
 			}
-			if retry, err = q.sleep(ctx, paceAt.Sub(now), paceAt, pauseCh); err != nil {
+			if retry, err = q.sleepUntil(ctx, paceAt.Sub(now), paceAt, pauseCh); err != nil {
 				return q.now().Sub(start), err
 			}
 			if !retry {
@@ -177,10 +212,10 @@ func (q *Quota) release() (now, paceAt time.Time, pauseCh <-chan struct{}) {
 	return now, now, nil
 }
 
-// reserve takes a token and says when it may be used (and what time it was
-// then); or, if that is later than start+budget, takes nothing and returns
-// *ExhaustedError.
-func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt time.Time, pauseCh <-chan struct{}, err error) {
+// reserve takes a token and says when it may be used: now (w nil), or at
+// the slot of the waiter w it queued (at priority prio); or, if that is
+// later than start+budget, takes nothing and returns *ExhaustedError.
+func (q *Quota) reserve(start time.Time, budget time.Duration, prio int) (now time.Time, w *quotaWaiter, pauseCh <-chan struct{}, err error) {
 	now = q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -191,7 +226,7 @@ func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt tim
 	if q.pausedUntil.After(at) {
 		at = q.pausedUntil
 	}
-	grantAt = at
+	grantAt := at
 	if q.perSec > 0 {
 		q.advance(at)
 		if q.last.After(grantAt) {
@@ -205,32 +240,170 @@ func (q *Quota) reserve(start time.Time, budget time.Duration) (now, grantAt tim
 		if next := q.lastSlept.Add(q.durationFor(1)); next.After(grantAt) {
 			grantAt = next
 		}
+		// Nor of the last slot promised: two waiters held back to the same
+		// time by the rule above would otherwise share a slot, and which
+		// goes first would be the timers' choice, not their priority.
+		if n := len(q.waiters); n > 0 {
+			if next := q.waiters[n-1].grantAt.Add(q.durationFor(1)); next.After(grantAt) {
+				grantAt = next
+			}
+		}
 	}
-	// A token free now always fits, even with no wait allowed (max_wait:
-	// 0): start was read a moment before now.
-	if grantAt.After(now) && grantAt.Sub(start) > budget {
+	if !grantAt.After(now) {
+		return now, nil, nil, nil
+	}
+	// The new slot joins the others; the arrival takes the one at its place
+	// in line, which is earlier than the new slot when it goes ahead of
+	// lower-priority waiters.
+	pos := len(q.waiters)
+	for pos > 0 && q.waiters[pos-1].prio < prio {
+		pos--
+	}
+	slots := make([]time.Time, 0, len(q.waiters)+1)
+	for _, o := range q.waiters {
+		slots = append(slots, o.grantAt)
+	}
+	i, _ := slices.BinarySearchFunc(slots, grantAt, time.Time.Compare)
+	slots = slices.Insert(slots, i, grantAt)
+	if slots[pos].Sub(start) > budget {
 		if q.perSec > 0 {
 			q.tokens++ // nothing else happened under the lock: an exact undo
 		}
 		q.exhausted.Add(1)
-		return now, time.Time{}, nil, &ExhaustedError{RetryAfter: max(grantAt.Sub(now), 0), Paused: q.pausedUntil.After(now)}
+		return now, nil, nil, &ExhaustedError{RetryAfter: max(slots[pos].Sub(now), 0), Paused: q.pausedUntil.After(now)}
 	}
-	return now, grantAt, q.pauseCh, nil
+	w = &quotaWaiter{prio: prio, deadline: start.Add(budget), moved: make(chan struct{}, 1)}
+	q.waiters = slices.Insert(q.waiters, pos, w)
+	q.assign(slots, w)
+	// The waiters pushed back that no longer fit their own wait are shed,
+	// newest first; each gives its token back, so those behind it move up.
+	for j := len(q.waiters) - 1; j > pos; j-- {
+		if o := q.waiters[j]; o.grantAt.After(o.deadline) {
+			o.shed = &ExhaustedError{RetryAfter: max(o.grantAt.Sub(now), 0), Paused: q.pausedUntil.After(now)}
+			q.exhausted.Add(1)
+			q.leave(j)
+		}
+	}
+	return now, w, q.pauseCh, nil
 }
 
-// sleep waits d, until grantAt. It returns retry=true when a pause that ends
-// after grantAt began meanwhile: the token is then given back, for the caller
-// to queue again. On ctx's end it gives the token back and returns ctx.Err().
-func (q *Quota) sleep(ctx context.Context, d time.Duration, grantAt time.Time, pauseCh <-chan struct{}) (retry bool, err error) {
+// assign gives the waiters their slots (ascending, one each) and tells
+// those whose slot moved, except self. q.mu is held.
+func (q *Quota) assign(slots []time.Time, self *quotaWaiter) {
+	for i, o := range q.waiters {
+		if !o.grantAt.Equal(slots[i]) {
+			o.grantAt = slots[i]
+			if o != self {
+				o.notify()
+			}
+		}
+	}
+}
+
+// leave removes waiter i and gives its token back: every waiter behind it
+// moves up one slot, and the last slot is free again. q.mu is held.
+func (q *Quota) leave(i int) {
+	gone := q.waiters[i]
+	for j := len(q.waiters) - 1; j > i; j-- {
+		q.waiters[j].grantAt = q.waiters[j-1].grantAt
+		q.waiters[j].notify()
+	}
+	q.waiters = slices.Delete(q.waiters, i, i+1)
+	gone.notify()
+	if q.perSec > 0 {
+		q.tokens = min(q.tokens+1, q.burst)
+	}
+}
+
+// served removes waiter w, whose slot came, keeping the others' slots.
+// q.mu is held.
+func (q *Quota) served(w *quotaWaiter) {
+	if i := slices.Index(q.waiters, w); i >= 0 {
+		q.waiters = slices.Delete(q.waiters, i, i+1)
+	}
+}
+
+func (w *quotaWaiter) notify() {
+	select {
+	case w.moved <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits for w's slot, following it as it moves. It returns
+// retry=true when a pause that ends after the slot began meanwhile: the
+// token is then given back, for the caller to queue again. On ctx's end
+// it gives the token back and returns ctx.Err(); shed, it returns the
+// *ExhaustedError.
+func (q *Quota) sleep(ctx context.Context, w *quotaWaiter, pauseCh <-chan struct{}) (retry bool, err error) {
 	q.waiting.Add(1)
 	defer q.waiting.Add(-1)
+	if q.onWaiting != nil {
+		q.onWaiting(w.prio, 1)
+		defer q.onWaiting(w.prio, -1)
+	}
+	q.mu.Lock()
+	timer := time.NewTimer(w.grantAt.Sub(q.now()))
+	q.mu.Unlock()
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+		case <-w.moved:
+		case <-pauseCh:
+		case <-ctx.Done():
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			if w.shed == nil {
+				if i := slices.Index(q.waiters, w); i >= 0 {
+					q.leave(i)
+				}
+			}
+			return false, ctx.Err()
+		}
+		q.mu.Lock()
+		if w.shed != nil {
+			q.mu.Unlock()
+			return false, w.shed
+		}
+		pauseCh = q.pauseCh
+		if q.pausedUntil.After(w.grantAt) {
+			// The timer and a new pause may be ready at once: a pause that
+			// ends after the slot always wins.
+			if i := slices.Index(q.waiters, w); i >= 0 {
+				q.leave(i)
+			}
+			q.mu.Unlock()
+			return true, nil
+		}
+		d := w.grantAt.Sub(q.now())
+		if d <= 0 {
+			q.served(w)
+			q.mu.Unlock()
+			return false, nil
+		}
+		q.mu.Unlock()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d)
+	}
+}
+
+// sleepUntil waits d, until grantAt, for a token already granted (the
+// pacing of release). It returns retry=true when a pause that ends after
+// grantAt began meanwhile: the token is then given back, for the caller
+// to queue again. On ctx's end it gives the token back and returns
+// ctx.Err().
+func (q *Quota) sleepUntil(ctx context.Context, d time.Duration, grantAt time.Time, pauseCh <-chan struct{}) (retry bool, err error) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
 		select {
 		case <-timer.C:
-			// The timer and a new pause may be ready at once, and select
-			// picks either: look at the pause before going.
 			if q.pausedAfter(grantAt) {
 				q.Refund()
 				return true, nil

@@ -22,6 +22,7 @@
     healthAt: 0,
     routes: [],
     tiers: [],
+    upQueues: new Map(),    // upstream name -> its queues from /routes (concurrency, quota_waiting)
     transitions: new Map(), // breaker name -> [{from, to, time}], newest first
     samples: [],            // [{t, req: Map(route -> {n, err}), cache: Map(route -> {hit, miss, stale})}]
     events: [],             // newest first
@@ -112,7 +113,11 @@
     config: async () => { S.config = await getJSON('/config'); },
     breakers: async () => { setBreakers((await getJSON('/breakers')).breakers); },
     health: async () => { S.health = await getJSON('/health'); S.healthAt = Date.now(); },
-    routes: async () => { const r = await getJSON('/routes'); S.routes = r.routes || []; S.tiers = r.tiers || []; },
+    routes: async () => {
+      const r = await getJSON('/routes');
+      S.routes = r.routes || []; S.tiers = r.tiers || [];
+      S.upQueues = new Map((r.upstreams || []).map((u) => [u.name, u]));
+    },
     metrics: sample,
   };
 
@@ -439,7 +444,8 @@
       el('h4', {}, 'Bulkhead'),
       el('meter', { min: 0, max: rs.bulkhead_max, value: rs.bulkhead_in_flight, high: rs.bulkhead_max * 0.8, optimum: 0,
         'aria-label': 'Bulkhead of route ' + rs.name + ': ' + rs.bulkhead_in_flight + ' of ' + rs.bulkhead_max + ' in flight' }),
-      el('p', { class: 'sub num' }, rs.bulkhead_in_flight + ' / ' + rs.bulkhead_max + ' in flight')) : null;
+      el('p', { class: 'sub num' }, rs.bulkhead_in_flight + ' / ' + rs.bulkhead_max + ' in flight' +
+        (rs.bulkhead_waiting > 0 ? ', ' + rs.bulkhead_waiting + ' waiting' : ''))) : null;
     const limited = (eff.rate_limit || rs.rate_limited > 0) ? el('div', {},
       el('h4', {}, 'Rate limit'),
       el('dl', { class: 'kv' },
@@ -465,8 +471,17 @@
         el('dl', { class: 'kv' },
           el('dt', {}, 'Tokens'), el('dd', { class: 'num' }, q.tokens.toFixed(1) + ' / ' + q.burst),
           el('dt', {}, 'Rate'), el('dd', { class: 'num' }, q.rate),
-          el('dt', {}, 'Exhausted'), el('dd', { class: 'num' }, String(q.exhausted))));
+          el('dt', {}, 'Exhausted'), el('dd', { class: 'num' }, String(q.exhausted)),
+          el('dt', {}, 'Waiting'), el('dd', { class: 'num' }, String(q.waiting || 0))));
     }
+    // The upstream's one set of slots for all its routes (concurrency), from /routes.
+    const uq = S.upQueues && S.upQueues.get(u.name);
+    const c = uq && uq.concurrency;
+    const conc = c ? el('div', { class: 'concurrency' },
+      el('h4', {}, 'Concurrency'),
+      el('meter', { min: 0, max: c.max, value: c.in_flight, high: c.max * 0.8, optimum: 0,
+        'aria-label': 'Concurrency of upstream ' + u.name + ': ' + c.in_flight + ' of ' + c.max + ' in flight, ' + c.waiting + ' waiting' }),
+      el('p', { class: 'sub num' }, c.in_flight + ' / ' + c.max + ' in flight, ' + c.waiting + ' waiting')) : null;
     let token = null;
     if (u.token) {
       // The time left on the upstream's OAuth2 token (never the token).
@@ -483,7 +498,7 @@
       el('header', {}, el('h3', {}, u.name), badge(u.status, String(u.status).toUpperCase(), 'health')),
       cu.url ? el('p', { class: 'sub' }, el('code', {}, cu.url)) : null,
       routes.length ? el('p', { class: 'sub' }, 'Routes: ' + routes.join(', ')) : null,
-      quota, token, own ? breakerBlock(own) : null);
+      conc, quota, token, own ? breakerBlock(own) : null);
   }
 
   function describe(ev) {

@@ -1,0 +1,198 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/bulkhead"
+
+	"github.com/breakwater-proxy/breakwater/config"
+)
+
+func newTestBulkhead(max, queue int, wait time.Duration) *Bulkhead {
+	return NewBulkhead("r", &config.Bulkhead{MaxConcurrent: max, MaxQueue: queue, MaxWait: config.Duration(wait)}, nil)
+}
+
+// waitFor polls until b has n waiters (generous: a slow -race machine).
+func waitFor(t *testing.T, b *Bulkhead, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Waiting() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting = %d, want %d", b.Waiting(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// queued starts a caller at prio that, once it has a slot, records its
+// label in order and gives the slot back at once, to the next in line.
+func queued(b *Bulkhead, prio Priority, label string, order chan<- string, errs chan<- error) {
+	go func() {
+		if err := b.acquire(context.Background(), prio); err != nil {
+			errs <- err
+			return
+		}
+		order <- label
+		b.release()
+	}()
+}
+
+func detailOf(t *testing.T, err error) string {
+	t.Helper()
+	if !errors.Is(err, ErrBulkheadFull) {
+		t.Fatalf("err = %v, want ErrBulkheadFull", err)
+	}
+	return DetailOf(err)
+}
+
+// The Bar of issue 15: three low-priority waiters queued before three
+// high-priority ones are served after them.
+func TestBulkheadServesByPriorityThenArrival(t *testing.T) {
+	b := newTestBulkhead(1, 10, time.Minute)
+	if err := b.acquire(context.Background(), Normal); err != nil {
+		t.Fatal(err)
+	}
+	order, errs := make(chan string, 8), make(chan error, 8)
+	labels := []struct {
+		prio  Priority
+		label string
+	}{{Low, "low1"}, {Low, "low2"}, {Low, "low3"}, {Normal, "normal1"}, {High, "high1"}, {High, "high2"}, {High, "high3"}}
+	for i, l := range labels {
+		queued(b, l.prio, l.label, order, errs)
+		waitFor(t, b, i+1) // one at a time, so arrival order is known
+	}
+	b.release()
+	want := []string{"high1", "high2", "high3", "normal1", "low1", "low2", "low3"}
+	for i, w := range want {
+		select {
+		case got := <-order:
+			if got != w {
+				t.Fatalf("served #%d = %s, want %s (order %v)", i, got, w, want)
+			}
+		case err := <-errs:
+			t.Fatalf("a waiter failed: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("served only %d of %d", i, len(want))
+		}
+	}
+	if n := b.InFlight(); n != 0 {
+		t.Errorf("in flight = %d after every release, want 0", n)
+	}
+}
+
+func TestBulkheadFullQueueShedsNewestLowerPriority(t *testing.T) {
+	b := newTestBulkhead(1, 2, time.Minute)
+	_ = b.acquire(context.Background(), Normal)
+	order, errs := make(chan string, 4), make(chan error, 4)
+	queued(b, Low, "low1", order, errs)
+	waitFor(t, b, 1)
+	queued(b, Low, "low2", order, errs)
+	waitFor(t, b, 2)
+	queued(b, High, "high", order, errs) // the queue is full: low2, the newest low, goes
+	select {
+	case err := <-errs:
+		if d := detailOf(t, err); d != detailShed {
+			t.Errorf("shed detail = %q", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no waiter was shed")
+	}
+	waitFor(t, b, 2)
+	b.release()
+	for _, w := range []string{"high", "low1"} {
+		if got := <-order; got != w {
+			t.Fatalf("served %s, want %s", got, w)
+		}
+	}
+}
+
+func TestBulkheadFullQueueTurnsAwayEqualPriority(t *testing.T) {
+	b := newTestBulkhead(1, 1, time.Minute)
+	_ = b.acquire(context.Background(), Normal)
+	order, errs := make(chan string, 2), make(chan error, 2)
+	queued(b, High, "high", order, errs)
+	waitFor(t, b, 1)
+	err := b.acquire(context.Background(), High) // nobody lower to shed
+	if d := detailOf(t, err); d != detailQueueFull {
+		t.Errorf("detail = %q, want the queue-full one", d)
+	}
+	b.release()
+	if got := <-order; got != "high" {
+		t.Errorf("served %s", got)
+	}
+}
+
+func TestBulkheadWaitRunsOut(t *testing.T) {
+	b := newTestBulkhead(1, 5, 20*time.Millisecond)
+	_ = b.acquire(context.Background(), Normal)
+	err := b.acquire(context.Background(), High)
+	if d := detailOf(t, err); d != detailWaitRanOut {
+		t.Errorf("detail = %q, want the wait-ran-out one", d)
+	}
+	if n := b.Waiting(); n != 0 {
+		t.Errorf("waiting = %d after the wait ran out, want 0", n)
+	}
+}
+
+func TestBulkheadNoWaitRejectsAtOnce(t *testing.T) {
+	for _, b := range []*Bulkhead{newTestBulkhead(1, 5, 0), newTestBulkhead(1, 0, time.Minute)} {
+		_ = b.acquire(context.Background(), Normal)
+		if d := detailOf(t, b.acquire(context.Background(), High)); d != detailQueueFull {
+			t.Errorf("detail = %q, want the queue-full one", d)
+		}
+	}
+}
+
+func TestBulkheadCancelledWaiterLeavesNoSlot(t *testing.T) {
+	b := newTestBulkhead(1, 5, time.Minute)
+	_ = b.acquire(context.Background(), Normal)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.acquire(ctx, Normal) }()
+	waitFor(t, b, 1)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	b.release()
+	if n := b.InFlight(); n != 0 {
+		t.Errorf("in flight = %d, want 0", n)
+	}
+	if err := b.acquire(context.Background(), Low); err != nil {
+		t.Errorf("a free slot refused: %v", err)
+	}
+}
+
+// The uncontended path, against what policy.Bulkhead did before queues:
+// failsafe-go's bulkhead plus an atomic in-flight count.
+func BenchmarkBulkheadUncontended(b *testing.B) {
+	b.Run("queue", func(b *testing.B) {
+		bh := newTestBulkhead(100, 100, time.Second)
+		ctx := context.Background()
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := bh.acquire(ctx, High); err != nil {
+				b.Fatal(err)
+			}
+			bh.release()
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		bh := bulkhead.New[any](100)
+		var inFlight atomic.Int64
+		ctx := context.Background()
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := bh.AcquirePermitWithMaxWait(ctx, time.Second); err != nil {
+				b.Fatal(err)
+			}
+			inFlight.Add(1)
+			inFlight.Add(-1)
+			bh.ReleasePermit()
+		}
+	})
+}
