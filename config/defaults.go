@@ -126,6 +126,7 @@ func applyDefaults(c *Config) {
 			inherit(reflect.ValueOf(u.Quota).Elem(), reflect.ValueOf(&quota).Elem())
 		}
 		applyAuthDefaults(u)
+		applyHealthDefaults(u)
 	}
 
 	var safe, blocks Policies

@@ -40,6 +40,7 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	if err := srv.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
+	t.Cleanup(srv.Close) // health checkers
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return &testProxy{Server: ts, srv: srv, metrics: metrics, logs: logs}

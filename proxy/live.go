@@ -61,6 +61,10 @@ type LiveUpstream struct {
 	Quota *ratelimit.Quota
 	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
 	Token *auth.Source
+	// Mode is the upstream's operating mode (never nil).
+	Mode *UpstreamMode
+	// Check is the upstream's health checker; nil without health_check.
+	Check *HealthChecker
 }
 
 // Live reads the running table.
@@ -78,7 +82,7 @@ func (s *Server) Live() Live {
 		l.Routes = append(l.Routes, lr)
 	}
 	for _, name := range t.upstreamNames() {
-		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota, Token: t.upstreams[name].token})
+		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: t.upstreams[name].quota, Token: t.upstreams[name].token, Mode: t.upstreams[name].mode, Check: t.upstreams[name].check})
 	}
 	return l
 }
