@@ -190,6 +190,7 @@ func run(args []string, stderr io.Writer) int {
 	metrics.FollowLogDrops(logOut.Dropped)
 	obs := observe.NewFanout(metrics, hub)
 	srv := proxy.New(log, obs)
+	defer srv.Close() // health checkers
 	file := f.config
 	if f.upstream != "" {
 		file = "" // quick mode: no file to reload

@@ -103,6 +103,7 @@ func newEnvAt(t *testing.T, yaml, adminAddr string) *env {
 		e.admin.CloseClientConnections() // /events streams
 		e.admin.Close()
 		e.data.Close()
+		e.srv.Close() // health checkers
 	})
 	return e
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/observe"
 )
 
 // healthUpstream is an upstream whose health path fails while failing is
@@ -223,3 +224,6 @@ routes:
 		t.Error("the dropped checker did not stop")
 	}
 }
+
+// observe.Fanout publishes health and mode changes on /events.
+var _ HealthObserver = (*observe.Fanout)(nil)
