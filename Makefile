@@ -53,9 +53,11 @@ redis-deps: ## install redis-server for the shared-state tests (apt-get; sudo wh
 	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 
-# Helm comes from the Go module proxy (go install, once, into the git-ignored
-# bin/), so that a fresh machine needs only Go; see charts/helpers_test.go.
-chart-test: ## helm lint + template (default and egress values); rendered configs pass breakwater validate
+# Helm and promtool come from the Go module proxy (go install, once, into the
+# git-ignored bin/), so that a fresh machine needs only Go; see
+# charts/helpers_test.go (HELM_VERSION v3.22.0, PROMTOOL_VERSION v0.316.0,
+# the Prometheus Go module of Prometheus 3.x).
+chart-test: ## helm lint + template (default and egress values); rendered configs pass breakwater validate; promtool check rules on the PrometheusRule
 	$(GO) test -count=1 -v -timeout 20m ./charts/
 
 IMAGE ?= ghcr.io/breakwater-proxy/breakwater

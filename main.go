@@ -192,6 +192,11 @@ func run(args []string, stderr io.Writer) int {
 	metrics.FollowLogDrops(logOut.Dropped)
 	obs := observe.NewFanout(metrics, hub)
 	srv := proxy.New(log, obs)
+	defer func() { // health checks and spans, on every way out (Close again is harmless)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Close(ctx)
+	}()
 	file := f.config
 	if f.upstream != "" {
 		file = "" // quick mode: no file to reload

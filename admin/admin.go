@@ -30,6 +30,9 @@ type Proxy interface {
 	Config() *config.Config
 	// Live is the running config's stateful pieces.
 	Live() proxy.Live
+	// SetUpstreamMode sets an upstream's mode (normal or cache_only);
+	// false when the running config has no such upstream.
+	SetUpstreamMode(name, mode string) bool
 }
 
 // Registry is where /metrics is gathered from (observe.Metrics.Registry);
@@ -100,7 +103,8 @@ func New(p Proxy, metrics Registry, events Events, rl Reloader, bound net.Addr) 
 	h.mux.HandleFunc("POST /reload", h.reload)
 	h.mux.HandleFunc("POST /cache/purge", h.purge)
 	h.mux.HandleFunc("GET /events", h.events)
-	for _, path := range []string{"/breakers/{name}", "/reload", "/cache/purge"} {
+	h.mux.HandleFunc("POST /upstreams/{name}", h.upstreamMode)
+	for _, path := range []string{"/breakers/{name}", "/reload", "/cache/purge", "/upstreams/{name}"} {
 		h.postOnly.HandleFunc(path, http.NotFound) // only matched, never served
 	}
 	return h
@@ -300,6 +304,27 @@ func (h *Handler) reload(w http.ResponseWriter, _ *http.Request) {
 
 type purgeBody struct {
 	Purged []string `json:"purged"`
+}
+
+// upstreamBody is the answer of POST /upstreams/{name}.
+type upstreamBody struct {
+	Upstream string `json:"upstream"`
+	Mode     string `json:"mode"`
+}
+
+// upstreamMode puts an upstream in cache_only mode (its routes answer from
+// fresh or stale cache and fallback only) or back to normal.
+func (h *Handler) upstreamMode(w http.ResponseWriter, r *http.Request) {
+	name, mode := r.PathValue("name"), r.URL.Query().Get("mode")
+	if mode != proxy.ModeNormal && mode != proxy.ModeCacheOnly {
+		h.writeJSON(w, http.StatusBadRequest, errorBody{"mode must be cache_only or normal"})
+		return
+	}
+	if !h.proxy.SetUpstreamMode(name, mode) {
+		h.writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no upstream named %q", name)})
+		return
+	}
+	h.writeJSON(w, http.StatusOK, upstreamBody{name, mode})
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {

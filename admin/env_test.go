@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -103,6 +104,7 @@ func newEnvAt(t *testing.T, yaml, adminAddr string) *env {
 		e.admin.CloseClientConnections() // /events streams
 		e.admin.Close()
 		e.data.Close()
+		_ = e.srv.Close(context.Background()) // health checkers
 	})
 	return e
 }

@@ -97,7 +97,7 @@ func TestCrossOriginPostRefused(t *testing.T) {
 				"https://" + e.adminHost(),
 				"http://" + e.adminHost() + ".evil.example",
 			} {
-				for _, path := range []string{"/breakers/api?state=open", "/cache/purge", "/reload"} {
+				for _, path := range []string{"/breakers/api?state=open", "/cache/purge", "/reload", "/upstreams/api?mode=cache_only"} {
 					resp, body := e.send("POST", path, with("Origin", origin))
 					checkRefused(t, fmt.Sprintf("POST %s from Origin %s", path, origin), resp, body)
 				}
@@ -199,6 +199,7 @@ func TestPostOnlyEndpointsAnswer405(t *testing.T) {
 		{"GET", "/reload"}, {"HEAD", "/reload"}, {"GET", "/cache/purge"}, {"GET", "/cache/purge?route=api"},
 		{"GET", "/breakers/api"}, {"GET", "/breakers/api?state=open"}, {"PUT", "/reload"},
 		{"DELETE", "/cache/purge"}, {"PATCH", "/breakers/api"}, {"OPTIONS", "/reload"},
+		{"GET", "/upstreams/api"}, {"GET", "/upstreams/api?mode=cache_only"}, {"DELETE", "/upstreams/nope"},
 	} {
 		resp, body := e.send(c.method, c.path, nil)
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {

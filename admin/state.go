@@ -44,6 +44,55 @@ type UpstreamHealth struct {
 	Quota *QuotaStatus `json:"quota,omitempty"`
 	// Token is nil when the upstream has no auth.oauth2.
 	Token *TokenStatus `json:"token,omitempty"`
+	// Mode is normal or cache_only (POST /upstreams/{name}?mode=).
+	Mode string `json:"mode"`
+	// Check is nil when the upstream has no health_check.
+	Check *CheckStatus `json:"health_check,omitempty"`
+}
+
+// CheckStatus is an upstream's active health check state.
+type CheckStatus struct {
+	// Status is unknown (no check finished yet), healthy or unhealthy.
+	Status string `json:"status"`
+	// Result is the last check's outcome: ok, "status 503", timeout,
+	// connect_error ("" before the first check).
+	Result    string  `json:"result"`
+	LatencyMs float64 `json:"latency_ms"`
+	// LastCheck and LastChange are null until they happen.
+	LastCheck  *time.Time `json:"last_check"`
+	LastChange *time.Time `json:"last_change"`
+	// NextCheckIn is the time until the next check, in seconds.
+	NextCheckIn float64 `json:"next_check_in_seconds"`
+	Failures    int     `json:"consecutive_failures"`
+	Successes   int     `json:"consecutive_successes"`
+}
+
+// checkStatus reads a health checker; an upstream that fails its checks
+// is unhealthy whatever its breakers say.
+func checkStatus(c *proxy.HealthChecker, h *UpstreamHealth) {
+	st := c.Status()
+	cs := &CheckStatus{Status: st.Status, Result: st.Result, LatencyMs: float64(st.Latency.Microseconds()) / 1000,
+		NextCheckIn: max(time.Until(st.NextCheck).Seconds(), 0), Failures: st.Failures, Successes: st.Successes}
+	if !st.LastCheck.IsZero() {
+		cs.LastCheck = &st.LastCheck
+	}
+	if !st.LastChange.IsZero() {
+		cs.LastChange = &st.LastChange
+	}
+	if st.Status == proxy.HealthUnhealthy {
+		h.Status = "unhealthy"
+	}
+	h.Check = cs
+}
+
+// findUpstream is the running upstream of that name; false when none.
+func findUpstream(l proxy.Live, name string) (proxy.LiveUpstream, bool) {
+	for _, u := range l.Upstreams {
+		if u.Name == name {
+			return u, true
+		}
+	}
+	return proxy.LiveUpstream{}, false
 }
 
 // TokenStatus is an upstream OAuth2 token's state: never the token.
@@ -121,6 +170,15 @@ func upstreamHealth(l proxy.Live) []UpstreamHealth {
 		}
 		if u.Token != nil {
 			tokenStatus(u.Token, &h)
+		}
+		if u.Mode != nil {
+			h.Mode = u.Mode.String()
+			if u.Mode.CacheOnly() && h.Status == "healthy" {
+				h.Status = "degraded" // answering from cache only
+			}
+		}
+		if u.Check != nil {
+			checkStatus(u.Check, &h)
 		}
 		out = append(out, h)
 	}

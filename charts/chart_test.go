@@ -44,8 +44,10 @@ func TestHelmTemplate(t *testing.T) {
 			for _, kind := range []string{"ConfigMap", "Secret", "Service", "Deployment", "ServiceAccount"} {
 				only(t, objs, kind)
 			}
-			if n := len(find(objs, "ServiceMonitor")); n != 0 {
-				t.Errorf("a ServiceMonitor is rendered by default")
+			for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+				if n := len(find(objs, kind)); n != 0 {
+					t.Errorf("a %s is rendered by default", kind)
+				}
 			}
 			config := configOf(t, objs)
 			validateConfig(t, vs.name+".yaml", config)

@@ -4,10 +4,12 @@
 // security settings), and that every embedded breakwater config passes
 // `breakwater validate`.
 //
-// Helm comes from the Go module proxy (go install
-// helm.sh/helm/v3/cmd/helm@helmVersion), once, into the repository's
-// git-ignored bin/; $HELM overrides it. The tests that need helm are
-// skipped, saying why, only when the module proxy cannot be reached.
+// Helm and promtool come from the Go module proxy (go install
+// helm.sh/helm/v3/cmd/helm@helmVersion, and
+// github.com/prometheus/prometheus/cmd/promtool@promtoolVersion), once,
+// into the repository's git-ignored bin/; $HELM and $PROMTOOL override
+// them. The tests that need them are skipped, saying why, only when the
+// module proxy cannot be reached.
 package charts_test
 
 import (
@@ -47,50 +49,71 @@ var root = func() string {
 
 var chartDir = filepath.Join(root, "charts", "breakwater")
 
+// promtoolVersion is the Prometheus Go module whose promtool checks the
+// chart's PrometheusRule (Prometheus 3.x is v0.3xx.y as a Go module); the
+// Makefile's PROMTOOL_VERSION says the same.
+const promtoolVersion = "v0.316.0"
+
+// goTool is a command installed from the Go module proxy into the
+// repository's git-ignored bin/, once per test binary; env names a
+// variable that points at one already installed instead.
+type goTool struct {
+	name, pkg, version, env string
+
+	once sync.Once
+	path string
+	skip string // why it cannot be had: the proxy is unreachable
+	err  error
+}
+
 var (
-	helmOnce sync.Once
-	helmPath string
-	helmSkip string // why helm cannot be had: the proxy is unreachable
-	helmErr  error
+	helmTool     = &goTool{name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: helmVersion, env: "HELM"}
+	promtoolTool = &goTool{name: "promtool", pkg: "github.com/prometheus/prometheus/cmd/promtool", version: promtoolVersion, env: "PROMTOOL"}
 )
 
 // helm returns the path of the helm binary, installing it into bin/ the
 // first time.
-func helm(t *testing.T) string {
+func helm(t *testing.T) string { return helmTool.get(t) }
+
+// promtool returns the path of Prometheus's promtool, installing it into
+// bin/ the first time.
+func promtool(t *testing.T) string { return promtoolTool.get(t) }
+
+func (g *goTool) get(t *testing.T) string {
 	t.Helper()
-	helmOnce.Do(func() {
-		if p := os.Getenv("HELM"); p != "" {
-			helmPath, _ = filepath.Abs(p)
+	g.once.Do(func() {
+		if p := os.Getenv(g.env); p != "" {
+			g.path, _ = filepath.Abs(p)
 			return
 		}
-		bin := filepath.Join(root, "bin", "helm")
+		bin := filepath.Join(root, "bin", g.name)
 		if runtime.GOOS == "windows" {
 			bin += ".exe"
 		}
 		if _, err := os.Stat(bin); err == nil {
-			helmPath = bin
+			g.path = bin
 			return
 		}
-		t.Logf("installing helm %s from the Go module proxy into bin/ (once; it takes a few minutes)", helmVersion)
-		cmd := exec.Command(testkit.GoTool(), "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
+		t.Logf("installing %s %s from the Go module proxy into bin/ (once; it takes a few minutes)", g.name, g.version)
+		cmd := exec.Command(testkit.GoTool(), "install", g.pkg+"@"+g.version)
 		cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(root, "bin"), "CGO_ENABLED=0")
 		out, err := cmd.CombinedOutput()
 		switch {
 		case err == nil:
-			helmPath = bin
+			g.path = bin
 		case proxyUnreachable(string(out)):
-			helmSkip = fmt.Sprintf("cannot install helm %s: the Go module proxy is unreachable:\n%s", helmVersion, lastLines(string(out), 5))
+			g.skip = fmt.Sprintf("cannot install %s %s: the Go module proxy is unreachable:\n%s", g.name, g.version, lastLines(string(out), 5))
 		default:
-			helmErr = fmt.Errorf("go install helm.sh/helm/v3/cmd/helm@%s: %v\n%s", helmVersion, err, lastLines(string(out), 20))
+			g.err = fmt.Errorf("go install %s@%s: %v\n%s", g.pkg, g.version, err, lastLines(string(out), 20))
 		}
 	})
-	if helmSkip != "" {
-		t.Skip(helmSkip)
+	if g.skip != "" {
+		t.Skip(g.skip)
 	}
-	if helmErr != nil {
-		t.Fatal(helmErr)
+	if g.err != nil {
+		t.Fatal(g.err)
 	}
-	return helmPath
+	return g.path
 }
 
 var netErrors = regexp.MustCompile(`dial tcp|no such host|connection refused|i/o timeout|network is unreachable|TLS handshake timeout|proxyconnect|Service Unavailable|502 Bad Gateway`)

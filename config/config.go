@@ -123,6 +123,9 @@ type Upstream struct {
 	// Auth holds the upstream's credentials (an OAuth2 client); nil =
 	// none. Never inherited.
 	Auth *Auth `yaml:"auth" json:"auth,omitempty"`
+	// HealthCheck is the upstream's active health check; nil = none
+	// (config/health.go).
+	HealthCheck *HealthCheck `yaml:"health_check" json:"health_check,omitempty"`
 
 	// Policies are inherited by every route to this upstream, except
 	// CircuitBreaker: an upstream breaker is one breaker shared by them all.

@@ -130,6 +130,7 @@ func applyDefaults(c *Config) {
 		}
 		applyAuthDefaults(u)
 		concurrencyDefaults(u)
+		applyHealthDefaults(u)
 	}
 
 	var safe, blocks Policies

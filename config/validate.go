@@ -200,6 +200,7 @@ func (v *validator) upstream(path string, u *Upstream) {
 		}
 	}
 	v.auth(path, u.Auth)
+	v.healthCheck(path, u.HealthCheck)
 	if q := u.Quota; q != nil {
 		qp := path + ".quota"
 		if q.Rate.IsZero() {

@@ -46,6 +46,7 @@ upstreams:
     quota: { rate: 600/1m, burst: 50 }
   steady:
     url: %STEADY%
+    health_check: { path: /health, interval: 1s, timeout: 500ms }
 routes:
   - name: flaky-api
     match: { path_prefix: /flaky/ }
@@ -224,6 +225,25 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := text(t, ctx, `#notice`); got != "Cache purged: steady-api." {
 		t.Errorf("notice after the purge: %q", got)
 	}
+	// Degraded mode from the upstream card: two clicks each way.
+	steadyCard := `[data-upstream="steady"]`
+	step("put an upstream in cache_only mode", 5*time.Second,
+		chromedp.Click(chromedp.CSS(`button[aria-label="Serve upstream steady from cache only"]`)),
+		chromedp.Click(chromedp.CSS(`button[aria-label="Confirm: Serve upstream steady from cache only"]`)),
+		chromedp.WaitVisible(chromedp.CSS(steadyCard+` .mode[data-mode="cache_only"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#events li[data-type="upstream_mode"]`)),
+	)
+	if got := text(t, ctx, `#notice`); got != "Upstream steady is in cache_only mode." {
+		t.Errorf("notice after cache_only: %q", got)
+	}
+	step("end cache_only mode", 5*time.Second,
+		chromedp.Click(chromedp.CSS(`button[aria-label="Send upstream steady traffic again"]`)),
+		chromedp.Click(chromedp.CSS(`button[aria-label="Confirm: Send upstream steady traffic again"]`)),
+		chromedp.WaitVisible(chromedp.CSS(steadyCard+` .mode[data-mode="normal"]`)),
+	)
+	step("see the health check", 10*time.Second,
+		waitJS(`(document.querySelector('`+steadyCard+` .check') || {}).textContent?.includes('HEALTHY')`),
+	)
 	step("reload the config", 5*time.Second,
 		chromedp.Click(chromedp.CSS(`button[aria-label="Reload the config file"]`)),
 		chromedp.Click(chromedp.CSS(`button[aria-label="Confirm: Reload the config file"]`)),

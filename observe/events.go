@@ -12,7 +12,8 @@ type Event struct {
 	// ID increases by one per event published, so a reader can tell order
 	// and gaps.
 	ID uint64 `json:"id"`
-	// Type is breaker, reload, quota_exhausted, quota_paused or budget_exhausted.
+	// Type is breaker, reload, quota_exhausted, quota_paused,
+	// budget_exhausted, upstream_health or upstream_mode.
 	Type string         `json:"type"`
 	Time time.Time      `json:"time"`
 	Data map[string]any `json:"data"`

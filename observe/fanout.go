@@ -73,3 +73,16 @@ func (f *Fanout) Reloaded(ok bool, reason, hash string, errs []string) {
 	}
 	f.hub.Publish("reload", data)
 }
+
+// UpstreamHealthChanged publishes an upstream's health check verdict
+// (proxy.HealthObserver): from and to are unknown, healthy or unhealthy;
+// result is the check that decided it.
+func (f *Fanout) UpstreamHealthChanged(upstream, from, to, result string) {
+	f.hub.Publish("upstream_health", map[string]any{"upstream": upstream, "from": from, "to": to, "result": result})
+}
+
+// UpstreamModeChanged publishes an operator's mode change (normal or
+// cache_only).
+func (f *Fanout) UpstreamModeChanged(upstream, mode string) {
+	f.hub.Publish("upstream_mode", map[string]any{"upstream": upstream, "mode": mode})
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -40,6 +41,7 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	if err := srv.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
+	t.Cleanup(func() { _ = srv.Close(context.Background()) }) // health checkers
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return &testProxy{Server: ts, srv: srv, metrics: metrics, logs: logs}

@@ -73,6 +73,10 @@ type LiveUpstream struct {
 	Concurrency *policy.Bulkhead
 	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
 	Token *auth.Source
+	// Mode is the upstream's operating mode (never nil).
+	Mode *UpstreamMode
+	// Check is the upstream's health checker; nil without health_check.
+	Check *HealthChecker
 }
 
 // Live reads the running table.
@@ -94,7 +98,7 @@ func (s *Server) Live() Live {
 	}
 	for _, name := range t.upstreamNames() {
 		up := t.upstreams[name]
-		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: up.quota, Concurrency: up.concurrency, Token: up.token})
+		l.Upstreams = append(l.Upstreams, LiveUpstream{Name: name, Quota: up.quota, Concurrency: up.concurrency, Token: up.token, Mode: up.mode, Check: up.check})
 	}
 	return l
 }

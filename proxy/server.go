@@ -71,6 +71,7 @@ func (s *Server) Load(cfg *config.Config) error {
 	old := s.table.Swap(t)
 	s.registry = reg
 	reg.Commit()
+	closeDroppedCheckers(old, t)
 	if old != nil {
 		closeStore(old.store, t.store, old.cfg.Server.ShutdownTimeout.D()+time.Second)
 		// Transports the new table does not use are closed once their
@@ -217,6 +218,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// Waiters are released on every path, an aborted stream's panic included.
 		defer rq.capture.release()
+	}
+	if s.failFast(r, rq, rt) {
+		return
 	}
 	rt.proxy.ServeHTTP(lw, r)
 }

@@ -51,6 +51,8 @@ type upstream struct {
 	concurrency    *policy.Bulkhead // one set of slots for every route to it; nil = none
 	token          *auth.Source     // nil: no auth.oauth2
 	hints          *toolHints       // nil: no route to it has retry.tools annotated
+	mode           *UpstreamMode    // never nil; carried across reloads by name
+	check          *HealthChecker   // nil: no health_check (proxy/health.go)
 }
 
 // route is one config route with its policies built.
@@ -171,6 +173,12 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if up.token = s.tokenSource(reg, name, u); up.token != nil {
 			t.tokens[up.token] = true
+		}
+		up.mode = policy.Get(reg, "upstream_mode", name, nil, func() *UpstreamMode { return &UpstreamMode{} })
+		if hc := u.HealthCheck; hc != nil {
+			cs := checkSettings{Check: *hc, URL: u.URL, Transport: settingsOf(u, target.Scheme)}
+			ho, _ := s.metrics.(HealthObserver)
+			up.check = policy.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, ho) })
 		}
 		t.upstreams[name] = up
 	}

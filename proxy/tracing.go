@@ -83,9 +83,11 @@ func stopTracing(t *tracing) {
 	}()
 }
 
-// Close flushes the spans not yet exported and stops the exporter, within
-// ctx. The Server is not to serve afterwards.
+// Close stops the Server's background work: the health checks, then the
+// tracing exporter, flushing the spans not yet exported within ctx. It may
+// be called more than once. The Server is not to serve afterwards.
 func (s *Server) Close(ctx context.Context) error {
+	s.stopChecks()
 	if t := s.tracing.Swap(nil); t != nil {
 		return t.provider.Shutdown(ctx)
 	}

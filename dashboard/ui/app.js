@@ -12,7 +12,8 @@
   const MAX_EVENTS = 50;
   const TOKEN_KEY = 'breakwater.admin.token';
   const SVG = 'http://www.w3.org/2000/svg';
-  const EVENT_TYPES = ['breaker', 'reload', 'quota_exhausted', 'quota_paused', 'budget_exhausted', 'token', 'dropped'];
+  const EVENT_TYPES = ['breaker', 'reload', 'quota_exhausted', 'quota_paused', 'budget_exhausted', 'token',
+    'upstream_health', 'upstream_mode', 'dropped'];
 
   const S = {
     ui: { actions: false, token_required: false },
@@ -292,6 +293,20 @@
       });
   }
 
+  // setMode puts an upstream in cache_only mode (its routes answer from
+  // cache and fallback only) or back to normal.
+  function setMode(name, mode) {
+    const on = mode === 'cache_only';
+    return confirmable('mode:' + name + ':' + mode,
+      on ? 'Cache only' : 'Back to normal',
+      on ? 'Serve upstream ' + name + ' from cache only' : 'Send upstream ' + name + ' traffic again',
+      on ? 'Confirm cache only' : 'Confirm normal',
+      async () => {
+        const b = await post('/upstreams/' + encodeURIComponent(name) + '?mode=' + encodeURIComponent(mode));
+        return 'Upstream ' + name + ' is in ' + b.mode + ' mode.';
+      });
+  }
+
   function reloadConfig() {
     return confirmable('reload', 'Reload config', 'Reload the config file', 'Confirm reload', async () => {
       const b = await post('/reload');
@@ -493,12 +508,28 @@
           until ? ' ' : null, until ? countdown(until, 'expires in ') : null),
         t.last_error ? el('p', { class: 'sub' }, t.last_error) : null);
     }
+    let check = null;
+    if (u.health_check) {
+      // The active health check: its verdict, last result and latency.
+      const h = u.health_check;
+      const st = h.status === 'unhealthy' ? 'open' : h.status === 'healthy' ? 'closed' : 'half-open';
+      check = el('div', { class: 'check' },
+        el('h4', {}, 'Health check'),
+        el('p', { class: 'sub' }, badge(st, String(h.status).toUpperCase()),
+          h.result ? ' ' + h.result + ' in ' + (h.latency_ms || 0).toFixed(1) + ' ms' : ' waiting for the first check',
+          h.last_change ? ', since ' + new Date(h.last_change).toLocaleTimeString() : ''));
+    }
+    const cacheOnly = u.mode === 'cache_only';
+    const mode = el('div', { class: 'mode', 'data-mode': u.mode || 'normal' },
+      el('p', { class: 'sub' }, 'Mode: ', cacheOnly ? badge('open', 'CACHE ONLY') : badge('closed', 'NORMAL'),
+        cacheOnly ? ' answers from cache and fallback only' : null),
+      S.ui.actions ? el('div', { class: 'actions' }, setMode(u.name, cacheOnly ? 'normal' : 'cache_only')) : null);
     const routes = S.routes.filter((r) => r.upstream === u.name).map((r) => r.name);
     return el('article', { class: 'card', 'data-upstream': u.name, 'aria-label': 'Upstream ' + u.name },
       el('header', {}, el('h3', {}, u.name), badge(u.status, String(u.status).toUpperCase(), 'health')),
       cu.url ? el('p', { class: 'sub' }, el('code', {}, cu.url)) : null,
       routes.length ? el('p', { class: 'sub' }, 'Routes: ' + routes.join(', ')) : null,
-      conc, quota, token, own ? breakerBlock(own) : null);
+      mode, check, conc, quota, token, own ? breakerBlock(own) : null);
   }
 
   function describe(ev) {
@@ -511,6 +542,8 @@
       case 'quota_paused': return d.upstream + ' paused by Retry-After for ' + secs(d.pause_seconds || 0);
       case 'budget_exhausted': return 'retry budget exhausted on route ' + d.route;
       case 'token': return d.upstream + ' token ' + d.reason + ': ' + (d.ok ? 'OK' + (d.expires_in_seconds ? ', expires in ' + secs(d.expires_in_seconds) : '') : 'FAILED, ' + d.error);
+      case 'upstream_health': return d.upstream + ' health check: ' + d.from + ' → ' + d.to + ' (' + d.result + ')';
+      case 'upstream_mode': return d.upstream + ' mode: ' + d.mode;
       case 'dropped': return 'missed ' + d.missed + ' events: state re-read';
       default: return JSON.stringify(d);
     }
@@ -648,6 +681,8 @@
       case 'quota_exhausted':
       case 'quota_paused':
       case 'token':
+      case 'upstream_health':
+      case 'upstream_mode':
         refresh('health');
         break;
       case 'dropped':
