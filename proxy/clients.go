@@ -33,6 +33,8 @@ type tierState struct {
 	windows []config.Window
 	limiter *ratelimit.Limiter // nil when the tier has no rate_limits
 	conc    *clients.Concurrency
+	// priority is cfg.Priority, parsed once.
+	priority policy.Priority
 }
 
 // clientTable is a config's client identity: the keys file read when the
@@ -52,7 +54,8 @@ func buildClients(cfg *config.Config, reg *policy.Registry) (*clientTable, error
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tiers)) {
 		tc := cfg.Tiers[name]
 		ct.tiers[name] = policy.Get(reg, "tier", name, tc, func() *tierState {
-			ts := &tierState{name: name, cfg: tc, windows: config.WindowsOf(tc.RateLimits), conc: clients.NewConcurrency()}
+			ts := &tierState{name: name, cfg: tc, windows: config.WindowsOf(tc.RateLimits), conc: clients.NewConcurrency(),
+				priority: policy.ParsePriority(tc.Priority)}
 			if len(ts.windows) > 0 {
 				// One bucket set per client id; ids come from the keys
 				// file, so the limiter holds at most that many keys.

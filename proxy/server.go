@@ -198,7 +198,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq.trace.Deadline = rq.deadline
 	rq.trace.Priority = rt.priority
 	if rq.tier != nil {
-		rq.trace.Priority = max(rq.trace.Priority, policy.ParsePriority(rq.tier.cfg.Priority)) // the higher of the two
+		rq.trace.Priority = max(rq.trace.Priority, rq.tier.priority) // the higher of the two
 	}
 	if err := rt.prepareBody(r, rq); err != nil {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
