@@ -398,8 +398,10 @@ func TestBreakerOpensRejectsFastHalfOpensAndCloses(t *testing.T) {
 	}
 	avg := time.Since(start) / rejected
 	t.Logf("open breaker: %d rejections, %v each on average (through http.Client)", rejected, avg)
-	if avg > time.Millisecond {
-		t.Errorf("a rejection takes %v on average, want well under 1ms", avg)
+	// A speed figure belongs in a benchmark (issue 11, defect 13): the
+	// pass mark is only that a rejection waits for nothing.
+	if avg > 50*time.Millisecond {
+		t.Errorf("a rejection takes %v on average: it waited for something", avg)
 	}
 	if n := u.Hits.Load(); n != 3 {
 		t.Errorf("upstream saw %d requests, want 3: an open breaker sends nothing", n)

@@ -313,8 +313,11 @@ func TestE2EOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
 	}
 	avg := total / n
 	t.Logf("open breaker: proxy-side time of a circuit_open rejection %v on average over %d", avg, n)
-	if avg > 500*time.Microsecond {
-		t.Errorf("a rejection takes %v on average, want well under 1ms", avg)
+	// A speed figure belongs in a benchmark (issue 11, defect 13): the
+	// pass mark is only that a rejection waits for nothing (no upstream,
+	// no timer), which a loaded machine cannot stretch to 50 ms.
+	if avg > 50*time.Millisecond {
+		t.Errorf("a rejection takes %v on average: it waited for something", avg)
 	}
 	if h := u.Hits.Load(); h != 3 {
 		t.Errorf("upstream saw %d requests, want 3: nothing is sent while open", h)
