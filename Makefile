@@ -25,6 +25,7 @@ test: browser-deps redis-deps vet fmt-check chart-test unit ## everything CI run
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags pprof .
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -71,13 +72,15 @@ bench: ## breakwater vs direct, httputil.ReverseProxy, nginx, HAProxy, Caddy (in
 chaos: ## the fault-injection and abuse suites (chaos/), long form; the short form runs in make test
 	CHAOS_FULL=1 $(GO) test -count=1 -v -timeout 20m ./chaos/
 
-bench-go: ## the in-process Go benchmarks: proxy overhead vs a bare ReverseProxy, cache hit, rate limit, limiter, cache store
-	$(GO) test -run='^$$' -bench=. -benchmem -count=6 -timeout 30m ./proxy/ ./cache/ ./ratelimit/
+bench-go: ## the in-process Go benchmarks: proxy overhead vs a bare ReverseProxy (both transports), the lean transport, the log buffer, cache, limits
+	$(GO) test -run='^$$' -bench=. -benchmem -count=6 -timeout 30m ./proxy/ ./upstream/ ./observe/ ./cache/ ./ratelimit/
 
-fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for t in $$($(GO) test -list 'Fuzz.*' ./config/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./config/ || exit 1; done
-	@for t in $$($(GO) test -list 'Fuzz.*' ./ratelimit/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./ratelimit/ || exit 1; done
-	@for t in $$($(GO) test -list 'Fuzz.*' ./proxy/ | grep ^Fuzz); do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./proxy/ || exit 1; done
+fuzz: ## run every fuzz target (config, limits, proxy, the upstream response parser) for FUZZTIME each (default 30s)
+	@for pkg in ./config/ ./ratelimit/ ./proxy/ ./upstream/; do \
+		for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
+			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; \
+	done
 
 clean:
 	rm -rf bin/

@@ -178,10 +178,43 @@ routes:
 `
 }
 
-func BenchmarkPipeline(b *testing.B) {
+// BenchmarkPipeline runs on the lean transport (the default for http://);
+// BenchmarkPipelineStandard is the same on net/http's Transport, the path
+// every https upstream takes; BenchmarkNoPolicies is the route with every
+// policy off, on the lean transport: what the policies themselves cost.
+func BenchmarkPipeline(b *testing.B) { benchPipeline(b, pipelineConfig) }
+
+func BenchmarkPipelineStandard(b *testing.B) {
+	benchPipeline(b, func(up string) string {
+		return strings.Replace(pipelineConfig(up), `url: "`+up+`" }`, `url: "`+up+`", transport: standard }`, 1)
+	})
+}
+
+func BenchmarkNoPolicies(b *testing.B) {
+	benchPipeline(b, func(up string) string {
+		return `
+log: { access_log: true }
+upstreams:
+  api: { url: "` + up + `" }
+routes:
+  - name: api
+    match: { path_prefix: /api/ }
+    upstream: api
+    retry: off
+    circuit_breaker: off
+`
+	})
+}
+
+func benchPipeline(b *testing.B, config func(upstream string) string) {
+	b.Setenv("BREAKWATER_TRANSPORT", "") // the config says which transport
 	up := benchUpstream(b)
 	srv := proxy.New(zerolog.Nop(), observe.NewFanout(observe.NewMetrics("bench"), observe.NewHub()))
-	cfg := e2eConfig(b, pipelineConfig(up.URL))
+	text := config(up.URL)
+	if !strings.Contains(text, up.URL) {
+		b.Fatal("the config does not name the upstream")
+	}
+	cfg := e2eConfig(b, text)
 	if err := srv.Load(cfg); err != nil {
 		b.Fatal(err)
 	}
