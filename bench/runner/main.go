@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "paced run: keep-alive connections")
 	flag.DurationVar(&o.sat, "sat", 5*time.Second, "saturated run: length")
 	flag.IntVar(&o.satConns, "sat-conns", 32, "saturated run: keep-alive connections")
-	flag.IntVar(&o.satRuns, "sat-runs", 2, "saturated runs per target; the best one counts")
+	flag.IntVar(&o.satRuns, "sat-runs", 3, "saturated runs per target; the best one counts")
 	flag.IntVar(&o.hold, "hold", 1000, "memory: keep-alive connections held open")
 	flag.BoolVar(&o.accessLog, "access-log", true, "every proxy writes an access log line per request (to a file)")
 	flag.StringVar(&o.only, "only", "", "comma-separated target keys to run (default: all)")
