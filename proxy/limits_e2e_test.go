@@ -488,7 +488,7 @@ func (s *slidingLimit) minSpan(n int) time.Duration {
 }
 
 func TestLimitsQuotaKeepsConcurrentCallersWithinTheUpstreamLimit(t *testing.T) {
-	lim := &slidingLimit{max: 10, jitter: 50 * time.Millisecond}
+	lim := &slidingLimit{max: 10, jitter: 150 * time.Millisecond}
 	u := httptest.NewServer(lim)
 	t.Cleanup(u.Close)
 	p := startLim(t, `
