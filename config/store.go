@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"strings"
 )
 
 // Store is the state shared by replicas (SPEC Part 2 "Shared state across
@@ -104,6 +105,9 @@ func (v *validator) store() {
 		if r.Timeout <= 0 {
 			v.errorf("store.redis.timeout", "must be above 0")
 		}
+		if r.Mode == "cluster" {
+			v.clusterKeyPrefix(r.KeyPrefix)
+		}
 		if s.Replicas < 1 {
 			v.errorf("store.replicas", "must be at least 1")
 		}
@@ -159,3 +163,26 @@ func hasPassword(u *url.Userinfo) bool {
 }
 
 func routePath(i int) string { return fmt.Sprintf("routes[%d]", i) }
+
+// clusterKeyPrefix checks a cluster's key_prefix against Redis Cluster's
+// hash tags: a key's slot is computed from the text between its first "{"
+// and the next "}", and breakwater tags each quota's and each limit's keys
+// so that its scripts' keys share a slot. A tag in the prefix comes first
+// and wins. An empty one ("{}") makes Redis hash the whole key, so a
+// script's keys land in different slots and every call fails (CROSSSLOT);
+// any other puts every key breakwater writes in one slot, on one node.
+func (v *validator) clusterKeyPrefix(prefix string) {
+	open := strings.IndexByte(prefix, '{')
+	if open < 0 {
+		return
+	}
+	end := strings.IndexByte(prefix[open+1:], '}')
+	switch {
+	case end < 0:
+		// The tag closes in breakwater's own part of the key: still one per quota or limit.
+	case end == 0:
+		v.errorf("store.redis.key_prefix", "%q holds an empty hash tag {}: Redis Cluster would hash each key whole and refuse breakwater's multi-key scripts (CROSSSLOT); drop the braces", prefix)
+	default:
+		v.warnf("store.redis.key_prefix", "%q holds a hash tag: in cluster mode every key breakwater writes would land in one slot, on one node", prefix)
+	}
+}

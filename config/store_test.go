@@ -81,3 +81,60 @@ routes:
 		}
 	}
 }
+
+// In cluster mode a hash tag in key_prefix decides every key's slot: an
+// empty one breaks breakwater's multi-key scripts (an error), any other
+// puts every key on one node (a warning). Other modes do not care.
+func TestStoreClusterKeyPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		mode, prefix string
+		want         string // "error", "warning" or ""
+	}{
+		{"cluster", "breakwater:", ""},
+		{"cluster", "{}bw:", "error"},
+		{"cluster", "bw:{}:", "error"},
+		{"cluster", "{bw}:", "warning"},
+		{"cluster", "bw{", ""}, // the tag closes in breakwater's part
+		{"single", "{}bw:", ""},
+		{"single", "{bw}:", ""},
+	} {
+		yaml := `version: 1
+store:
+  redis:
+    mode: ` + tc.mode + `
+    url: redis://redis:6379/0
+    addrs: [redis:6379]
+    key_prefix: "` + tc.prefix + `"
+  replicas: 2
+upstreams:
+  api: { url: http://127.0.0.1:1, quota: { rate: 10/1s, shared: true } }
+routes:
+  - { name: r, match: { path_prefix: / }, upstream: api }
+`
+		_, warns, err := Parse("bw.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, Overrides{})
+		var got []string
+		if problems, ok := errors.AsType[Problems](err); ok {
+			for _, p := range problems {
+				if p.Path == "store.redis.key_prefix" {
+					got = append(got, "error")
+					if p.Line != 7 || !strings.Contains(p.Msg, "CROSSSLOT") {
+						t.Errorf("%s %q: %d %q, want line 7 naming CROSSSLOT", tc.mode, tc.prefix, p.Line, p.Msg)
+					}
+				}
+			}
+		} else if err != nil {
+			t.Fatalf("%s %q: %v", tc.mode, tc.prefix, err)
+		}
+		for _, w := range warns {
+			if strings.Contains(w.Error(), "store.redis.key_prefix") {
+				got = append(got, "warning")
+				if !strings.Contains(w.Error(), "one slot") {
+					t.Errorf("%s %q: warning %q, want it to say one slot", tc.mode, tc.prefix, w)
+				}
+			}
+		}
+		if want := tc.want; (want == "" && len(got) > 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
+			t.Errorf("%s key_prefix %q: got %v, want %q", tc.mode, tc.prefix, got, want)
+		}
+	}
+}
