@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -342,4 +343,23 @@ func modeClient(t *testing.T, r config.Redis) *store.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Why config refuses an empty hash tag in a cluster's key_prefix: Redis
+// then hashes each key whole, a quota's two keys land in different slots
+// and its script is refused (CROSSSLOT). A non-empty tag works (every key
+// in one slot), which config only warns about.
+func TestClusterKeyPrefixHashTags(t *testing.T) {
+	addr := testkit.StartCluster(t)
+	broken := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "{}t11:"})
+	if _, err := store.NewQuota(broken, "api", quotaCfg("1/1m", 1, 0)).Wait(context.Background()); err == nil {
+		t.Fatal(`a quota under key_prefix "{}" worked on a cluster: config's refusal is not needed`)
+	}
+	if st, reason := broken.State(); st != "fallback" || !strings.Contains(reason, "CROSSSLOT") {
+		t.Fatalf(`key_prefix "{}": state %s (%s), want fallback for CROSSSLOT`, st, reason)
+	}
+	pinned := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "{t12}:"})
+	if _, err := store.NewQuota(pinned, "api", quotaCfg("1/1m", 1, 0)).Wait(context.Background()); err != nil {
+		t.Fatalf(`a quota under key_prefix "{t12}:" on a cluster: %v`, err)
+	}
 }
