@@ -394,11 +394,11 @@
     const now = n ? S.samples[n - 1].tools.get(route) : null;
     if (!now || !now.size) return null;
     const before = n > 1 ? S.samples[n - 2].tools.get(route) : null;
-    const rows = [...now.entries()].sort((a, b) => b[1].n - a[1].n).slice(0, 10).map(([tool, c]) => {
+    const rows = [...now.entries()].sort((a, b) => b[1].n - a[1].n).slice(0, 10).flatMap(([tool, c]) => {
       const p = (before && before.get(tool)) || { n: 0, err: 0 };
       const dn = c.n - p.n;
       return [el('dt', {}, el('code', {}, tool)),
-        el('dd', { class: 'num' }, c.n + ' calls' + (dn > 0 ? ', ' + pct((c.err - p.err) / dn) + ' 5xx now' : ''))];
+        el('dd', { class: 'num' }, c.n + (c.n === 1 ? ' call' : ' calls') + (dn > 0 ? ', ' + pct((c.err - p.err) / dn) + ' 5xx now' : ''))];
     });
     return el('div', { class: 'tools' }, el('h4', {}, 'MCP tools'), el('dl', { class: 'kv', 'data-field': 'tools' }, rows));
   }
