@@ -122,14 +122,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	ctx, messages := startBrowser(t, chromium, dir)
-	step := func(what string, within time.Duration, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, within)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			t.Fatalf("%s: %v\n%s", what, err, pageText(ctx))
-		}
-	}
+	step := stepper(t, ctx)
 	breaker := `[data-breaker="flaky-api"]`
 
 	step("open the dashboard", 15*time.Second,
@@ -787,14 +780,7 @@ func TestDashboardTiersQueuesToolsInBrowser(t *testing.T) {
 	t.Logf("alice: %d passed, refused %d times by the 4s window, %d by the 1h window", passed, by4s, by1h)
 
 	ctx, messages := startBrowser(t, chromium, dir)
-	step := func(what string, within time.Duration, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, within)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			t.Fatalf("%s: %v\n%s", what, err, pageText(ctx))
-		}
-	}
+	step := stepper(t, ctx)
 	step("open the dashboard", 15*time.Second,
 		chromedp.EmulateViewport(1280, 900),
 		chromedp.Navigate(adminURL+"/"),
@@ -998,4 +984,17 @@ func eventuallyEqual[T any](t *testing.T, ctx context.Context, what string, with
 	t.Helper()
 	w, _ := json.Marshal(want)
 	eventually(t, ctx, what+" "+string(w), within, expr, func(v T) bool { return reflect.DeepEqual(v, want) })
+}
+
+// stepper returns step: run actions in the browser within a time limit, or
+// fail the test naming what was being done, with the page's text.
+func stepper(t *testing.T, ctx context.Context) func(what string, within time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+	return func(what string, within time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, pageText(ctx))
+		}
+	}
 }
