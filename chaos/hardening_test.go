@@ -284,21 +284,8 @@ func TestDefect03AdminOrigin(t *testing.T) {
 // breakerStateOf is the state /breakers lists for the breaker name.
 func breakerStateOf(t *testing.T, b *bw, name string) string {
 	t.Helper()
-	resp, err := http.Get(b.Admin + "/breakers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Breakers []struct{ Name, State string }
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	for _, br := range out.Breakers {
-		if br.Name == name {
-			return br.State
-		}
+	if state, ok := testkit.BreakerState(t, b.Admin, name); ok {
+		return state
 	}
 	return "missing"
 }

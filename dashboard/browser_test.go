@@ -468,24 +468,11 @@ func screenshot(t *testing.T, ctx context.Context, path string) []byte {
 // breakerState asks the admin API, not the page.
 func breakerState(t *testing.T, admin, name string) string {
 	t.Helper()
-	resp, err := http.Get(admin + "/breakers")
-	if err != nil {
-		t.Fatal(err)
+	state, ok := testkit.BreakerState(t, admin, name)
+	if !ok {
+		t.Fatalf("no breaker %q in GET /breakers", name)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Breakers []struct{ Name, State string }
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range body.Breakers {
-		if b.Name == name {
-			return b.State
-		}
-	}
-	t.Fatalf("no breaker %q in GET /breakers", name)
-	return ""
+	return state
 }
 
 // secondWaveConfig has a tier for each kind of card (windows, none, a
