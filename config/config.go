@@ -368,6 +368,13 @@ type Cache struct {
 	// front), so a replica answers what another fetched; false keeps
 	// them in this process.
 	Shared bool `yaml:"shared" json:"shared,omitempty"`
+	// PerClient, on a route with client_auth, keys entries on the caller's
+	// identity (the client id, or anonymous), so that one client's answer
+	// is never served to another. false (set explicitly: the default is
+	// true) shares one entry among every identified caller, anonymous
+	// callers keeping their own; validate warns about it. Without
+	// client_auth there is no identity and it changes nothing.
+	PerClient bool `yaml:"per_client" json:"per_client"`
 
 	block
 }

@@ -47,6 +47,7 @@ cache:
   max_entry_size: 1MiB
   max_size: 64MiB
   vary: []
+  per_client: true        # on client_auth routes, one client's answer is never another's
 fallback: { status: 503, content_type: application/json, body: '{"error":"unavailable"}' }
 `
 

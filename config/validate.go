@@ -436,6 +436,9 @@ func (v *validator) effective(path string, r *Route) {
 	if c := e.Cache; c != nil && c.MaxEntrySize > c.MaxSize {
 		v.warnf(path+".cache.max_entry_size", "larger than cache.max_size: nothing that big can be kept")
 	}
+	if c := e.Cache; c != nil && !c.PerClient && e.ClientAuth != "none" {
+		v.warnf(path+".cache.per_client", "false on a client_auth: %s route: one identified client's cached answer is served to every other", e.ClientAuth)
+	}
 	if u, ok := v.c.Upstreams[r.Upstream]; ok && u.Quota != nil && u.Quota.Rate.PerSecond() > 0 {
 		if per := time.Duration(float64(time.Second) / u.Quota.Rate.PerSecond()); per > total {
 			v.warnf(path+".timeout", "route timeout %s is shorter than one quota interval (%s) of upstream %s: callers will often get quota_exhausted", total, per, r.Upstream)
