@@ -22,7 +22,7 @@
 // reload when its settings are unchanged). For each request r:
 //
 //	lookup, store := policy.Rules(r)
-//	key := policy.Key(route, r)
+//	key := policy.Key(route, caller, r) // caller: "" or policy.Caller(client id)
 //	var entry *cache.Entry // kept for stale-if-error
 //	if lookup {
 //		entry, _ = st.Get(key)

@@ -55,16 +55,47 @@ type Policy struct {
 	// Vary lists request headers whose values are part of the key, in any
 	// case ("authorization" is Authorization). Nil means none.
 	Vary []string
+	// HostFromClient puts the request's Host in the key: set it when the
+	// upstream receives the client's Host. False (the upstream gets its
+	// own) leaves it out, so that replicas reached under different names
+	// share entries.
+	HostFromClient bool
+	// ShareClients makes Caller give every identified client one identity
+	// (cache.per_client: false). False keeps each client's entries apart.
+	ShareClients bool
 }
 
-// Key is the cache key of r on route. It is made of:
+// Caller is the identity Key takes for a request on a route with client
+// identity: id is the client's id, "" for an anonymous caller. Anonymous
+// callers always share one identity of their own; identified callers each
+// have theirs, or one among them all with ShareClients. The id is written
+// as is (it is a name, not a credential), prefixed so that no id can pass
+// for "anonymous" or for the shared identity.
+func (p Policy) Caller(id string) string {
+	switch {
+	case id == "":
+		return "anonymous"
+	case p.ShareClients:
+		return "client"
+	}
+	return "client:" + id
+}
+
+// Key is the cache key of r on route for caller. It is made of what the
+// upstream receives, never of how the client reached breakwater:
 //
 //   - the route name, so that routes never share entries, even in a shared
 //     store;
 //   - the method class: GET and HEAD share entries (a HEAD is answered
 //     from a GET's entry; RequestRules lets only GET fill);
-//   - the host (lower-cased), the escaped path and the raw query, as the
-//     client sent them; query parameters are not reordered;
+//   - caller: "" on a route without client identity, else Caller's
+//     answer, so that one client's answer is never served to another
+//     whatever Vary says (the key header itself is gone from r by then);
+//   - the host (lower-cased), only with HostFromClient: otherwise the
+//     upstream gets its own Host whatever name the client used;
+//   - the escaped path and the raw query, as the client sent them (the
+//     route's rewriting depends on nothing else); query parameters are
+//     not reordered;
 //   - the values of the Policy's Vary headers: distinct values give
 //     distinct keys, and an absent header differs from an empty one.
 //
@@ -72,10 +103,13 @@ type Policy struct {
 // credentials (Authorization) and a key may end up in a log line or in a
 // shared store. Call Key with the request as the client sent it, before any
 // rewriting for the upstream.
-func (p Policy) Key(route string, r *http.Request) string {
-	host := r.Host
-	if host == "" && r.URL != nil {
-		host = r.URL.Host
+func (p Policy) Key(route, caller string, r *http.Request) string {
+	var host string
+	if p.HostFromClient {
+		host = r.Host
+		if host == "" && r.URL != nil {
+			host = r.URL.Host
+		}
 	}
 	var path, query string
 	if r.URL != nil {
@@ -83,15 +117,18 @@ func (p Policy) Key(route string, r *http.Request) string {
 	}
 	// Length-prefixed fields: a route name, a host or a path can hold any
 	// separator we might pick, and "a|b" + "c" must not equal "a" + "b|c".
-	// Built on the stack when it fits: a lookup then allocates only the
-	// key string itself.
+	// Every field is always there, empty or not, so that a key never
+	// equals one of a different shape (a route that gained client_auth, or
+	// an older breakwater's entry on a shared store). Built on the stack
+	// when it fits: a lookup then allocates only the key string itself.
 	var scratch [256]byte
 	b := scratch[:0]
-	if n := 128 + len(route) + len(host) + len(path) + len(query); n > len(scratch) {
+	if n := 128 + len(route) + len(caller) + len(host) + len(path) + len(query); n > len(scratch) {
 		b = make([]byte, 0, n)
 	}
 	b = appendField(b, route)
 	b = appendField(b, methodClass(r.Method))
+	b = appendField(b, caller)
 	b = appendField(b, strings.ToLower(host))
 	b = appendField(b, path)
 	b = appendField(b, query)

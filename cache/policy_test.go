@@ -20,6 +20,7 @@ func req(method, target string, header ...string) *http.Request {
 func TestKey(t *testing.T) {
 	auth := Policy{Vary: []string{"authorization"}} // any case
 	two := Policy{Vary: []string{"Authorization", "Accept-Language"}}
+	client := Policy{HostFromClient: true}
 	tests := []struct {
 		name   string
 		p      Policy
@@ -37,8 +38,9 @@ func TestKey(t *testing.T) {
 		{"query order is kept", Policy{}, "r", req("GET", "http://h/p?a=1&b=2"), "r", req("GET", "http://h/p?b=2&a=1"), false},
 		{"path", Policy{}, "r", req("GET", "http://h/p"), "r", req("GET", "http://h/q"), false},
 		{"escaped slash is not a slash", Policy{}, "r", req("GET", "http://h/a%2Fb"), "r", req("GET", "http://h/a/b"), false},
-		{"host", Policy{}, "r", req("GET", "http://h1/p"), "r", req("GET", "http://h2/p"), false},
-		{"host case", Policy{}, "r", req("GET", "http://Example.COM/p"), "r", req("GET", "http://example.com/p"), true},
+		{"host the upstream never sees", Policy{}, "r", req("GET", "http://127.0.0.1:8080/p"), "r", req("GET", "http://localhost:8081/p"), true},
+		{"host sent upstream", client, "r", req("GET", "http://h1/p"), "r", req("GET", "http://h2/p"), false},
+		{"host case", client, "r", req("GET", "http://Example.COM/p"), "r", req("GET", "http://example.com/p"), true},
 		{"route prefix", Policy{}, "r1", req("GET", "http://h/p"), "r2", req("GET", "http://h/p"), false},
 		{"fields cannot bleed into each other", Policy{}, "r|", req("GET", "http://h/p"), "r", req("GET", "http://h/p"), false},
 		{"unvaried header ignored", Policy{}, "r", req("GET", "http://h/p", "Authorization", "a"), "r", req("GET", "http://h/p", "Authorization", "b"), true},
@@ -52,7 +54,7 @@ func TestKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ka, kb := tt.p.Key(tt.routeA, tt.a), tt.p.Key(tt.routeB, tt.b)
+			ka, kb := tt.p.Key(tt.routeA, "", tt.a), tt.p.Key(tt.routeB, "", tt.b)
 			if (ka == kb) != tt.same {
 				t.Fatalf("same = %v, want %v\n a: %s\n b: %s", ka == kb, tt.same, ka, kb)
 			}
@@ -60,9 +62,42 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// On a route with client identity, the caller is part of the key whatever
+// Vary says: the key header is gone from the request by the time the key
+// is made, so every client's request looks alike otherwise.
+func TestKeyCaller(t *testing.T) {
+	perClient := Policy{Vary: []string{"Authorization"}}
+	shared := Policy{ShareClients: true}
+	r := req("GET", "http://h/p?x=1")
+	key := func(p Policy, caller string) string { return p.Key("r", caller, r) }
+	tests := []struct {
+		name string
+		a, b string
+		same bool
+	}{
+		{"two clients", key(perClient, perClient.Caller("alice")), key(perClient, perClient.Caller("bob")), false},
+		{"one client", key(perClient, perClient.Caller("alice")), key(perClient, perClient.Caller("alice")), true},
+		{"client vs anonymous", key(perClient, perClient.Caller("alice")), key(perClient, perClient.Caller("")), false},
+		{"a client named anonymous", key(perClient, perClient.Caller("anonymous")), key(perClient, perClient.Caller("")), false},
+		{"a client named client", key(shared, perClient.Caller("client")), key(shared, shared.Caller("bob")), false},
+		{"anonymous vs no identity", key(perClient, perClient.Caller("")), key(perClient, ""), false},
+		{"client vs no identity", key(perClient, perClient.Caller("alice")), key(perClient, ""), false},
+		{"per_client false: two clients", key(shared, shared.Caller("alice")), key(shared, shared.Caller("bob")), true},
+		{"per_client false: anonymous apart", key(shared, shared.Caller("alice")), key(shared, shared.Caller("")), false},
+		{"caller cannot bleed into the path", Policy{}.Key("r", "x", req("GET", "http://h/p")), Policy{}.Key("r", "", req("GET", "http://h/xp")), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if (tt.a == tt.b) != tt.same {
+				t.Fatalf("same = %v, want %v\n a: %s\n b: %s", tt.a == tt.b, tt.same, tt.a, tt.b)
+			}
+		})
+	}
+}
+
 func TestKeyHidesVaryValues(t *testing.T) {
 	p := Policy{Vary: []string{"Authorization"}}
-	k := p.Key("r", req("GET", "http://h/p", "Authorization", "Bearer s3cr3t-token"))
+	k := p.Key("r", "", req("GET", "http://h/p", "Authorization", "Bearer s3cr3t-token"))
 	if strings.Contains(k, "s3cr3t") {
 		t.Fatalf("key holds the credential: %s", k)
 	}
@@ -227,6 +262,6 @@ func BenchmarkKey(b *testing.B) {
 	r := req("GET", "http://api.example.com/v1/items/42?expand=owner", "Authorization", "Bearer abcdefghijklmnopqrstuvwxyz")
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = p.Key("items", r)
+		_ = p.Key("items", "", r)
 	}
 }

@@ -49,7 +49,7 @@ func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request
 	if !lookup && !store {
 		return false
 	}
-	key := c.policy.Key(rt.name, r)
+	key := c.policy.Key(rt.name, cacheCaller(rt, rq), r)
 	rq.cacheRes = "miss"
 	now := time.Now()
 	if lookup {
@@ -91,6 +91,20 @@ func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request
 	}
 	rq.capture = &capture{c: c, key: key, flight: flight}
 	return false
+}
+
+// cacheCaller is who the cache keys a request on (SPEC Part 3 "Cache and
+// identity"): nobody on a route without client_auth, else the caller that
+// identify found, or anonymous.
+func cacheCaller(rt *route, rq *request) string {
+	if rt.clientAuth == "none" {
+		return ""
+	}
+	var id string
+	if rq.caller != nil {
+		id = rq.caller.ID
+	}
+	return rt.cache.policy.Caller(id)
 }
 
 func (s *Server) answerHit(w http.ResponseWriter, r *http.Request, rq *request, e *cache.Entry, now time.Time) {

@@ -99,7 +99,8 @@ routes:
 }
 
 // get sends a GET with the Host every replica sees in a sidecar fleet (the
-// cache key includes it; the test replicas listen on different ports).
+// test replicas listen on different ports; the key leaves the Host out
+// anyway unless the upstream receives it).
 func get(t *testing.T, url string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)

@@ -228,8 +228,9 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 				store = policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
 			}
 			rt.cache = &routeCache{
-				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary},
-				store:  store, group: cache.NewGroup(maxCoalesceWaiters),
+				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
+					HostFromClient: up.hostFromClient, ShareClients: !c.PerClient},
+				store: store, group: cache.NewGroup(maxCoalesceWaiters),
 			}
 		}
 		if e.Retry != nil && e.Retry.Tools == "annotated" {
