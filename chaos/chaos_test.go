@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -513,7 +512,7 @@ routes:
 	answered := kinds["stale"] + kinds["hit"]
 	t.Logf("upstream down %s: %d GETs, %d stale, %d fresh hits, %d not answered from cache (%.2f%% answered); p50 %s, p99 %s; breaker %s",
 		down, len(lat), kinds["stale"], kinds["hit"], kinds["bad"], 100*float64(answered)/float64(len(lat)),
-		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), breakerState(b))
+		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), breakerState(t, b))
 	if kinds["bad"] > 0 || len(lat) == 0 {
 		t.Errorf("%d of %d cached GETs not answered stale, e.g. %v", kinds["bad"], len(lat), bad)
 	}
@@ -522,24 +521,14 @@ routes:
 	}
 }
 
-// breakerState is the state of the first breaker /breakers lists.
-func breakerState(b *bw) string {
-	resp, err := http.Get(b.Admin + "/breakers")
-	if err != nil {
-		return err.Error()
+// breakerState describes the first breaker GET /breakers lists, for the
+// log.
+func breakerState(t *testing.T, b *bw) string {
+	bs := testkit.Breakers(t, b.Admin)
+	if len(bs) == 0 {
+		return "none listed"
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Breakers []struct {
-			Name, State string
-			Failures    int
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || len(out.Breakers) == 0 {
-		return fmt.Sprintf("unknown (%v)", err)
-	}
-	br := out.Breakers[0]
-	return fmt.Sprintf("%s %s after %d failures", br.Name, br.State, br.Failures)
+	return fmt.Sprintf("%s %s after %d failures", bs[0].Name, bs[0].State, bs[0].Failures)
 }
 
 // TestQuotaAtTwiceTheLoad: the upstream allows 50 requests/s (burst 10)

@@ -872,7 +872,7 @@ routes:
 			leave(t, tc.path, id)
 			var line map[string]any
 			testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool {
-				line = p.logs.accessLine(t, id)
+				line = accessLine(t, p.logs, id)
 				return line != nil
 			})
 			if line["status"] != float64(StatusClientClosed) || line["error"] != string(kindClientClosed) || line["route"] != "slow" {
