@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -208,10 +207,10 @@ func TestOAuth2E2E(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Errorf("still down: %d", resp.StatusCode)
 	}
-	if b := get(t, client, "http://"+admin+"/breakers"); strings.Contains(b, `"open"`) {
+	if _, b := testkit.Get(t, client, "http://"+admin+"/breakers"); strings.Contains(b, `"open"`) {
 		t.Errorf("a breaker opened on token failures: %s", b)
 	}
-	if h := get(t, client, "http://"+admin+"/health"); !strings.Contains(h, `"token"`) || !strings.Contains(h, "temporarily_unavailable") {
+	if _, h := testkit.Get(t, client, "http://"+admin+"/health"); !strings.Contains(h, `"token"`) || !strings.Contains(h, "temporarily_unavailable") {
 		t.Errorf("/health lacks the token's state: %s", h)
 	}
 	prov.Down.Store(false)
@@ -219,7 +218,7 @@ func TestOAuth2E2E(t *testing.T) {
 		resp, _ := do("GET", "/v1/contacts", "")
 		return resp.StatusCode == 200
 	})
-	if h := get(t, client, "http://"+admin+"/health"); !strings.Contains(h, `"expires_in_seconds"`) {
+	if _, h := testkit.Get(t, client, "http://"+admin+"/health"); !strings.Contains(h, `"expires_in_seconds"`) {
 		t.Errorf("/health lacks the time left on the token: %s", h)
 	}
 
@@ -241,7 +240,7 @@ func TestOAuth2E2E(t *testing.T) {
 
 	// Nothing shows a token or a secret: logs, admin answers, metrics,
 	// events, error bodies.
-	metrics := get(t, client, "http://"+admin+"/metrics")
+	_, metrics := testkit.Get(t, client, "http://"+admin+"/metrics")
 	for _, want := range []string{`breakwater_upstream_token_requests_total{result="success",upstream="crm"}`,
 		`breakwater_upstream_token_requests_total{result="failure",upstream="crm"}`, `breakwater_upstream_token_expiry_seconds{upstream="crm"}`} {
 		if !strings.Contains(metrics, want) {
@@ -257,7 +256,7 @@ func TestOAuth2E2E(t *testing.T) {
 	}
 	answers := map[string]string{"log": p.Out.String(), "/metrics": metrics, "/events": evText, "bodies": bodies.String()}
 	for _, path := range []string{"/health", "/config", "/routes", "/breakers"} {
-		answers[path] = get(t, client, "http://"+admin+path)
+		_, answers[path] = testkit.Get(t, client, "http://"+admin+path)
 	}
 	tokens := prov.Tokens()
 	if len(tokens) < 4 {
@@ -271,17 +270,6 @@ func TestOAuth2E2E(t *testing.T) {
 		}
 	}
 	_ = os.Remove(filepath.Join(dir, "nothing"))
-}
-
-func get(t *testing.T, c *http.Client, url string) string {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return fmt.Sprint(string(b))
 }
 
 // TestOAuth2ExampleE2E runs examples/mcp-egress/oauth2.yaml as shipped

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -350,9 +349,10 @@ routes:
 			t.Errorf("cut: %d %q, want 504 timeout after 3 cut attempts", a.status, a.kind)
 		}
 		// Timers fire late on a loaded machine, never early: the lower
-		// bound holds anywhere, the upper one has a second of margin.
-		if a.elapsed < 450*time.Millisecond || a.elapsed > 3*time.Second {
-			t.Errorf("cut: answered after %s, want 3 × 150 ms ≤ t ≤ the 2 s timeout (+1 s margin)", ms(a.elapsed))
+		// bound holds anywhere. Not cut, the first attempt would answer
+		// 200 after the toxic's 1 s: the 504 above is the check on that.
+		if a.elapsed < 450*time.Millisecond {
+			t.Errorf("cut: answered after %s, want at least 3 × 150 ms", ms(a.elapsed))
 		}
 	}
 	if got := count("cut"); got != 3*n {
@@ -362,11 +362,8 @@ routes:
 		if a.status != 504 || a.kind != "timeout" {
 			t.Errorf("bounded: %d %q, want 504 timeout", a.status, a.kind)
 		}
-		// Not bounded would be 10 × 160 ms; the attempt count below is
-		// the sharper check, this one has a second of margin.
-		if a.elapsed > 500*time.Millisecond+time.Second {
-			t.Errorf("bounded: answered after %s, want within the 500 ms route timeout (+1 s margin)", ms(a.elapsed))
-		}
+		// Not bounded would be 10 × 160 ms: the attempt count below is
+		// the check on that, not a time.
 	}
 	// 500 ms / 160 ms allows 3–4 attempts; on a loaded machine timers fire
 	// late and fewer fit, but never more, and never fewer than two.
@@ -374,8 +371,10 @@ routes:
 		t.Errorf("bounded: %d upstream attempts, want 2–4 per request (500 ms / 160 ms, fewer when timers run late)", got)
 	}
 	for _, a := range results["rescue"] {
-		// Not rescued would be the first attempt's 2 s.
-		if a.status != 200 || a.elapsed > 1500*time.Millisecond {
+		// Not rescued, the first attempt would run its 2 s into the
+		// route's 2 s timeout: one attempt per request, not the two
+		// counted below. Its time is a figure.
+		if a.status != 200 {
 			t.Errorf("rescue: %d after %s, want 200 once the first attempt is cut at 150 ms, well before its 2 s", a.status, ms(a.elapsed))
 		}
 	}
@@ -513,7 +512,7 @@ routes:
 	answered := kinds["stale"] + kinds["hit"]
 	t.Logf("upstream down %s: %d GETs, %d stale, %d fresh hits, %d not answered from cache (%.2f%% answered); p50 %s, p99 %s; breaker %s",
 		down, len(lat), kinds["stale"], kinds["hit"], kinds["bad"], 100*float64(answered)/float64(len(lat)),
-		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), breakerState(b))
+		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), breakerState(t, b))
 	if kinds["bad"] > 0 || len(lat) == 0 {
 		t.Errorf("%d of %d cached GETs not answered stale, e.g. %v", kinds["bad"], len(lat), bad)
 	}
@@ -522,24 +521,14 @@ routes:
 	}
 }
 
-// breakerState is the state of the first breaker /breakers lists.
-func breakerState(b *bw) string {
-	resp, err := http.Get(b.Admin + "/breakers")
-	if err != nil {
-		return err.Error()
+// breakerState describes the first breaker GET /breakers lists, for the
+// log.
+func breakerState(t *testing.T, b *bw) string {
+	bs := testkit.Breakers(t, b.Admin)
+	if len(bs) == 0 {
+		return "none listed"
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Breakers []struct {
-			Name, State string
-			Failures    int
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || len(out.Breakers) == 0 {
-		return fmt.Sprintf("unknown (%v)", err)
-	}
-	br := out.Breakers[0]
-	return fmt.Sprintf("%s %s after %d failures", br.Name, br.State, br.Failures)
+	return fmt.Sprintf("%s %s after %d failures", bs[0].Name, bs[0].State, bs[0].Failures)
 }
 
 // TestQuotaAtTwiceTheLoad: the upstream allows 50 requests/s (burst 10)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/breakwater-proxy/breakwater/dashboard"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // newServer serves the dashboard the way main.go registers it: on a mux
@@ -28,20 +29,6 @@ func newServer(t *testing.T, opts dashboard.Options) *httptest.Server {
 	return srv
 }
 
-func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(b)
-}
-
 func TestServesThePageAndAssets(t *testing.T) {
 	srv := newServer(t, dashboard.Options{})
 	for _, tc := range []struct {
@@ -54,7 +41,7 @@ func TestServesThePageAndAssets(t *testing.T) {
 		{"/ui/state.json", "application/json", `"actions":false`},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			resp, body := get(t, srv.Client(), srv.URL+tc.path)
+			resp, body := testkit.Get(t, srv.Client(), srv.URL+tc.path)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, want 200", resp.StatusCode)
 			}
@@ -99,7 +86,7 @@ func checkSecurityHeaders(t *testing.T, resp *http.Response) {
 // any: no <script> with a body, no <style>, no style= or on*= attributes.
 func TestPageHasNothingInline(t *testing.T) {
 	srv := newServer(t, dashboard.Options{})
-	_, html := get(t, srv.Client(), srv.URL+"/")
+	_, html := testkit.Get(t, srv.Client(), srv.URL+"/")
 	for _, re := range []*regexp.Regexp{
 		regexp.MustCompile(`<script[^>]*>[^<]+</script>`),
 		regexp.MustCompile(`<style`),
@@ -111,7 +98,7 @@ func TestPageHasNothingInline(t *testing.T) {
 			t.Errorf("page has %q, which the CSP or offline use forbids", m)
 		}
 	}
-	_, js := get(t, srv.Client(), srv.URL+"/ui/app.js")
+	_, js := testkit.Get(t, srv.Client(), srv.URL+"/ui/app.js")
 	js = strings.ReplaceAll(js, "'http://www.w3.org/2000/svg'", "") // a namespace name, not a fetch
 	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function", "http://", "https://", ".style."} {
 		if strings.Contains(js, bad) {
@@ -123,7 +110,7 @@ func TestPageHasNothingInline(t *testing.T) {
 func TestNotFound(t *testing.T) {
 	srv := newServer(t, dashboard.Options{})
 	for _, p := range []string{"/nope", "/ui/nope.js", "/ui/../admin.go", "/dashboard.go", "/ui/ui/app.js", "/index.html", "/favicon.ico"} {
-		resp, _ := get(t, srv.Client(), srv.URL+p)
+		resp, _ := testkit.Get(t, srv.Client(), srv.URL+p)
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: status %d, want 404", p, resp.StatusCode)
 		}
@@ -136,7 +123,7 @@ func TestNotFound(t *testing.T) {
 // The admin API's own patterns are more specific than "GET /" and win.
 func TestAdminPatternsWin(t *testing.T) {
 	srv := newServer(t, dashboard.Options{})
-	if _, body := get(t, srv.Client(), srv.URL+"/breakers"); body != "admin breakers" {
+	if _, body := testkit.Get(t, srv.Client(), srv.URL+"/breakers"); body != "admin breakers" {
 		t.Errorf("GET /breakers answered %q, want the admin endpoint", body)
 	}
 	resp, err := srv.Client().Post(srv.URL+"/reload", "", nil)
@@ -201,7 +188,7 @@ func TestStateReportsActions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, tc.opts)
-			resp, body := get(t, srv.Client(), srv.URL+"/ui/state.json")
+			resp, body := testkit.Get(t, srv.Client(), srv.URL+"/ui/state.json")
 			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 				t.Errorf("Cache-Control %q, want no-store", cc)
 			}
@@ -221,11 +208,11 @@ func TestStateReportsActions(t *testing.T) {
 func TestStateIsLive(t *testing.T) {
 	var allowed atomic.Bool
 	srv := newServer(t, dashboard.Options{Actions: allowed.Load})
-	if _, body := get(t, srv.Client(), srv.URL+"/ui/state.json"); !strings.Contains(body, `"actions":false`) {
+	if _, body := testkit.Get(t, srv.Client(), srv.URL+"/ui/state.json"); !strings.Contains(body, `"actions":false`) {
 		t.Fatalf("state %s, want actions false", body)
 	}
 	allowed.Store(true)
-	if _, body := get(t, srv.Client(), srv.URL+"/ui/state.json"); !strings.Contains(body, `"actions":true`) {
+	if _, body := testkit.Get(t, srv.Client(), srv.URL+"/ui/state.json"); !strings.Contains(body, `"actions":true`) {
 		t.Fatalf("state %s, want actions true", body)
 	}
 }

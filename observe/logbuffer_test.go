@@ -1,43 +1,23 @@
 package observe
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/diode"
 )
 
-// lockedBuffer is a writer tests read while the LogBuffer writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Every line written before Close is out, whole and in order, after it.
 func TestLogBufferLosesNothingOnClose(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	b := NewLogBuffer(out, 1<<20, time.Hour) // no timed flush: Close must do it
 	log := zerolog.New(b)
 	for i := range 5000 {
@@ -66,29 +46,25 @@ func TestLogBufferLosesNothingOnClose(t *testing.T) {
 }
 
 func TestLogBufferFlushesOnItsInterval(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	b := NewLogBuffer(out, 1<<20, 20*time.Millisecond)
 	defer b.Close()
 	_, _ = b.Write([]byte("{\"message\":\"one\"}\n"))
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), "one") {
-		if time.Now().After(deadline) {
-			t.Fatal("a line was not written within 5 s with a 20 ms interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the line to be written with a 20 ms interval", func() bool {
+		return strings.Contains(out.String(), "one")
+	})
 }
 
 // stuckWriter blocks every Write until released: stderr piped to a reader
 // that stopped reading.
 type stuckWriter struct {
 	release chan struct{}
-	lockedBuffer
+	testkit.SyncBuffer
 }
 
 func (s *stuckWriter) Write(p []byte) (int, error) {
 	<-s.release
-	return s.lockedBuffer.Write(p)
+	return s.SyncBuffer.Write(p)
 }
 
 // A stuck stderr never blocks a writer: lines beyond the buffer are
@@ -165,7 +141,7 @@ func benchFile(b *testing.B) *os.File {
 
 func benchLog(b *testing.B, log zerolog.Logger, flush func()) {
 	b.ReportAllocs()
-	start := processCPU()
+	start := testkit.ProcessCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			log.Info().Str("request_id", "0123456789abcdef0123456789abcdef").Str("route", "api").
@@ -174,12 +150,5 @@ func benchLog(b *testing.B, log zerolog.Logger, flush func()) {
 		}
 	})
 	flush()
-	b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU is the user+system CPU this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testkit.ProcessCPU()-start)/float64(b.N), "cpu-ns/op")
 }

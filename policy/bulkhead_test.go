@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,22 +11,17 @@ import (
 	"github.com/failsafe-go/failsafe-go/bulkhead"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 func newTestBulkhead(max, queue int, wait time.Duration) *Bulkhead {
 	return NewBulkhead("r", &config.Bulkhead{MaxConcurrent: max, MaxQueue: queue, MaxWait: config.Duration(wait)}, nil)
 }
 
-// waitFor polls until b has n waiters (generous: a slow -race machine).
-func waitFor(t *testing.T, b *Bulkhead, n int) {
+// awaitWaiters polls until b has n waiters (generous: a slow -race machine).
+func awaitWaiters(t *testing.T, b *Bulkhead, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Waiting() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting = %d, want %d", b.Waiting(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d waiters", n), func() bool { return b.Waiting() == n })
 }
 
 // queued starts a caller at prio that, once it has a slot, records its
@@ -63,7 +59,7 @@ func TestBulkheadServesByPriorityThenArrival(t *testing.T) {
 	}{{Low, "low1"}, {Low, "low2"}, {Low, "low3"}, {Normal, "normal1"}, {High, "high1"}, {High, "high2"}, {High, "high3"}}
 	for i, l := range labels {
 		queued(b, l.prio, l.label, order, errs)
-		waitFor(t, b, i+1) // one at a time, so arrival order is known
+		awaitWaiters(t, b, i+1) // one at a time, so arrival order is known
 	}
 	b.release()
 	want := []string{"high1", "high2", "high3", "normal1", "low1", "low2", "low3"}
@@ -89,9 +85,9 @@ func TestBulkheadFullQueueShedsNewestLowerPriority(t *testing.T) {
 	_ = b.acquire(context.Background(), Normal)
 	order, errs := make(chan string, 4), make(chan error, 4)
 	queued(b, Low, "low1", order, errs)
-	waitFor(t, b, 1)
+	awaitWaiters(t, b, 1)
 	queued(b, Low, "low2", order, errs)
-	waitFor(t, b, 2)
+	awaitWaiters(t, b, 2)
 	queued(b, High, "high", order, errs) // the queue is full: low2, the newest low, goes
 	select {
 	case err := <-errs:
@@ -101,7 +97,7 @@ func TestBulkheadFullQueueShedsNewestLowerPriority(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no waiter was shed")
 	}
-	waitFor(t, b, 2)
+	awaitWaiters(t, b, 2)
 	b.release()
 	for _, w := range []string{"high", "low1"} {
 		if got := <-order; got != w {
@@ -115,7 +111,7 @@ func TestBulkheadFullQueueTurnsAwayEqualPriority(t *testing.T) {
 	_ = b.acquire(context.Background(), Normal)
 	order, errs := make(chan string, 2), make(chan error, 2)
 	queued(b, High, "high", order, errs)
-	waitFor(t, b, 1)
+	awaitWaiters(t, b, 1)
 	err := b.acquire(context.Background(), High) // nobody lower to shed
 	if d := detailOf(t, err); d != detailQueueFull {
 		t.Errorf("detail = %q, want the queue-full one", d)
@@ -153,7 +149,7 @@ func TestBulkheadCancelledWaiterLeavesNoSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.acquire(ctx, Normal) }()
-	waitFor(t, b, 1)
+	awaitWaiters(t, b, 1)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)

@@ -284,8 +284,10 @@ func TestRetryAfterBeyondTheRouteTimeoutIsPassedOnAtOnce(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "120" || string(b) != "come back in two minutes" {
 		t.Errorf("got %d Retry-After=%q %q, want the upstream's 503 with Retry-After 120", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 	}
-	if elapsed > 300*time.Millisecond {
-		t.Errorf("took %v, want at once", elapsed)
+	// Waiting for the Retry-After would spend the route's 5 s: half of it
+	// tells the two apart on any machine.
+	if elapsed > 5*time.Second/2 {
+		t.Errorf("took %v, want at once, not the route's 5 s timeout spent waiting", elapsed)
 	}
 	if n := u.Hits.Load(); n != 1 {
 		t.Errorf("%d attempts, want 1", n)
@@ -319,20 +321,22 @@ func TestABackoffThatCannotFitPassesTheLastAnswerOn(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "attempt %d", n)
 	})
-	// Attempts at 0, 100 and 400 ms; the next would wait 900 ms with
-	// 200 ms left: the upstream's third 503 is the answer, at once.
+	// Attempts at 0, 50 and 450 ms; the next would wait 3.2 s with about
+	// 2.5 s left: the upstream's third 503 is the answer, at once. Waiting
+	// out the route's 3 s instead would end in a timeout, not that answer.
 	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
-    timeout: 600ms
-    retry: { attempts: 5, backoff: { initial: 100ms, multiplier: 3, max: 5s, jitter: 0 } }
+    timeout: 3s
+    retry: { attempts: 5, backoff: { initial: 50ms, multiplier: 8, max: 30s, jitter: 0 } }
 `)), u)
 	start := time.Now()
 	code, body, err := rg.get(t, u.URL+"/")
 	elapsed := time.Since(start)
+	t.Logf("answered after %v (attempts at 0, 50, 450 ms; route timeout 3 s)", elapsed.Round(time.Millisecond))
 	if err != nil || code != http.StatusServiceUnavailable || string(body) != "attempt 3" {
 		t.Errorf("got %d %q %v after %v, want the third attempt's 503", code, body, err, elapsed)
 	}
-	if elapsed > 550*time.Millisecond {
-		t.Errorf("answered after %v, want as soon as the next backoff could not fit (~400ms)", elapsed)
+	if elapsed > 3*time.Second/2 {
+		t.Errorf("answered after %v, want as soon as the next backoff could not fit (~450ms), not near the 3 s timeout", elapsed)
 	}
 }
 
@@ -352,7 +356,9 @@ func TestRouteTimeoutIsATimeoutNotACancellation(t *testing.T) {
 			if !errors.Is(err, policy.ErrTimeout) {
 				t.Errorf("got %v, want policy.ErrTimeout", err)
 			}
-			if d := time.Since(start); d < 200*time.Millisecond || d > time.Second {
+			// The upstream never answers: only the 200 ms route timeout
+			// ends the call, never early, and well before 5 s.
+			if d := time.Since(start); d < 200*time.Millisecond || d > 5*time.Second {
 				t.Errorf("took %v, want ~200ms", d)
 			}
 		})
@@ -708,8 +714,10 @@ func TestPerTryTimeoutCutsASlowAttemptAndCountsForTheBreaker(t *testing.T) {
 		t.Fatalf("got %d %q %v, want 200 from the second attempt", code, body, err)
 	}
 	t.Logf("per_try_timeout 100ms: answered in %v", elapsed.Round(time.Millisecond))
-	if elapsed < 100*time.Millisecond || elapsed > time.Second {
-		t.Errorf("answered in %v, want just over 100ms", elapsed)
+	// Not cut, the first attempt would take 5 s: half of it tells the two
+	// apart on any machine.
+	if elapsed < 100*time.Millisecond || elapsed > 5*time.Second/2 {
+		t.Errorf("answered in %v, want just over 100ms, not the slow attempt's 5 s", elapsed)
 	}
 	if rg.obs.attemptsBy("timeout") != 1 || rg.obs.attemptsBy("2xx") != 1 {
 		t.Errorf("attempts %v, want one timeout and one 2xx", rg.obs.attempts)
@@ -776,11 +784,11 @@ func TestHedgeCutsTheTail(t *testing.T) {
 	p50, p99, worst := lat[requests/2], lat[requests*99/100-1], lat[requests-1]
 	t.Logf("hedge 50ms, 10%% slow 1s: p50 %v, p99 %v, max %v; hedges %v; %d slow attempts cut short",
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), worst.Round(time.Microsecond), rg.obs.hedges, cutShort.Load())
-	if p99 > 300*time.Millisecond {
+	// Without the hedge 10% of requests take the slow 1 s, and so does
+	// the p99; half of it tells the two apart. Whether any slow attempt
+	// was waited for is the cancellation count below, not a time.
+	if p99 > time.Second/2 {
 		t.Errorf("p99 %v, want near the 50ms hedge delay, not the 1s slow time", p99)
-	}
-	if worst >= time.Second {
-		t.Errorf("slowest request %v: a slow attempt was waited for", worst)
 	}
 	if n := rg.obs.hedgesBy("sent"); n < len(slow) {
 		t.Errorf("%d hedges sent, want ≥ %d", n, len(slow))

@@ -12,12 +12,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
 )
@@ -85,21 +85,13 @@ func drive(b *testing.B, front string, size int) {
 		get()
 	}
 	b.ReportAllocs()
-	cpu0 := processCPU()
+	cpu0 := testkit.ProcessCPU()
 	b.ResetTimer()
 	for b.Loop() {
 		get()
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU is the process's user+system CPU time: client, proxy and
-// upstream together. A busy machine disturbs it far less than wall time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 func BenchmarkBare(b *testing.B) { benchBare(b, nil, false) }

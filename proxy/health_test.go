@@ -28,20 +28,6 @@ func healthUpstream(t *testing.T, failing *atomic.Bool, hits *atomic.Int64) stri
 	}).URL
 }
 
-// waitFor polls fn until it is true or d has passed; it returns how long
-// that took, or fails the test.
-func waitFor(t *testing.T, d time.Duration, what string, fn func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !fn() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // The Bar: an upstream whose health path fails is failed fast within
 // interval × unhealthy_after (with a generous margin for a slow, shared
 // machine) although its data paths still answer, so no user traffic trips
@@ -62,14 +48,14 @@ routes:
     retry: { attempts: 1 }
 `, map[string]string{"UP": up})
 	check := p.srv.Live().Upstreams[0].Check
-	waitFor(t, 5*time.Second, "first check", func() bool { return check.Status().Status == HealthHealthy })
+	testkit.WaitFor(t, 5*time.Second, "first check", func() bool { return check.Status().Status == HealthHealthy })
 	if resp, _ := p.get(t, "/api/a"); resp.StatusCode != 200 {
 		t.Fatalf("healthy upstream: %d", resp.StatusCode)
 	}
 
 	failing.Store(true)
 	budget := 3 * 100 * time.Millisecond // interval × unhealthy_after
-	took := waitFor(t, 10*budget+2*time.Second, "failed fast", func() bool {
+	took := testkit.WaitFor(t, 10*budget+2*time.Second, "failed fast", func() bool {
 		resp, _ := p.get(t, "/api/a")
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
@@ -92,7 +78,7 @@ routes:
 	}
 
 	failing.Store(false)
-	took = waitFor(t, 20*2*100*time.Millisecond+2*time.Second, "restored", func() bool {
+	took = testkit.WaitFor(t, 20*2*100*time.Millisecond+2*time.Second, "restored", func() bool {
 		resp, _ := p.get(t, "/api/c")
 		return resp.StatusCode == http.StatusOK
 	})
@@ -121,7 +107,7 @@ routes:
     fallback: { status: 200, body: '{"cached":false}' }
 `, map[string]string{"UP": up})
 	check := p.srv.Live().Upstreams[0].Check
-	waitFor(t, 5*time.Second, "unhealthy", func() bool { return check.Status().Status == HealthUnhealthy })
+	testkit.WaitFor(t, 5*time.Second, "unhealthy", func() bool { return check.Status().Status == HealthUnhealthy })
 	resp, body := p.get(t, "/api/a")
 	if resp.StatusCode != 200 || string(body) != `{"cached":false}` {
 		t.Fatalf("got %d %s; want the fallback", resp.StatusCode, body)

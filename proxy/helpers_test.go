@@ -21,7 +21,7 @@ type testProxy struct {
 	*httptest.Server
 	srv     *Server
 	metrics *observe.Metrics
-	logs    *syncBuffer // the access log, one JSON object a line
+	logs    *testkit.SyncBuffer // the access log, one JSON object a line
 }
 
 // startProxy parses yaml, loads it into a new Server and serves it. Every
@@ -35,7 +35,7 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	if err != nil {
 		t.Fatalf("config.Parse:\n%v\n--- yaml ---\n%s", err, yaml)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	metrics := observe.NewMetrics("test")
 	srv := New(zerolog.New(logs), observe.NewFanout(metrics, observe.NewHub()))
 	if err := srv.Load(cfg); err != nil {
@@ -85,31 +85,11 @@ func (p *testProxy) get(t *testing.T, path string) (*http.Response, []byte) {
 	return do(t, p.Client(), newRequest(t, http.MethodGet, p.URL+path, nil))
 }
 
-// syncBuffer is a log sink that tests read while handlers write.
-type syncBuffer struct{ testkit.SyncBuffer }
-
-// lines decodes every JSON log line written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// accessLine returns the access-log line in logs of the request with id,
+// or nil.
+func accessLine(t *testing.T, logs *testkit.SyncBuffer, id string) map[string]any {
 	t.Helper()
-	text := b.String()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", l)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// accessLine returns the access-log line of the request with id, or nil.
-func (b *syncBuffer) accessLine(t *testing.T, id string) map[string]any {
-	t.Helper()
-	for _, l := range b.lines(t) {
+	for _, l := range logs.JSONLines(t) {
 		if l["message"] == "request" && l["request_id"] == id {
 			return l
 		}

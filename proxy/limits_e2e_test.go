@@ -413,11 +413,16 @@ routes:
 	if waited == nil || rejected == nil {
 		t.Fatalf("want one caller let through after a wait and one rejected; got %+v, %+v", waited, rejected)
 	}
-	if waited.took < 350*time.Millisecond || waited.took > 1500*time.Millisecond {
-		t.Errorf("the waiting caller took %s, want about 500ms", waited.took)
+	t.Logf("the waiting caller was let through after %s, the other rejected after %s", waited.took, rejected.took)
+	// Timers fire late on a loaded machine, never early.
+	if waited.took < 350*time.Millisecond {
+		t.Errorf("the waiting caller took %s, want about 500ms: it did not wait for the token", waited.took)
 	}
-	if rejected.took > 300*time.Millisecond {
-		t.Errorf("the rejected caller took %s, want at once", rejected.took)
+	// Rejected at once, it is answered before the waiter's token comes
+	// (500ms); rejected after waiting out max_wait, it would be answered
+	// after it (700ms).
+	if rejected.took >= waited.took {
+		t.Errorf("the rejected caller took %s, the waiting one %s: want the rejection at once, before the wait ends", rejected.took, waited.took)
 	}
 	if rejected.retryAfter != "1" {
 		t.Errorf("Retry-After = %q, want 1", rejected.retryAfter)
@@ -535,16 +540,18 @@ routes:
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	t.Logf("%d requests in %s; 11 consecutive arrivals spanned at least %s", clients*each, elapsed, lim.minSpan(10))
+	// 40 tokens at 10/s with a burst of 1: the first at once, 39 × 100ms,
+	// about 3.9s. Timers fire late on a loaded machine, never early: the
+	// lower bound holds anywhere; how much longer it took is a figure.
+	t.Logf("%d requests in %s (about 3.9s due); 11 consecutive arrivals spanned at least %s", clients*each, elapsed, lim.minSpan(10))
 	if got := lim.refused.Load(); got != 0 {
 		t.Errorf("the upstream refused %d requests with 429, want 0", got)
 	}
 	if ok.Load() != clients*each || other.Load() != 0 {
 		t.Errorf("%d succeeded, %d failed; want all %d to succeed", ok.Load(), other.Load(), clients*each)
 	}
-	// 40 tokens at 10/s with a burst of 1: the first at once, 39 × 100ms.
-	if elapsed < 3*time.Second || elapsed > 6*time.Second {
-		t.Errorf("took %s, want about 3.9s (3s–6s)", elapsed)
+	if elapsed < 3*time.Second {
+		t.Errorf("took %s, want about 3.9s: the quota did not pace the callers", elapsed)
 	}
 	if got := p.metric(t, "breakwater_rate_limited_total", map[string]string{"scope": "quota"}); got != 0 {
 		t.Errorf("breakwater_rate_limited_total{scope=quota} = %v, want 0: every caller waited", got)
@@ -654,17 +661,22 @@ func startPauseUpstream(t *testing.T, retryAfter string) *pauseUpstream {
 }
 
 func TestLimitsRetryAfterPausesEveryRouteOfTheUpstream(t *testing.T) {
+	// The upstream asks for 3s. Each case's most is halfway between the
+	// pause it should keep and the nearest wrong one (3s when capped or
+	// not honoured, twice the pause when honoured): timers fire late on a
+	// loaded machine, and a second of it still tells them apart.
 	for _, tc := range []struct {
 		name  string
 		quota string
 		pause time.Duration // what the second route should wait
+		most  time.Duration
 	}{
-		{"honoured", `{ rate: 100/1s, burst: 10 }`, 2 * time.Second},
-		{"capped by max_pause", `{ rate: 100/1s, burst: 10, max_pause: 1s }`, time.Second},
-		{"not honoured", `{ rate: 100/1s, burst: 10, honor_retry_after: false }`, 0},
+		{"honoured", `{ rate: 100/1s, burst: 10 }`, 3 * time.Second, 4500 * time.Millisecond},
+		{"capped by max_pause", `{ rate: 100/1s, burst: 10, max_pause: 1s }`, time.Second, 2 * time.Second},
+		{"not honoured", `{ rate: 100/1s, burst: 10, honor_retry_after: false }`, 0, 1500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := startPauseUpstream(t, "2")
+			u := startPauseUpstream(t, "3")
 			p := startLim(t, `
 upstreams:
   api:
@@ -686,7 +698,7 @@ routes:
 			defer events.Close()
 			resp, _ := p.get(t, "/slow")
 			told := time.Now()
-			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
+			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "3" {
 				t.Fatalf("first route: %d Retry-After %q; want the upstream's 429 passed through", resp.StatusCode, resp.Header.Get("Retry-After"))
 			}
 			if tc.pause > 0 {
@@ -694,12 +706,14 @@ routes:
 					t.Errorf("quota paused for %v, want in (0, %v]", q.PausedFor, tc.pause)
 				}
 				// A route whose timeout ends before the pause is told so at
-				// once, with the rest of the pause as Retry-After.
+				// once, with the rest of the pause as Retry-After. Waiting
+				// out its 500ms instead would answer 504 timeout (the quota
+				// returns the context's error), so the kind is the check.
 				start := time.Now()
 				resp, body := p.get(t, "/hasty")
 				want := strconv.Itoa(int(tc.pause / time.Second))
 				if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "quota_exhausted" ||
-					resp.Header.Get("Retry-After") != want || time.Since(start) > 300*time.Millisecond {
+					resp.Header.Get("Retry-After") != want {
 					t.Errorf("during the pause, a 500ms route: %d %q Retry-After %q after %s; want 503 quota_exhausted, Retry-After %s, at once: %s",
 						resp.StatusCode, resp.Header.Get("X-Breakwater-Error"), resp.Header.Get("Retry-After"), time.Since(start), want, body)
 				}
@@ -733,8 +747,9 @@ routes:
 			gap := arrived.Sub(told)
 			// The pause starts when breakwater sees the 429, a little
 			// before the client does.
-			if gap < tc.pause-200*time.Millisecond || gap > tc.pause+time.Second {
-				t.Errorf("the second route reached the upstream %s after the 429, want about %s", gap, tc.pause)
+			t.Logf("the second route reached the upstream %s after the 429 (pause %s)", gap, tc.pause)
+			if gap < tc.pause-200*time.Millisecond || gap > tc.most {
+				t.Errorf("the second route reached the upstream %s after the 429, want about %s (at most %s)", gap, tc.pause, tc.most)
 			}
 		})
 	}
@@ -763,7 +778,9 @@ routes:
 	if resp.StatusCode != 503 || resp.Header.Get("X-Breakwater-Error") != "quota_exhausted" {
 		t.Fatalf("got %d %q: %s", resp.StatusCode, resp.Header.Get("X-Breakwater-Error"), body)
 	}
-	if took > 500*time.Millisecond {
+	// Waiting out the 2s timeout would end in 504 timeout, checked above;
+	// half of it tells "at once" from "just before the timeout".
+	if took > time.Second {
 		t.Errorf("took %s, want at once (well under the 2s timeout)", took)
 	}
 	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))

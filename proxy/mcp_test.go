@@ -176,8 +176,8 @@ routes:
 		if err := json.Unmarshal(got, &ans); err != nil || ans.BodyLen != len(body) {
 			t.Fatalf("%s: %s (the whole body must reach the upstream)", tool, got)
 		}
-		testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool { return p.logs.accessLine(t, resp.Header.Get("X-Request-Id")) != nil })
-		line := p.logs.accessLine(t, resp.Header.Get("X-Request-Id"))
+		testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool { return accessLine(t, p.logs, resp.Header.Get("X-Request-Id")) != nil })
+		line := accessLine(t, p.logs, resp.Header.Get("X-Request-Id"))
 		if line["rpc_method"] != "tools/call" || line["tool"] != tool {
 			t.Errorf("access log rpc_method %v tool %v, want tools/call %s", line["rpc_method"], line["tool"], tool)
 		}

@@ -252,8 +252,10 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 			}
 			if tc.retryAfter != "" {
 				t.Logf("Retry-After 120 s with 5 s left reached the client in %v", elapsed)
-				if elapsed > 300*time.Millisecond {
-					t.Errorf("took %v, want at once", elapsed)
+				// Waiting for the Retry-After would spend the route's 5 s:
+				// half of it tells the two apart on any machine.
+				if elapsed > 5*time.Second/2 {
+					t.Errorf("took %v, want at once, not the route's 5 s timeout spent waiting", elapsed)
 				}
 			}
 		})

@@ -162,7 +162,7 @@ func TestStalledReaderFreesItsBulkheadSlot(t *testing.T) {
 	// Their access-log lines say why they ended.
 	testkit.WaitFor(t, 5*time.Second, "the stalled readers logged", func() bool {
 		n := 0
-		for _, l := range p.logs.lines(t) {
+		for _, l := range p.logs.JSONLines(t) {
 			if l["message"] == "request" && l["error"] == "client_stalled" {
 				n++
 			}

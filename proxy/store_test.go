@@ -43,19 +43,19 @@ routes:
 `
 	vars := map[string]string{"REDIS": rds.URL, "UP": up.URL}
 	a, b := startProxy(t, yaml, vars), startProxy(t, yaml, vars)
-	resp, body := get(t, a.URL+"/doc")
+	resp, body := fleetGet(t, a.URL+"/doc")
 	if resp.StatusCode != 200 || string(body) != `{"v":1}` {
 		t.Fatalf("first answer %d %s", resp.StatusCode, body)
 	}
 	// Fresh on the other replica without going upstream.
-	resp, _ = get(t, b.URL+"/doc")
+	resp, _ = fleetGet(t, b.URL+"/doc")
 	if resp.Header.Get("X-Breakwater-Cache") != "hit" || hits.Load() != 1 {
 		t.Fatalf("replica b: cache %q after %d upstream hits, want a hit from the store", resp.Header.Get("X-Breakwater-Cache"), hits.Load())
 	}
 	down.Store(true)
 	time.Sleep(300 * time.Millisecond) // past ttl: stale now
 	c := startProxy(t, yaml, vars)     // a third replica that never saw /doc
-	resp, body = get(t, c.URL+"/doc")
+	resp, body = fleetGet(t, c.URL+"/doc")
 	if resp.StatusCode != 200 || string(body) != `{"v":1}` || resp.Header.Get("X-Breakwater-Cache") != "stale" {
 		t.Fatalf("new replica, upstream down: %d %q %s, want the stale entry from the store", resp.StatusCode, resp.Header.Get("X-Breakwater-Cache"), body)
 	}
@@ -98,10 +98,10 @@ routes:
 	}
 }
 
-// get sends a GET with the Host every replica sees in a sidecar fleet (the
+// fleetGet sends a GET with the Host every replica sees in a sidecar fleet (the
 // test replicas listen on different ports; the key leaves the Host out
 // anyway unless the upstream receives it).
-func get(t *testing.T, url string) (*http.Response, []byte) {
+func fleetGet(t *testing.T, url string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Host = "localhost:8080"

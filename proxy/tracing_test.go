@@ -116,8 +116,8 @@ routes:
 	if resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("got %d %q, want the retry's 200", resp.StatusCode, body)
 	}
-	testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool { return p.logs.accessLine(t, resp.Header.Get("X-Request-Id")) != nil })
-	if got := p.logs.accessLine(t, resp.Header.Get("X-Request-Id"))["trace_id"]; got != clientTrace {
+	testkit.WaitFor(t, 5*time.Second, "the access-log line", func() bool { return accessLine(t, p.logs, resp.Header.Get("X-Request-Id")) != nil })
+	if got := accessLine(t, p.logs, resp.Header.Get("X-Request-Id"))["trace_id"]; got != clientTrace {
 		t.Errorf("access log trace_id = %v, want the client's %s", got, clientTrace)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -10,9 +10,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // H1 against net/http's Transport (configured as proxy/transport.go does),
@@ -92,7 +93,7 @@ func benchRoundTrips(b *testing.B, rt http.RoundTripper) {
 	buf := make([]byte, 1024)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU()
+	cpu0 := testkit.ProcessCPU()
 	for range b.N {
 		resp, err := rt.RoundTrip(req)
 		if err != nil {
@@ -106,7 +107,7 @@ func benchRoundTrips(b *testing.B, rt http.RoundTripper) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 func benchRoundTripsParallel(b *testing.B, rt http.RoundTripper) {
@@ -114,8 +115,8 @@ func benchRoundTripsParallel(b *testing.B, rt http.RoundTripper) {
 	b.ReportAllocs()
 	b.SetParallelism(4)
 	b.ResetTimer()
-	cpu0 := processCPU()
-	defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
+	cpu0 := testkit.ProcessCPU()
+	defer func() { b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	b.RunParallel(func(pb *testing.PB) {
 		req := benchRequest(b, url)
 		buf := make([]byte, 1024)
@@ -154,10 +155,4 @@ func BenchmarkStdTransportParallel(b *testing.B) {
 	tr := benchStandard()
 	defer tr.CloseIdleConnections()
 	benchRoundTripsParallel(b, tr)
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

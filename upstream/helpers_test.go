@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // upstream is a raw loopback server: each accepted connection goes to
@@ -114,14 +116,11 @@ func newReq(t testing.TB, method, url string, body io.Reader) *http.Request {
 	return req
 }
 
-// get fetches url and fails the test on any error.
+// get fetches url through rt, the transport under test, and fails the
+// test on any error.
 func get(t testing.TB, rt http.RoundTripper, url string) (*http.Response, string) {
 	t.Helper()
-	resp, body, err := fetch(t, rt, newReq(t, "GET", url, nil))
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return resp, body
+	return testkit.Get(t, &http.Client{Transport: rt}, url)
 }
 
 // waitClosed waits (generously) for the upstream to see connection id go.

@@ -1,19 +1,25 @@
 // Package testkit holds the helpers that breakwater's tests share across
 // packages: polling with a deadline, loopback addresses, a log buffer safe
-// for concurrent writers, the built binary run as a child process, counting
-// upstreams and metrics read from a registry.
+// for concurrent writers, HTTP GETs that fail the test on error, the
+// process's CPU time, the built binary run as a child process, counting
+// upstreams, breakers read from the admin API and metrics read from a
+// registry.
 //
-// It is imported by _test.go files only, and imports nothing of
-// breakwater's own, so that any package's tests may use it.
+// It is imported by _test.go files only. Of breakwater's own packages it
+// imports config alone (for Overrides), and config imports no other, so
+// any package's tests may use it except config's own.
 package testkit
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,16 +30,19 @@ import (
 const pollEvery = 5 * time.Millisecond
 
 // WaitFor polls cond until it holds, and fails the test if it still does
-// not after within; what names the awaited condition in the message.
-func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+// not after within; what names the awaited condition in the message. It
+// returns how long the wait took, a figure for the log.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	start := time.Now()
+	deadline := start.Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", within, what)
 		}
 		time.Sleep(pollEvery)
 	}
+	return time.Since(start)
 }
 
 // FreeAddr is a loopback host:port that nothing listens on: it was
@@ -107,6 +116,33 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// JSONLines decodes every line written so far, skipping empty ones; a
+// line that is not one JSON object fails the test.
+func (b *SyncBuffer) JSONLines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// ProcessCPU is the user+system CPU time this process has used: client,
+// proxy and upstream together when a test runs them in one process. A busy
+// machine disturbs it far less than wall time, so benchmarks report it.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Overrides are the config overrides in-process tests parse with: the
