@@ -241,7 +241,11 @@ func (k *Keys) Len() int {
 // Authorization, the credentials of a "Bearer" scheme (case-insensitive);
 // for any other header, its raw value. "" when there is none.
 func FromRequest(h http.Header, header string) string {
-	v := h.Get(header)
+	return keyIn(h.Get(header), header)
+}
+
+// keyIn is the key one value of header presents ("" for none).
+func keyIn(v, header string) string {
 	if v == "" {
 		return ""
 	}
@@ -253,4 +257,24 @@ func FromRequest(h http.Header, header string) string {
 		return ""
 	}
 	return strings.TrimSpace(cred)
+}
+
+// RemoveKnown removes from h every value of header that presents a key of
+// k, disabled or not, and keeps the others: a client's key never leaves
+// breakwater, even on a route that does not ask for one, while a
+// credential meant for the upstream passes.
+func (k *Keys) RemoveKnown(h http.Header, header string) {
+	if k.Len() == 0 {
+		return
+	}
+	name := http.CanonicalHeaderKey(header)
+	vals := h[name]
+	kept := slices.DeleteFunc(slices.Clone(vals), func(v string) bool { return k.Lookup(keyIn(v, name)) != nil })
+	switch {
+	case len(kept) == len(vals):
+	case len(kept) == 0:
+		delete(h, name)
+	default:
+		h[name] = kept
+	}
 }
