@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 
@@ -55,16 +54,11 @@ const maxFileSize = 128 << 20
 // tier is a problem. The error is a config.Problems with FILE:LINE for
 // each problem, like the main config's.
 func Load(path string, knownTier func(string) bool) (*Keys, error) {
-	st, err := os.Stat(path)
-	if err == nil && st.Size() > maxFileSize {
+	data, err := config.ReadRegular(path, maxFileSize)
+	switch {
+	case errors.Is(err, config.ErrTooLarge):
 		return nil, config.Problems{{File: path, Msg: fmt.Sprintf("keys file is larger than %d bytes", maxFileSize)}}
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
+	case err != nil:
 		return nil, config.Problems{{File: path, Msg: "cannot read keys file: " + err.Error()}}
 	}
 	return Parse(path, data, knownTier)
