@@ -25,14 +25,15 @@ type seenRequest struct{ auth, clientID string }
 
 // clientsSetup issues keys for a free and a paid client with the binary
 // itself, and starts breakwater in front of an upstream that records the
-// headers it receives.
-func clientsSetup(t *testing.T, routeExtra string) (bw *testkit.Breakwater, keys map[string]string, seen func() []seenRequest, dir string) {
+// headers it receives. routesBefore are routes matched before the
+// catch-all client_auth: required one.
+func clientsSetup(t *testing.T, routesBefore string) (bw *testkit.Breakwater, keys map[string]string, seen func() []seenRequest, dir string) {
 	t.Helper()
 	var mu sync.Mutex
 	var got []seenRequest
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		got = append(got, seenRequest{r.Header.Get("Authorization"), r.Header.Get("X-Client-Id")})
+		got = append(got, seenRequest{strings.Join(r.Header.Values("Authorization"), ", "), r.Header.Get("X-Client-Id")})
 		mu.Unlock()
 		_, _ = io.WriteString(w, "ok")
 	}))
@@ -56,13 +57,13 @@ tiers:
 upstreams:
   app: { url: %s }
 routes:
-  - name: mcp
+%s  - name: mcp
     match: { path_prefix: / }
     upstream: app
     client_auth: required
     forward_client_id: X-Client-Id
     rate_limit: { key: client }
-%s`, keysFile, up.URL, routeExtra)
+`, keysFile, up.URL, routesBefore)
 	cfgFile := filepath.Join(dir, "bw.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -244,6 +245,48 @@ func TestClientAuthRefusesAndReloads(t *testing.T) {
 	out, code := runBinary(t, dir, nil, "validate", "-config", filepath.Join(dir, "bw.yaml"))
 	if code != 1 || !strings.Contains(out, `clients.yaml:5: clients[2].key_sha256: want the key's SHA-256`) {
 		t.Errorf("validate: exit %d, output:\n%s", code, out)
+	}
+}
+
+// A client's key never leaves breakwater, even on a client_auth: none
+// route: a known key is removed from every value of the key header, while
+// an Authorization that is not a breakwater key passes to the upstream.
+func TestClientKeyRemovedOnOpenRoute(t *testing.T) {
+	bw, keys, seen, _ := clientsSetup(t, `  - name: open
+    match: { path_prefix: /open }
+    upstream: app
+    client_auth: none
+`)
+	for _, c := range []struct {
+		name string
+		sent []string
+		want string
+	}{
+		{"a known key", []string{"Bearer " + keys["alice"]}, ""},
+		{"a known key, lower-case scheme", []string{"bearer " + keys["acme"]}, ""},
+		{"a known key after another credential", []string{"Bearer someone-elses-token", "Bearer " + keys["alice"]}, "Bearer someone-elses-token"},
+		{"another service's token", []string{"Bearer someone-elses-token"}, "Bearer someone-elses-token"},
+		{"a key breakwater does not know", []string{"Bearer bwk_not-a-known-key"}, "Bearer bwk_not-a-known-key"},
+	} {
+		before := len(seen())
+		req, _ := http.NewRequest(http.MethodGet, bw.URL+"/open/x", nil)
+		req.Header["Authorization"] = c.sent
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got := seen()
+		if resp.StatusCode != http.StatusOK || len(got) != before+1 {
+			t.Fatalf("%s: %d, upstream saw %d requests; want 200 and one", c.name, resp.StatusCode, len(got)-before)
+		}
+		if a := got[before].auth; a != c.want {
+			for _, k := range keys {
+				a = strings.ReplaceAll(a, k, "bwk_[the client's key]")
+			}
+			t.Errorf("%s: upstream saw Authorization %q, want %q", c.name, a, c.want)
+		}
 	}
 }
 

@@ -327,6 +327,10 @@ func (s *Source) oauth2Config(style oauth2.AuthStyle) *oauth2.Config {
 		Endpoint: oauth2.Endpoint{TokenURL: o.TokenURL, AuthURL: o.AuthURL, AuthStyle: style}}
 }
 
+// maxRefreshTokenFile bounds what is read of refresh_token_file: a token
+// is bytes, not megabytes.
+const maxRefreshTokenFile = 64 << 10
+
 var (
 	errNoRefreshToken   = errors.New("the refresh_token_file is empty: run `breakwater oauth2 login`")
 	errReadRefreshToken = errors.New("the refresh_token_file cannot be read")
@@ -337,7 +341,7 @@ var (
 // a rotated one is written back before the new access token is used: the
 // old refresh token may already be void.
 func (s *Source) refreshRequest(ctx context.Context, style oauth2.AuthStyle) (*oauth2.Token, string, error) {
-	b, err := os.ReadFile(s.cfg.RefreshTokenFile)
+	b, err := config.ReadRegular(s.cfg.RefreshTokenFile, maxRefreshTokenFile) // a named pipe must not block the renewal
 	if err != nil {
 		return nil, "", errReadRefreshToken
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/breakwater-proxy/breakwater/config"
 )
 
 // KeyBytes is the entropy of a key NewKey makes.
@@ -32,7 +34,9 @@ func NewKey() (string, error) {
 // keys file at path (created, mode 0600, when missing) and returns the
 // key, which is kept nowhere else. The file is rewritten atomically (a
 // temporary file renamed over it, its mode kept) and its text, comments
-// included, is kept as it was: the new client is one more line.
+// included, is kept as it was: the new client is one more line. A path
+// that is a symlink is written through: its target is rewritten (next to
+// it) and the link stays.
 func Issue(path, id, tier string) (string, error) {
 	if !validID(id) {
 		return "", errors.New("-id: letters, digits and . _ - @ only, at most 128")
@@ -40,13 +44,17 @@ func Issue(path, id, tier string) (string, error) {
 	if !validID(tier) {
 		return "", errors.New("-tier: a tier name from the config's tiers")
 	}
-	old, err := os.ReadFile(path)
+	path, err := linkTarget(path)
+	if err != nil {
+		return "", err
+	}
+	old, err := config.ReadRegular(path, maxFileSize)
 	mode := fs.FileMode(0o600)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		old = []byte("# breakwater client keys: SHA-256 hashes only (breakwater keys new)\nclients:\n")
 	case err != nil:
-		return "", err
+		return "", fmt.Errorf("%s: %w", path, err)
 	default:
 		if st, err := os.Stat(path); err == nil {
 			mode = st.Mode().Perm()
@@ -108,6 +116,35 @@ func appendClient(text []byte, id, tier, hash string) ([]byte, error) {
 	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
 	s += fmt.Sprintf("%s- { id: %s, tier: %s, key_sha256: %q }\n", indent, q(id), q(tier), hash)
 	return []byte(s), nil
+}
+
+// maxLinks bounds the symlinks linkTarget follows, as the kernel does.
+const maxLinks = 40
+
+// linkTarget is the file path names once symlinks are followed: where a
+// rewrite must go for the link to stay a link. A link to a file not there
+// yet names where it is to be created.
+func linkTarget(path string) (string, error) {
+	if t, err := filepath.EvalSymlinks(path); err == nil {
+		return t, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	for range maxLinks {
+		st, err := os.Lstat(path)
+		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		dest, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(filepath.Dir(path), dest)
+		}
+		path = dest
+	}
+	return "", fmt.Errorf("%s: more than %d symlinks in a row", path, maxLinks)
 }
 
 func writeAtomic(path string, data []byte, mode fs.FileMode) error {

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 
@@ -55,16 +54,11 @@ const maxFileSize = 128 << 20
 // tier is a problem. The error is a config.Problems with FILE:LINE for
 // each problem, like the main config's.
 func Load(path string, knownTier func(string) bool) (*Keys, error) {
-	st, err := os.Stat(path)
-	if err == nil && st.Size() > maxFileSize {
+	data, err := config.ReadRegular(path, maxFileSize)
+	switch {
+	case errors.Is(err, config.ErrTooLarge):
 		return nil, config.Problems{{File: path, Msg: fmt.Sprintf("keys file is larger than %d bytes", maxFileSize)}}
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
+	case err != nil:
 		return nil, config.Problems{{File: path, Msg: "cannot read keys file: " + err.Error()}}
 	}
 	return Parse(path, data, knownTier)
@@ -241,7 +235,11 @@ func (k *Keys) Len() int {
 // Authorization, the credentials of a "Bearer" scheme (case-insensitive);
 // for any other header, its raw value. "" when there is none.
 func FromRequest(h http.Header, header string) string {
-	v := h.Get(header)
+	return keyIn(h.Get(header), header)
+}
+
+// keyIn is the key one value of header presents ("" for none).
+func keyIn(v, header string) string {
 	if v == "" {
 		return ""
 	}
@@ -253,4 +251,24 @@ func FromRequest(h http.Header, header string) string {
 		return ""
 	}
 	return strings.TrimSpace(cred)
+}
+
+// RemoveKnown removes from h every value of header that presents a key of
+// k, disabled or not, and keeps the others: a client's key never leaves
+// breakwater, even on a route that does not ask for one, while a
+// credential meant for the upstream passes.
+func (k *Keys) RemoveKnown(h http.Header, header string) {
+	if k.Len() == 0 {
+		return
+	}
+	name := http.CanonicalHeaderKey(header)
+	vals := h[name]
+	kept := slices.DeleteFunc(slices.Clone(vals), func(v string) bool { return k.Lookup(keyIn(v, name)) != nil })
+	switch {
+	case len(kept) == len(vals):
+	case len(kept) == 0:
+		delete(h, name)
+	default:
+		h[name] = kept
+	}
 }

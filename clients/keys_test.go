@@ -1,6 +1,7 @@
 package clients
 
 import (
+	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -81,4 +82,28 @@ func TestFromRequest(t *testing.T) {
 	if got := FromRequest(http.Header{"Authorization": {"Basic abc"}}, "Authorization"); got != "" {
 		t.Errorf("Basic: %q, want none", got)
 	}
+}
+
+// RemoveKnown drops the values of any key header that are known keys, in
+// whatever header clients.header names, and keeps every other value.
+func TestRemoveKnown(t *testing.T) {
+	h := Hash("k1")
+	k, err := Parse("k.yaml", []byte("clients:\n  - { id: a, tier: free, disabled: true, key_sha256: \""+hex.EncodeToString(h[:])+"\" }\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := http.Header{"X-Api-Key": {"k1", "other", " k1 "}, "Authorization": {"Bearer k1"}}
+	k.RemoveKnown(hdr, "x-api-key")
+	if got := hdr["X-Api-Key"]; len(got) != 1 || got[0] != "other" {
+		t.Errorf("X-Api-Key after RemoveKnown = %q, want [other]", got)
+	}
+	if hdr.Get("Authorization") != "Bearer k1" {
+		t.Error("a header other than clients.header was touched")
+	}
+	k.RemoveKnown(hdr, "Authorization")
+	if _, ok := hdr["Authorization"]; ok {
+		t.Error("the only Authorization value is a known key and is still there")
+	}
+	var none *Keys
+	none.RemoveKnown(hdr, "X-Api-Key") // no keys file: nothing to remove, no panic
 }

@@ -132,6 +132,7 @@ func (v *validator) auth(path string, a *Auth) {
 	default:
 		v.errorf(p+".grant", "want client_credentials, refresh_token or password, got %q", o.Grant)
 	}
+	v.checkRegular(p+".refresh_token_file", o.RefreshTokenFile)
 	if o.RedirectPort < 0 || o.RedirectPort > 65535 {
 		v.errorf(p+".redirect_port", "want a port between 1 and 65535")
 	}

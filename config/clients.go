@@ -103,6 +103,8 @@ func clientsDefaults(c *Config) {
 // clients checks the clients and tiers blocks.
 func (v *validator) clients() {
 	c := v.c.Clients
+	v.checkRegular("clients.keys_file", c.KeysFile)
+	v.keysFileMode(c.KeysFile)
 	if h := c.Header; !httpguts.ValidHeaderFieldName(h) {
 		v.errorf("clients.header", "not a valid header name")
 	} else if isHopByHop(h) {

@@ -3,8 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -147,17 +145,12 @@ func readSecretFile(path string) (string, error) {
 	if !filepath.IsAbs(path) {
 		return "", errors.New("the path must be absolute")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return "", errors.New("cannot read the file: " + errors.Unwrap(err).Error())
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
-	if err != nil {
-		return "", errors.New("cannot read the file")
-	}
-	if len(b) > maxSecretFile {
+	b, err := ReadRegular(path, maxSecretFile)
+	switch {
+	case errors.Is(err, ErrTooLarge):
 		return "", fmt.Errorf("the file is larger than %d bytes", maxSecretFile)
+	case err != nil:
+		return "", errors.New("cannot read the file: " + err.Error())
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
 }

@@ -82,14 +82,19 @@ func buildClients(cfg *config.Config, reg *policy.Registry) (*clientTable, error
 	return ct, nil
 }
 
-// identify runs a client_auth route's identity step: it finds the caller
-// by key, removes the key from the request (it is never forwarded), and
-// refuses a request that presents no valid key where one is required, or
-// an unknown or disabled one anywhere (a caller who thinks it is
-// identified should learn that it is not). false means the request was
-// answered.
+// identify runs a route's identity step: it finds the caller by key,
+// removes the key from the request (it is never forwarded), and refuses a
+// request that presents no valid key where one is required, or an unknown
+// or disabled one anywhere (a caller who thinks it is identified should
+// learn that it is not). A client_auth: none route identifies no one, but
+// a known key sent to it is removed all the same. false means the request
+// was answered.
 func (s *Server) identify(r *http.Request, rq *request, t *table, rt *route) bool {
 	ct := t.clients
+	if rt.clientAuth == "none" {
+		ct.keys.RemoveKnown(r.Header, ct.header)
+		return true
+	}
 	key := clients.FromRequest(r.Header, ct.header)
 	r.Header.Del(ct.header)
 	c := ct.keys.Lookup(key)

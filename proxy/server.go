@@ -169,7 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	refuseUpgrade(r)
 
-	if rt.clientAuth != "none" && !s.identify(r, rq, t, rt) {
+	if !s.identify(r, rq, t, rt) {
 		return
 	}
 	switch {

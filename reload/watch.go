@@ -3,13 +3,14 @@ package reload
 import (
 	"bytes"
 	"crypto/sha256"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
+
+	"github.com/breakwater-proxy/breakwater/config"
 )
 
 // PollEvery is the backstop of Watch: inotify does not see every change
@@ -122,10 +123,15 @@ func WatchFile(path string, poll time.Duration, log zerolog.Logger, changed func
 	}
 }
 
+// maxWatched bounds what fileSum reads: far more than any file a config
+// names (a keys file is at most 128 MiB).
+const maxWatched = 1 << 30
+
 // fileSum hashes the file's content, through symlinks; nil when it cannot
-// be read.
+// be read or is no regular file (a named pipe would block the watcher, and
+// with it the shutdown that waits for it).
 func fileSum(path string) []byte {
-	b, err := os.ReadFile(path)
+	b, err := config.ReadRegular(path, maxWatched)
 	if err != nil {
 		return nil
 	}

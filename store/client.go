@@ -7,7 +7,7 @@
 // around Redis: the first call that fails or passes the timeout switches
 // the client to fallback, where calls cost one atomic load and each shared
 // piece uses its local stand-in (store.on_error); a background probe
-// switches it back as soon as Redis answers again, without a reload.
+// switches it back once Redis takes a write again, without a reload.
 package store
 
 import (
@@ -40,8 +40,24 @@ type Observer interface {
 var ErrFallback = errors.New("store: unreachable, falling back")
 
 // probeEvery is how often a client that fell back asks Redis whether it is
-// back: well inside the 2 s SPEC allows for returning to shared state.
+// back: with stateHold, well inside the 2 s allowed for returning to
+// shared state.
 const probeEvery = 250 * time.Millisecond
+
+// stateHold is the least time a fallback lasts: the state changes at most
+// once a second, however a store flaps. A fallback is never delayed (a
+// store that fails must not cost each request its timeout); the return to
+// ok is.
+const stateHold = time.Second
+
+// probeKey is the key the probe writes (under key_prefix), and probeTTL how
+// long it lives: the probe is a write, because a store that answers PING
+// but refuses writes (out of memory with noeviction, a read-only replica)
+// fails every call breakwater makes.
+const (
+	probeKey = "store-probe"
+	probeTTL = 10 * time.Second
+)
 
 // Client is one store connection (a go-redis universal client) with its
 // breaker. It is safe for concurrent use. Use New; Close when done.
@@ -206,18 +222,21 @@ func (c *Client) fail(reason string) {
 	go c.probe()
 }
 
-// probe pings the store until it answers, then ends the fallback.
+// probe writes to the store until a write succeeds, then ends the
+// fallback: no sooner than stateHold after it began, and then every
+// probeEvery.
 func (c *Client) probe() {
-	tick := time.NewTicker(probeEvery)
-	defer tick.Stop()
+	wait := time.NewTimer(stateHold)
+	defer wait.Stop()
 	for {
 		select {
 		case <-c.closed:
 			return
-		case <-tick.C:
+		case <-wait.C:
 		}
+		wait.Reset(probeEvery)
 		ctx, cancel := context.WithTimeout(context.Background(), max(c.timeout, 100*time.Millisecond))
-		err := c.rdb.Ping(ctx).Err()
+		err := c.rdb.Set(ctx, c.key(probeKey), "1", probeTTL).Err()
 		cancel()
 		if err == nil {
 			c.fallback.Store(false)

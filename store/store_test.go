@@ -20,6 +20,7 @@ import (
 type recorder struct {
 	mu     sync.Mutex
 	states []string
+	at     []time.Time // when each state change was reported
 	calls  map[string]int
 }
 
@@ -35,6 +36,7 @@ func (r *recorder) StoreCall(op, result string, _ time.Duration) {
 func (r *recorder) StoreState(ok bool, _ string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.at = append(r.at, time.Now())
 	if ok {
 		r.states = append(r.states, "ok")
 	} else {
