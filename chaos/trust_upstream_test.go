@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -40,6 +39,20 @@ func stallingFirst(t *testing.T) (url string, requests *atomic.Int64) {
 	return url, requests
 }
 
+// quickOK asks b for /x and wants the second attempt's 200, far inside
+// the stall of the first one's body.
+func quickOK(t *testing.T, what string, b *bw, requests *atomic.Int64) {
+	t.Helper()
+	a := get(client(30*time.Second), b.URL+"/x")
+	t.Logf("%s: %d %q %s after %s, %d upstream requests", what, a.status, a.body, a.kind, a.elapsed.Round(time.Millisecond), requests.Load())
+	if a.err != nil || a.status != 200 || string(a.body) != "ok" {
+		t.Fatalf("got %d %q (%s) %v, want the second attempt's 200", a.status, a.body, a.kind, a.err)
+	}
+	if a.elapsed > 2*time.Second {
+		t.Errorf("answered after %s: the stalled body was waited for (the stall lasts %s)", a.elapsed, stallRoute)
+	}
+}
+
 // Defect 5: a retried 503 whose body stalls. Before: 504 after the whole
 // route timeout with one attempt, though the retry answers 200 at once.
 // Now the retry's 200, far inside the stall.
@@ -49,14 +62,7 @@ func TestTrustStalledRetriedBodyDoesNotHoldTheRetry(t *testing.T) {
     timeout: `+stallRoute+`
     retry: { attempts: 3, on: [503], backoff: { initial: 1ms } }
 `))
-	a := get(client(30*time.Second), b.URL+"/x")
-	t.Logf("stalled 503 then retry: %d %q %s after %s, %d upstream requests", a.status, a.body, a.kind, a.elapsed.Round(time.Millisecond), requests.Load())
-	if a.err != nil || a.status != 200 || string(a.body) != "ok" {
-		t.Fatalf("got %d %q (%s) %v, want the retry's 200", a.status, a.body, a.kind, a.err)
-	}
-	if a.elapsed > 2*time.Second {
-		t.Errorf("answered after %s: the stalled body was waited for (the stall lasts %s)", a.elapsed, stallRoute)
-	}
+	quickOK(t, "stalled 503 then a retry", b, requests)
 	if n := requests.Load(); n != 2 {
 		t.Errorf("%d upstream requests, want 2", n)
 	}
@@ -72,14 +78,7 @@ func TestTrustStalledLoserDoesNotDelayTheWinningHedge(t *testing.T) {
     retry: off
     hedge: { delay: 20ms, max: 1 }
 `))
-	a := get(client(30*time.Second), b.URL+"/x")
-	t.Logf("stalled 503 and a hedge: %d %q %s after %s, %d upstream requests", a.status, a.body, a.kind, a.elapsed.Round(time.Millisecond), requests.Load())
-	if a.err != nil || a.status != 200 || string(a.body) != "ok" {
-		t.Fatalf("got %d %q (%s) %v, want the hedge's 200", a.status, a.body, a.kind, a.err)
-	}
-	if a.elapsed > 2*time.Second {
-		t.Errorf("answered after %s: the stalled loser was waited for (the stall lasts %s)", a.elapsed, stallRoute)
-	}
+	quickOK(t, "stalled 503 and a hedge", b, requests)
 }
 
 // Defect 9: on an https upstream (always net/http's transport, the main
@@ -89,30 +88,14 @@ func TestTrustStalledLoserDoesNotDelayTheWinningHedge(t *testing.T) {
 // the upstream either.
 func TestTrustConnectionNamedHeadersOnAnHTTPSUpstream(t *testing.T) {
 	var leaked atomic.Int64 // requests on which the upstream saw X-Foo
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
+	up := testkit.RawTLSUpstream(t, func(r *http.Request) string {
+		if r.Header.Get("X-Foo") != "" {
+			leaked.Add(1)
 		}
-		defer conn.Close()
-		for {
-			if r.Header.Get("X-Foo") != "" {
-				leaked.Add(1)
-			}
-			connection := strings.ReplaceAll(strings.TrimPrefix(r.URL.Path, "/"), "_", ", ")
-			_, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nConnection: "+connection+
-				"\r\nX-Internal-Token: s3cret\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
-			if err != nil || strings.Contains(connection, "close") {
-				return
-			}
-			if r, err = http.ReadRequest(brw.Reader); err != nil {
-				return
-			}
-		}
-	}))
-	up.StartTLS()
-	t.Cleanup(up.Close)
+		connection := strings.ReplaceAll(strings.TrimPrefix(r.URL.Path, "/"), "_", ", ")
+		return "HTTP/1.1 200 OK\r\nConnection: " + connection +
+			"\r\nX-Internal-Token: s3cret\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+	})
 	b := startBW(t, `
 upstreams:
   up: { url: "`+up.URL+`", tls: { insecure_skip_verify: true } }

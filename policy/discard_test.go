@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -88,6 +89,44 @@ func TestStalledDiscardedBodyDelaysNeitherRetryNorHedge(t *testing.T) {
 				}
 				// The stalled connection is closed within the drain bound.
 				testkit.WaitFor(t, 2*time.Second, "the stalled connection to close", func() bool { return u.ClosedConns.Load() >= 1 })
+			})
+		}
+	}
+}
+
+// A parked response (a retry was scheduled for it) that turns out to be
+// the answer, because the budget refused the retry, reaches the caller
+// whole: read ahead in the background, small or past drain.MaxBytes.
+func TestParkedResponseRefusedARetryIsReturnedWhole(t *testing.T) {
+	for _, size := range []int{1000, 200 << 10} {
+		body := randomBody(uint64(size), size)
+		for tname, newRT := range baseTransports() {
+			t.Run(tname+"/"+strconv.Itoa(size), func(t *testing.T) {
+				testkit.CheckLeaks(t)
+				u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_, _ = w.Write(body)
+				})
+				base := newRT()
+				defer base.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+				// ratio 0.01 and no minimum: every retry is refused.
+				cfg := parseConfig(t, testkit.OneRoute(u.URL, `
+    retry: { attempts: 3, on: [503], backoff: { initial: 1ms }, budget: { ratio: 0.01, min_concurrent: 0 } }
+`))
+				obs := newCounter()
+				p := policy.NewPipeline(cfg.Routes[0], base, policy.Parts{}, obs, traceFrom)
+				resp, err := (&http.Client{Transport: p}).Get(u.URL + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 503 || sum(got) != sum(body) {
+					t.Errorf("got %d, %d bytes (%v), want the 503 with its %d bytes", resp.StatusCode, len(got), err, len(body))
+				}
+				if obs.budget != 1 || u.Hits.Load() != 1 {
+					t.Errorf("budget refusals %d, upstream requests %d; want 1 and 1", obs.budget, u.Hits.Load())
+				}
 			})
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // rawUpstream answers every request on a plain listener with raw(path),
@@ -36,34 +38,6 @@ func rawUpstream(t *testing.T, raw func(path string) string) string {
 	return "http://" + ln.Addr().String()
 }
 
-// hijackingTLSUpstream is an https upstream (httptest's certificate,
-// HTTP/1.1) that writes its answers by hand: raw(path) is the whole
-// response to a request for path. The connection is kept for the next
-// request unless the answer says close.
-func hijackingTLSUpstream(t *testing.T, raw func(path string) string) string {
-	t.Helper()
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		for {
-			resp := raw(r.URL.Path)
-			if _, err := io.WriteString(conn, resp); err != nil || strings.Contains(strings.ToLower(resp), "close") {
-				return
-			}
-			if r, err = http.ReadRequest(brw.Reader); err != nil {
-				return
-			}
-		}
-	}))
-	up.StartTLS()
-	t.Cleanup(up.Close)
-	return up.URL
-}
-
 // connectionCases are the Connection headers an upstream answers with, as
 // a path ("_" for ", ").
 var connectionCases = []string{"X-Secret-Hop", "close, X-Secret-Hop", "X-Secret-Hop, close", "keep-alive, X-Secret-Hop"}
@@ -88,7 +62,7 @@ func TestConnectionNamedResponseHeadersNeverReachTheClient(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var url string
 			if name == "https" {
-				url = hijackingTLSUpstream(t, hopResponse)
+				url = testkit.RawTLSUpstream(t, func(r *http.Request) string { return hopResponse(r.URL.Path) }).URL
 			} else {
 				url = rawUpstream(t, hopResponse)
 			}

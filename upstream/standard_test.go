@@ -10,37 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// tlsServe is serve behind TLS (httptest's certificate, HTTP/1.1 only):
-// the raw answers go through the TLS connection.
-func tlsServe(t *testing.T, respond func(n int, req *http.Request) string) string {
-	t.Helper()
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		for n := 1; ; n++ {
-			out := respond(n, r)
-			if out == "" {
-				return
-			}
-			if _, err := io.WriteString(conn, out); err != nil {
-				return
-			}
-			if r, err = http.ReadRequest(brw.Reader); err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, r.Body)
-		}
-	}))
-	up.StartTLS()
-	t.Cleanup(up.Close)
-	return up.URL
-}
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
+)
 
 func newStandard() *Standard {
 	return WrapStandard(&http.Transport{
@@ -71,7 +43,7 @@ func TestStandardStripsNominatedHeaders(t *testing.T) {
 			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	}
 	plain := serve(t, func(_, _ int, req *http.Request) string { return answer(req.URL.Path) })
-	secure := tlsServe(t, func(_ int, req *http.Request) string { return answer(req.URL.Path) })
+	secure := testkit.RawTLSUpstream(t, func(req *http.Request) string { return answer(req.URL.Path) }).URL
 	for name, url := range map[string]string{"http": plain.url, "https": secure} {
 		t.Run(name, func(t *testing.T) {
 			tr := newStandard()

@@ -92,11 +92,34 @@ func (h *hostile) serve(c net.Conn) {
 	}
 }
 
-// transports are the two breakwater sends attempts through.
-func transports() map[string]func() http.RoundTripper {
-	return map[string]func() http.RoundTripper{
+// waitClosed waits for the peer to close a connection, and says when.
+func (h *hostile) waitClosed(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case at := <-h.closed:
+		return at
+	case <-time.After(drain.MaxTime + 2*time.Second):
+		t.Fatalf("the upstream's connection is still open %v after Discard", drain.MaxTime+2*time.Second)
+		return time.Time{}
+	}
+}
+
+// eachTransport runs test once on each transport breakwater sends
+// attempts through, net/http's and the lean one, against a new hostile
+// upstream, checking for leaked goroutines.
+func eachTransport(t *testing.T, test func(t *testing.T, name string, h *hostile, rt http.RoundTripper)) {
+	transports := map[string]func() http.RoundTripper{
 		"net/http": func() http.RoundTripper { return &http.Transport{Proxy: nil, DisableCompression: true} },
 		"lean":     func() http.RoundTripper { return upstream.NewH1(upstream.Settings{}) },
+	}
+	for name, newRT := range transports {
+		t.Run(name, func(t *testing.T) {
+			testkit.CheckLeaks(t)
+			h := newHostile(t)
+			rt := newRT()
+			defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+			test(t, name, h, rt)
+		})
 	}
 }
 
@@ -125,80 +148,57 @@ func settled(t *testing.T, before int, within time.Duration) time.Duration {
 // silent upstream ends when MaxTime closes the body, and the connection
 // is closed (the upstream sees it go), not pooled with unread bytes.
 func TestDiscardEndsAStalledBodyAndClosesItsConnection(t *testing.T) {
-	for name, newRT := range transports() {
-		t.Run(name, func(t *testing.T) {
-			testkit.CheckLeaks(t)
-			h := newHostile(t)
-			rt := newRT()
-			defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
-			before := runtime.NumGoroutine()
-			resp := get(t, rt, h.url+"/stall")
-			if resp.StatusCode != 503 {
-				t.Fatalf("status %d", resp.StatusCode)
-			}
-			start := time.Now()
-			drain.Discard(resp.Body)
-			if d := time.Since(start); d > drain.MaxTime/2 {
-				t.Errorf("Discard blocked its caller for %v", d)
-			}
-			var closedAfter time.Duration
-			select {
-			case at := <-h.closed:
-				closedAfter = at.Sub(start)
-			case <-time.After(drain.MaxTime + 2*time.Second):
-				t.Fatalf("the upstream's connection is still open %v after Discard", drain.MaxTime+2*time.Second)
-			}
-			took := settled(t, before, drain.MaxTime+2*time.Second)
-			t.Logf("%s: connection closed %v after Discard, goroutines settled %v later", name, closedAfter.Round(time.Millisecond), took.Round(time.Millisecond))
-			if closedAfter < drain.MaxTime/2 {
-				t.Errorf("connection closed after %v: the body was not given its %v", closedAfter, drain.MaxTime)
-			}
-			// The next request needs a connection of its own.
-			resp = get(t, rt, h.url+"/short")
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if n := h.accepted.Load(); n != 2 {
-				t.Errorf("%d connections for two requests, want 2: the stalled one went back to the pool", n)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, name string, h *hostile, rt http.RoundTripper) {
+		before := runtime.NumGoroutine()
+		resp := get(t, rt, h.url+"/stall")
+		if resp.StatusCode != 503 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		start := time.Now()
+		drain.Discard(resp.Body)
+		if d := time.Since(start); d > drain.MaxTime/2 {
+			t.Errorf("Discard blocked its caller for %v", d)
+		}
+		closedAfter := h.waitClosed(t).Sub(start)
+		took := settled(t, before, drain.MaxTime+2*time.Second)
+		t.Logf("%s: connection closed %v after Discard, goroutines settled %v later", name, closedAfter.Round(time.Millisecond), took.Round(time.Millisecond))
+		if closedAfter < drain.MaxTime/2 {
+			t.Errorf("connection closed after %v: the body was not given its %v", closedAfter, drain.MaxTime)
+		}
+		// The next request needs a connection of its own.
+		resp = get(t, rt, h.url+"/short")
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if n := h.accepted.Load(); n != 2 {
+			t.Errorf("%d connections for two requests, want 2: the stalled one went back to the pool", n)
+		}
+	})
 }
 
 // A short body is read to its end, so its connection is used again; an
 // endless one is read no further than MaxBytes, then closed.
 func TestDiscardKeepsAShortBodysConnectionAndBoundsALongOne(t *testing.T) {
-	for name, newRT := range transports() {
-		t.Run(name, func(t *testing.T) {
-			testkit.CheckLeaks(t)
-			h := newHostile(t)
-			rt := newRT()
-			defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+	eachTransport(t, func(t *testing.T, name string, h *hostile, rt http.RoundTripper) {
+		short := &countingBody{ReadCloser: get(t, rt, h.url+"/short").Body}
+		drain.Discard(short)
+		testkit.WaitFor(t, 2*time.Second, "the drain to close the short body", func() bool { return short.closed.Load() })
+		resp := get(t, rt, h.url+"/short")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "0123456789" || h.accepted.Load() != 1 {
+			t.Errorf("second request: %q on %d connections, want the body on 1 connection", b, h.accepted.Load())
+		}
 
-			short := &countingBody{ReadCloser: get(t, rt, h.url+"/short").Body}
-			drain.Discard(short)
-			testkit.WaitFor(t, 2*time.Second, "the drain to close the short body", func() bool { return short.closed.Load() })
-			resp := get(t, rt, h.url+"/short")
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) != "0123456789" || h.accepted.Load() != 1 {
-				t.Errorf("second request: %q on %d connections, want the body on 1 connection", b, h.accepted.Load())
-			}
-
-			cr := &countingBody{ReadCloser: get(t, rt, h.url+"/big").Body}
-			start := time.Now()
-			drain.Discard(cr)
-			select {
-			case <-h.closed:
-			case <-time.After(drain.MaxTime + 2*time.Second):
-				t.Fatal("the endless body's connection is still open")
-			}
-			testkit.WaitFor(t, 2*time.Second, "the drain to close the body", func() bool { return cr.closed.Load() })
-			t.Logf("%s: endless body: %d bytes read, closed after %v", name, cr.n.Load(), time.Since(start).Round(time.Millisecond))
-			if n := cr.n.Load(); n > drain.MaxBytes {
-				t.Errorf("read %d bytes of a discarded body, want ≤ %d", n, drain.MaxBytes)
-			}
-		})
-	}
+		cr := &countingBody{ReadCloser: get(t, rt, h.url+"/big").Body}
+		start := time.Now()
+		drain.Discard(cr)
+		h.waitClosed(t)
+		testkit.WaitFor(t, 2*time.Second, "the drain to close the body", func() bool { return cr.closed.Load() })
+		t.Logf("%s: endless body: %d bytes read, closed after %v", name, cr.n.Load(), time.Since(start).Round(time.Millisecond))
+		if n := cr.n.Load(); n > drain.MaxBytes {
+			t.Errorf("read %d bytes of a discarded body, want ≤ %d", n, drain.MaxBytes)
+		}
+	})
 }
 
 type countingBody struct {
