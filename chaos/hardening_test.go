@@ -324,9 +324,9 @@ func TestDefect14GetReload(t *testing.T) {
 
 // TestDefect08HopByHop: a header that the upstream's Connection names is
 // hop-by-hop and never reaches the client, also when Connection says
-// close as well (Go's transport drops that Connection header first).
+// close as well (Go's transport drops that Connection header first), on
+// either transport ($BREAKWATER_TRANSPORT).
 func TestDefect08HopByHop(t *testing.T) {
-	testkit.SkipOnStandardTransport(t)
 	up := rawUpstream(t, func(conn net.Conn, req *http.Request) bool {
 		connection := strings.TrimPrefix(req.URL.Path, "/")
 		connection = strings.ReplaceAll(connection, "_", ", ")

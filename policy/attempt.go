@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
+
+	"github.com/breakwater-proxy/breakwater/internal/drain"
 )
 
 // attempt sends one request upstream: budget (for a retry or hedge) →
@@ -157,7 +159,7 @@ func (p *Pipeline) send(st *reqState, e failsafe.Execution[*http.Response], perm
 	}
 	if timer != nil && !timer.Stop() {
 		if resp != nil {
-			drainClose(resp.Body)
+			drain.Discard(resp.Body)
 		}
 		resp, err = nil, ErrAttemptTimeout
 	}

@@ -8,13 +8,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/drain"
 )
 
 type readCloser = io.ReadCloser
-
-// maxDrain bounds how much of a discarded response is read so that its
-// connection can be reused; a larger body is cheaper to abandon.
-const maxDrain = 64 << 10
 
 // respBody is the body of every response an attempt receives. It owns the
 // attempt's own context when it has one (cancelled on Close), and for the
@@ -28,6 +26,7 @@ type respBody struct {
 	hasResp   atomic.Bool // headers arrived
 	abandoned atomic.Bool // cancelled by us before headers: a losing hedge
 	hedge     bool
+	discarded bool // discard took it: Close tells st
 
 	final     bool
 	idle      time.Duration
@@ -58,32 +57,60 @@ func (b *respBody) Close() error {
 		if b.final {
 			b.st.finish()
 		}
+		if b.discarded {
+			b.st.drained()
+		}
 	})
 	return err
 }
 
-// park reads a small discarded body into memory and releases the
-// connection; a large one is left open (discard will abandon it).
+// park frees the connection of a response that a retry is about to
+// replace, without waiting for it: a goroutine reads the body, up to
+// drain.MaxBytes, and when that is all of it, closes it, so the connection
+// goes back to the pool while the retry waits and runs. The response stays
+// whole in case it is the answer after all (the budget refuses the retry);
+// reading it then waits for that goroutine, and goes on where it stopped.
+// Close ends a read that is blocked on a stalled upstream, so a parked body
+// that is discarded never waits for it (SPEC Part 3, "Every step under the
+// route's clock").
 func (b *respBody) park() {
-	buf, err := io.ReadAll(io.LimitReader(b.rc, maxDrain+1))
-	if err != nil || len(buf) > maxDrain {
-		b.rc = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf), b.rc), b.rc}
-		return
-	}
-	_ = b.rc.Close()
-	b.cancel()
-	b.rc = io.NopCloser(bytes.NewReader(buf))
+	pk := &parked{rc: b.rc, done: make(chan struct{})}
+	b.rc = pk
+	go pk.fill(b.cancel)
 }
 
-// discard drains (bounded) and closes a response nobody will read.
-func (b *respBody) discard() { drainClose(b) }
+// parked is a body being read ahead by park.
+type parked struct {
+	rc   io.ReadCloser
+	done chan struct{} // closed when fill is over; r is set then
+	r    io.Reader
+}
 
-func drainClose(rc io.ReadCloser) {
-	_, _ = io.CopyN(io.Discard, rc, maxDrain)
-	_ = rc.Close()
+func (p *parked) fill(release context.CancelFunc) {
+	defer close(p.done)
+	buf, err := io.ReadAll(io.LimitReader(p.rc, drain.MaxBytes+1))
+	if err != nil || len(buf) > drain.MaxBytes {
+		p.r = io.MultiReader(bytes.NewReader(buf), p.rc)
+		return
+	}
+	_ = p.rc.Close()
+	release()
+	p.r = bytes.NewReader(buf)
+}
+
+func (p *parked) Read(b []byte) (int, error) {
+	<-p.done
+	return p.r.Read(b)
+}
+
+func (p *parked) Close() error { return p.rc.Close() }
+
+// discard drains and closes a response nobody will read, in the
+// background and bounded (drain.Discard): never waiting on the upstream.
+func (b *respBody) discard() {
+	b.discarded = true
+	b.st.drains.Add(1)
+	drain.Discard(b)
 }
 
 func (st *reqState) newBody() *respBody {

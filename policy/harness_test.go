@@ -203,6 +203,12 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 	rg.pipeline = policy.NewPipeline(rc, rg.tracker, parts, obs, traceFrom)
 	rg.client = &http.Client{Transport: rg.pipeline}
 	t.Cleanup(func() {
+		// Discarded bodies are drained in the background, for at most
+		// drain.MaxTime: give them that and more.
+		deadline := time.Now().Add(2 * time.Second)
+		for rg.tracker.open.Load() != 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if n := rg.tracker.open.Load(); n != 0 {
 			t.Errorf("%d of %d upstream response bodies were never closed", n, rg.tracker.opened.Load())
 		}

@@ -219,10 +219,23 @@ func (st *reqState) releaseSlots() {
 }
 
 // finish ends the request: its bulkhead slots and its context. It runs
-// once, when the request fails or its body is closed.
+// once, when the request fails or its body is closed. The context ends
+// when the last discarded body is drained too (drain.MaxTime at most):
+// the losing attempts live under it, and a drain cut short would close
+// connections that could be used again.
 func (st *reqState) finish() {
 	st.releaseSlots()
-	st.cancel(nil)
+	st.finished.Store(true)
+	if st.drains.Load() == 0 {
+		st.cancel(nil)
+	}
+}
+
+// drained is called as a discarded body is closed.
+func (st *reqState) drained() {
+	if st.drains.Add(-1) == 0 && st.finished.Load() {
+		st.cancel(nil)
+	}
 }
 
 var errStreamIdle = errors.New("stream idle timeout")
@@ -306,6 +319,8 @@ type reqState struct {
 	hedging   bool        // attempts run under the hedge executor
 	streaming atomic.Bool // headers are out: the timer is the idle timer
 	attempts  atomic.Int32
+	drains    atomic.Int32 // discarded bodies being drained (respBody.discard)
+	finished  atomic.Bool  // finish ran; the last drain ends the context
 	retries   atomic.Int32
 	bodyTaken atomic.Bool // the original body went to an attempt
 	once      *onceBody   // a non-replayable body, shared by attempts

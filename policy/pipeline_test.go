@@ -819,6 +819,8 @@ func TestHedgeCutsTheTail(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "ok 503-"+strconv.Itoa(i) {
 			t.Fatalf("got %d %q, want the hedge's 200", resp.StatusCode, b)
 		}
+		// The loser is drained in the background (drain.Discard).
+		testkit.WaitFor(t, time.Second, "the loser's body to be drained and closed", func() bool { return rg.tracker.open.Load() == 0 })
 	}
 	if n := u.NewConns.Load() - conns; n > 2 {
 		t.Errorf("%d new connections for 10 hedged requests whose losers answered: their bodies are not drained", n)

@@ -45,14 +45,20 @@ type baseTransport interface {
 // 100-continue, bodies of unknown length; see uptransport.Dual.Path); for
 // https, net/http's alone.
 //
-// Why the lean one by default: besides costing less per request, it reads
-// the upstream's raw header block, so the headers an upstream names in
-// Connection are removed even when it also says "close" (net/http drops
-// the whole Connection header then, and with it the names).
+// Why the lean one by default: it costs less per request. Both read the
+// upstream's raw header block, so the headers an upstream names in
+// Connection are removed even when it also says "close" (net/http's
+// parser drops the whole Connection header then, and with it the names).
 func newBaseTransport(s transportSettings) (baseTransport, error) {
-	std, err := newTransport(s)
-	if err != nil || s.Scheme != "http" || s.Transport == "standard" {
-		return std, err
+	t, err := newTransport(s)
+	if err != nil {
+		return nil, err
+	}
+	// net/http's transport reads the raw header blocks too when wrapped
+	// (uptransport.Standard), so every path removes those names.
+	std := uptransport.WrapStandard(t)
+	if s.Scheme != "http" || s.Transport == "standard" {
+		return std, nil
 	}
 	return uptransport.New(uptransport.Settings{
 		Scheme:                 s.Scheme,

@@ -151,13 +151,3 @@ func ProcessCPU() time.Duration {
 func Overrides() config.Overrides {
 	return config.Overrides{Transport: os.Getenv("BREAKWATER_TRANSPORT")}
 }
-
-// SkipOnStandardTransport skips a test of what only the lean transport
-// does: net/http's client drops an upstream's whole Connection header when
-// it says close, so the other names in it cannot be seen (docs/config.md,
-// upstreams.transport).
-func SkipOnStandardTransport(t testing.TB) {
-	if os.Getenv("BREAKWATER_TRANSPORT") == "standard" {
-		t.Skip("BREAKWATER_TRANSPORT=standard: net/http's transport hides the names an upstream's Connection: close header carries")
-	}
-}

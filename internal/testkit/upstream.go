@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -67,4 +68,38 @@ routes:
     match: { path_prefix: / }
     upstream: up
 ` + route
+}
+
+// RawTLSUpstream is an https upstream (httptest's certificate, HTTP/1.1
+// only) that writes its answers by hand, for bytes no net/http server
+// would send: respond(req) is the whole response to req, written raw on
+// the TLS connection; "" closes it. The connection is read for the next
+// request until the client closes it. It is closed when the test ends;
+// clients trust it with insecure_skip_verify or its Certificate.
+func RawTLSUpstream(t testing.TB, respond func(req *http.Request) string) *httptest.Server {
+	t.Helper()
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		for {
+			out := respond(r)
+			if out == "" {
+				return
+			}
+			if _, err := io.WriteString(conn, out); err != nil {
+				return
+			}
+			if r, err = http.ReadRequest(brw.Reader); err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, r.Body)
+		}
+	}))
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	return up
 }
