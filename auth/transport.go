@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/internal/drain"
@@ -57,9 +58,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeReadCloser(body)
 		return resp, nil // renewed a moment ago: this 401 is not the token's age
 	}
-	drain.Discard(resp.Body)
+	released := discard(resp.Body)
 	if c != nil {
 		fresh, err = t.within(req, func(ctx context.Context) (string, error) { return wait(ctx, c) })
+	}
+	// The first send holds its slots (bulkhead, upstream concurrency)
+	// until its body is closed: wait for that, at most drain.MaxTime, so
+	// that the resend does not find them taken.
+	select {
+	case <-released:
+	case <-req.Context().Done():
 	}
 	if err != nil {
 		closeReadCloser(body)
@@ -68,6 +76,26 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out := withToken(req, fresh)
 	out.Body = body
 	return t.Next.RoundTrip(out)
+}
+
+// discard hands body to drain.Discard; the channel is closed once the
+// body is (within drain.MaxTime).
+func discard(body io.ReadCloser) <-chan struct{} {
+	c := &signalCloser{ReadCloser: body, closed: make(chan struct{})}
+	drain.Discard(c)
+	return c.closed
+}
+
+type signalCloser struct {
+	io.ReadCloser
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *signalCloser) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
 }
 
 // within runs get (a wait for a token) until Deadline. Running out of

@@ -72,15 +72,12 @@ func TestTrustTokenNegativeLifetime(t *testing.T) {
 	}
 }
 
-// Defect 6: a 401 whose body stalls is discarded under the route's clock
-// (timeout 4s): the renewal and resend go ahead at once. It was answered
-// when the stall ended, 502 upstream_auth_failed blaming the token
-// endpoint, which had answered at once.
-func TestTrustToken401StalledBody(t *testing.T) {
-	release := make(chan struct{})
-	tok := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) { issue(w, n, 3600) })
-	up := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "Bearer tok-1" {
+// refuseStalled is an upstream that answers tok-1 on path (every path for
+// "/") with a 401 whose body stalls for 20 s or until release is closed,
+// and any other token with 200 "fresh".
+func refuseStalled(path string, release <-chan struct{}) func(int64, http.ResponseWriter, *http.Request) {
+	return func(_ int64, w http.ResponseWriter, r *http.Request) {
+		if (path == "/" || r.URL.Path == path) && r.Header.Get("Authorization") == "Bearer tok-1" {
 			w.WriteHeader(401)
 			_, _ = io.WriteString(w, `{"error":`)
 			w.(http.Flusher).Flush()
@@ -91,7 +88,17 @@ func TestTrustToken401StalledBody(t *testing.T) {
 			return
 		}
 		_, _ = io.WriteString(w, "fresh")
-	})
+	}
+}
+
+// Defect 6: a 401 whose body stalls is discarded under the route's clock
+// (timeout 4s): the renewal and resend go ahead at once. It was answered
+// when the stall ended, 502 upstream_auth_failed blaming the token
+// endpoint, which had answered at once.
+func TestTrustToken401StalledBody(t *testing.T) {
+	release := make(chan struct{})
+	tok := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) { issue(w, n, 3600) })
+	up := testkit.NewUpstream(t, refuseStalled("/", release))
 	defer close(release)
 	b := startBW(t, tokenConfig(up.URL, tok.URL, "", "    timeout: 4s\n"))
 	a := get(client(30*time.Second), b.URL+"/x")
@@ -277,5 +284,27 @@ func TestTrustTokenPOSTAfterRevoke(t *testing.T) {
 	}
 	if len(bodies) != 2 || bodies[0] != 4<<10 || bodies[1] != 4<<10 {
 		t.Errorf("upstream bodies %v, want the whole body twice", bodies)
+	}
+}
+
+// Defect 6, the other side: the 401's body is discarded in the
+// background, but the resend still waits for it to let go (at most the
+// 100 ms drain) of the slots the first send holds: with one bulkhead slot
+// and no wait, the resend found it taken (503 bulkhead_full).
+func TestTrustToken401StalledBodyFreesSlot(t *testing.T) {
+	release := make(chan struct{})
+	tok := testkit.NewUpstream(t, func(n int64, w http.ResponseWriter, r *http.Request) { issue(w, n, 3600) })
+	up := testkit.NewUpstream(t, refuseStalled("/x", release))
+	defer close(release)
+	b := startBW(t, tokenConfig(up.URL, tok.URL, "", "    timeout: 4s\n    bulkhead: { max_concurrent: 1, max_wait: 0s }\n"))
+	c := client(30 * time.Second)
+	if a := get(c, b.URL+"/warm"); a.status != 200 { // tok-1 is fetched and accepted here
+		t.Fatalf("warm-up: %d %s", a.status, a.kind)
+	}
+	time.Sleep(1100 * time.Millisecond) // so that the forced renewal needs no spacing
+	a := get(c, b.URL+"/x")
+	t.Logf("401 with a stalled body, one bulkhead slot: %d %s %q after %s", a.status, a.kind, a.body, a.elapsed.Round(time.Millisecond))
+	if a.status != 200 || string(a.body) != "fresh" || a.elapsed > 3*time.Second {
+		t.Errorf("%d %s after %s, want 200 from the resend", a.status, a.kind, a.elapsed)
 	}
 }
