@@ -32,6 +32,7 @@ upstreams:
         client_secret: ${file:%DIR%/secret}
         scopes: [read]
         params: { audience: "https://crm.example.com" }
+        min_renew_interval: 1s
 routes:
   - name: crm
     match: { path_prefix: / }
@@ -153,6 +154,7 @@ func TestOAuth2E2E(t *testing.T) {
 		prov.mu.Unlock()
 		if apiN == 1 && last != revoked && try < 5 {
 			t.Logf("try %d: a renewal raced the revocation (%d token requests); again", try, tokN)
+			time.Sleep(1100 * time.Millisecond) // past min_renew_interval
 			continue
 		}
 		if apiN != 2 {
@@ -168,7 +170,9 @@ func TestOAuth2E2E(t *testing.T) {
 	}
 
 	// 3. The token endpoint down: upstream_auth_failed in both forms, and
-	// no breaker counts it.
+	// no breaker counts it. (A 401 within min_renew_interval of step 2's
+	// forced renewal would pass through instead.)
+	time.Sleep(1100 * time.Millisecond)
 	prov.Down.Store(true)
 	prov.Revoke(t)
 	resp, body := do("GET", "/v1/contacts", "")

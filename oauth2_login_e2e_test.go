@@ -51,33 +51,38 @@ func TestOAuth2LoginE2E(t *testing.T) {
 		"%DIR%", dir, "%PORT%", port).Replace(loginConfig))
 	tokenFile := filepath.Join(dir, "mail.token")
 
-	// A redirect whose state is not ours fails the login.
+	// A redirect whose state is not ours is refused (400), and the login
+	// keeps waiting: any local process or web page can send one (issue 19,
+	// defect 15: it ended the login, exit 1).
 	cmd := exec.Command(binary, "oauth2", "login", "-config", file, "-upstream", "mail")
 	cmd.Env = env()
 	p := testkit.Start(t, cmd)
 	p.WaitFor(t, 15*time.Second, "the URL to open", func() bool { return strings.Contains(p.Out.String(), "Waiting for the redirect") })
-	resp, err := http.Get("http://127.0.0.1:" + port + "/callback?code=x&state=forged")
-	if err != nil {
-		t.Fatal(err)
+	for _, q := range []string{"code=x&state=forged", "error=access_denied", "code=x"} {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/callback?" + q)
+		if err != nil {
+			t.Fatalf("forged redirect %s: %v (login gone?)\n%s", q, err, p.Out.String())
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("forged redirect %s: %d, want 400", q, resp.StatusCode)
+		}
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 400 || p.ExitCode(t, 10*time.Second) != 1 {
-		t.Fatalf("forged state: %d, want 400 and exit 1\n%s", resp.StatusCode, p.Out.String())
+	select {
+	case <-p.Exited():
+		t.Fatalf("a forged redirect ended the login (exit %d)\n%s", p.Cmd.ProcessState.ExitCode(), p.Out.String())
+	case <-time.After(500 * time.Millisecond):
 	}
 	if _, err := os.Stat(tokenFile); err == nil {
 		t.Fatal("a forged redirect wrote a token file")
 	}
 
-	// The real flow, the test's HTTP client as the browser.
-	cmd = exec.Command(binary, "oauth2", "login", "-config", file, "-upstream", "mail")
-	cmd.Env = env()
-	p = testkit.Start(t, cmd)
-	p.WaitFor(t, 15*time.Second, "the URL to open", func() bool { return strings.Contains(p.Out.String(), "Waiting for the redirect") })
+	// The real flow, in the same login, the test's HTTP client as the browser.
 	authURL := regexp.MustCompile(`http://\S+/authorize\?\S+`).FindString(p.Out.String())
 	if !strings.Contains(authURL, "code_challenge_method=S256") || !strings.Contains(authURL, "state=") {
 		t.Fatalf("login URL %q: want PKCE (S256) and a state", authURL)
 	}
-	resp, err = http.Get(authURL) // follows the redirect to the one-shot listener
+	resp, err := http.Get(authURL) // follows the redirect to the one-shot listener
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,5 +126,32 @@ func TestOAuth2LoginE2E(t *testing.T) {
 		if strings.Contains(run.Out.String(), tok) {
 			t.Errorf("the log shows a token (%.6s…)", tok)
 		}
+	}
+}
+
+// TestOAuth2LoginTimeout: with no redirect, login gives up after -timeout
+// (exit 1, saying so); forged redirects meanwhile do not end it sooner.
+func TestOAuth2LoginTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	prov := newProvider(t, "other", "unused", time.Minute)
+	dir := t.TempDir()
+	port := strings.TrimPrefix(testkit.FreeAddr(t), "127.0.0.1:")
+	file := writeFile(t, dir, "breakwater.yaml", strings.NewReplacer("%API%", prov.API.URL, "%TOKEN%", prov.Token.URL,
+		"%DIR%", dir, "%PORT%", port).Replace(loginConfig))
+	cmd := exec.Command(binary, "oauth2", "login", "-config", file, "-upstream", "mail", "-timeout", "2s")
+	cmd.Env = env()
+	start := time.Now()
+	p := testkit.Start(t, cmd)
+	p.WaitFor(t, 15*time.Second, "the URL to open", func() bool { return strings.Contains(p.Out.String(), "Waiting for the redirect") })
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/callback?code=x&state=forged"); err == nil {
+		resp.Body.Close()
+	}
+	code := p.ExitCode(t, 15*time.Second)
+	took := time.Since(start)
+	t.Logf("login with -timeout 2s: exit %d after %s", code, took.Round(time.Millisecond))
+	if code != 1 || took < 2*time.Second || !strings.Contains(p.Out.String(), "no redirect arrived in time") {
+		t.Errorf("exit %d after %s, want 1 after the 2 s timeout\n%s", code, took, p.Out.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -22,8 +23,9 @@ type Error struct {
 	Upstream string
 	// Status is the token endpoint's HTTP status; 0 when it did not answer.
 	Status int
-	// Code is the OAuth2 error code (RFC 6749 §5.2: invalid_client…), ""
-	// when the answer had none.
+	// Code is the OAuth2 error code (RFC 6749 §5.2: invalid_client…) when
+	// it is a registered one, "other" for any other, "" when the answer
+	// had none (see registeredCode).
 	Code string
 	// Cause says why there was no answer (unreachable, timed out) or what
 	// else went wrong on our side; "" when Status says it all.
@@ -54,7 +56,8 @@ func (e *Error) Endpoint() string {
 }
 
 // Transient reports whether trying again later may work by itself (the
-// endpoint was down or overloaded), as opposed to a refused credential.
+// endpoint was down or overloaded), as opposed to a refused credential
+// or an answer breakwater cannot use.
 func (e *Error) Transient() bool {
 	return e.Status == 0 || e.Status == 429 || e.Status >= 500
 }
@@ -62,8 +65,11 @@ func (e *Error) Transient() bool {
 // Detail is the message a client (often a language model) is given.
 func (e *Error) Detail() string {
 	msg := fmt.Sprintf("breakwater could not obtain an access token for upstream %q: %s.", e.Upstream, e.Endpoint())
-	if e.Transient() {
+	switch {
+	case e.Transient():
 		return msg + " The token endpoint may be down; trying again later may work."
+	case e.Status/100 == 2 || e.Status/100 == 3:
+		return msg + " Its answer cannot be used; retrying will not help until an operator fixes the token endpoint or its settings."
 	}
 	return msg + " The credentials breakwater holds for this upstream were refused; retrying will not help until an operator fixes them."
 }
@@ -78,10 +84,15 @@ func newError(upstream string, err error) *Error {
 		if re.Response != nil {
 			e.Status = re.Response.StatusCode
 		}
-		e.Code = safeCode(re.ErrorCode)
-		if e.Status/100 == 2 {
+		e.Code = registeredCode(re.ErrorCode)
+		switch e.Status / 100 {
+		case 2:
 			e.Cause = "the answer held no usable token"
+		case 3:
+			e.Cause = "a redirect, which is never followed: credentials go to token_url only"
 		}
+	case errors.Is(err, errNoLifetime):
+		e.Status, e.Cause = http.StatusOK, errNoLifetime.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		e.Cause = "it did not answer in time"
 	case isConnError(err):
@@ -105,16 +116,34 @@ func isConnError(err error) bool {
 	return errors.As(err, &op) || errors.As(err, &dns)
 }
 
-// safeCode keeps an OAuth2 error code only if it looks like one: a server
-// is free to put anything there, and the code is echoed to clients.
-func safeCode(s string) string {
-	if len(s) == 0 || len(s) > 64 {
+// registeredCode is an OAuth2 error code as it may be quoted: one of the
+// registered codes, "other" for anything else, "" for none. A server is
+// free to put anything there (even the secret it was sent, reflected),
+// and the code reaches clients, logs and /health (SPEC Part 3, "Token
+// endpoints").
+func registeredCode(s string) string {
+	switch {
+	case s == "":
 		return ""
+	case registeredCodes[s]:
+		return s
 	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
-			return ""
-		}
-	}
-	return s
+	return "other"
+}
+
+// registeredCodes are the error codes of the IANA "OAuth Extensions Error
+// Registry" that a token or authorization endpoint answers with.
+var registeredCodes = map[string]bool{
+	// RFC 6749 §5.2, token endpoint
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true,
+	"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true,
+	// RFC 6749 §4.1.2.1, authorization endpoint (oauth2 login's redirect)
+	"access_denied": true, "unsupported_response_type": true,
+	"server_error": true, "temporarily_unavailable": true,
+	// RFC 8693 §2.2.2, token exchange; RFC 8707 §2, resource indicators
+	"invalid_target": true,
+	// RFC 6750 §3.1, bearer tokens
+	"invalid_token": true, "insufficient_scope": true,
+	// RFC 8628 §3.5, device authorization
+	"authorization_pending": true, "slow_down": true, "expired_token": true,
 }

@@ -23,7 +23,10 @@ import (
 // c.RefreshTokenFile (0600, atomically). It prints to out the URL to open
 // in a browser, receives the redirect on a one-shot listener at
 // 127.0.0.1:c.RedirectPort/callback, checks `state`, and exchanges the
-// code with x/oauth2. It never prints a token. It gives up when ctx ends.
+// code with x/oauth2. A callback with another state is answered 400 and
+// login keeps waiting: any local process or web page can send one, and
+// must not be able to end the login. It never prints a token. It gives
+// up when ctx ends.
 func Login(ctx context.Context, upstream string, c *config.OAuth2, out io.Writer) error {
 	switch {
 	case c.AuthURL == "":
@@ -60,7 +63,11 @@ func Login(ctx context.Context, upstream string, c *config.OAuth2, out io.Writer
 			http.NotFound(w, r)
 			return
 		}
-		err := callback(ctx, r, conf, state, verifier, c)
+		if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("state")), []byte(state)) != 1 {
+			http.Error(w, "breakwater: this redirect's state is not the one this login sent; still waiting for the right one", http.StatusBadRequest)
+			return
+		}
+		err := callback(ctx, r, conf, verifier, c)
 		if err != nil {
 			http.Error(w, "breakwater: login failed: "+err.Error(), http.StatusBadRequest)
 		} else {
@@ -89,16 +96,13 @@ func Login(ctx context.Context, upstream string, c *config.OAuth2, out io.Writer
 	}
 }
 
-// callback handles the one redirect: state checked first (a redirect
-// that does not carry ours is someone else's), then the code exchanged.
-// Its errors quote the server's error code, never a token or a body.
-func callback(ctx context.Context, r *http.Request, conf *oauth2.Config, state, verifier string, c *config.OAuth2) error {
+// callback handles the redirect that carries our state: the code is
+// exchanged. Its errors quote the server's error code, never a token or a
+// body.
+func callback(ctx context.Context, r *http.Request, conf *oauth2.Config, verifier string, c *config.OAuth2) error {
 	q := r.URL.Query()
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
-		return errors.New("the redirect's state does not match: not the login this command started")
-	}
 	if e := q.Get("error"); e != "" {
-		return fmt.Errorf("the authorization server refused: %s", safeCode(e))
+		return fmt.Errorf("the authorization server refused: %s", registeredCode(e))
 	}
 	code := q.Get("code")
 	if code == "" {
@@ -110,6 +114,7 @@ func callback(ctx context.Context, r *http.Request, conf *oauth2.Config, state, 
 	}
 	xctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	xctx = context.WithValue(xctx, oauth2.HTTPClient, tokenClient(http.DefaultTransport, 30*time.Second))
 	tok, err := conf.Exchange(xctx, code, opts...)
 	if err != nil {
 		return errors.New(newError("login", err).Endpoint())

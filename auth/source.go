@@ -55,25 +55,30 @@ type Status struct {
 type Timings struct {
 	// RequestTimeout bounds one token request (default 30s).
 	RequestTimeout time.Duration
-	// RetryMin and RetryMax bound the backoff between failed renewals
-	// while the current token is still valid (defaults 1s and 30s).
+	// RetryMin and RetryMax bound the backoff after failed requests
+	// (defaults 1s and 30s): a failure waits RetryMin, each further one
+	// twice as long, up to RetryMax. Meanwhile a caller without a valid
+	// token is answered with the last failure at once, and a valid token
+	// is renewed again when the backoff ends (never past its expiry).
 	RetryMin, RetryMax time.Duration
-	// FailFast is how long after a failed request a caller without a
-	// valid token is answered with that failure at once, rather than
-	// starting another request (default 1s): an endpoint that is down is
-	// not asked once per client request.
-	FailFast time.Duration
+	// MinInterval is the least time between two token requests, whatever
+	// asks for them (default 1s): SPEC Part 3, "Token endpoints".
+	MinInterval time.Duration
 }
 
 // Source is one upstream's token: fetched on first use, renewed in the
 // background refresh_before its expiry, one request at a time however
-// many callers wait. It is safe for concurrent use. Close stops it.
+// many callers wait, never two within Timings.MinInterval, failures
+// backing off. It is safe for concurrent use. Close stops it.
 type Source struct {
 	name    string
 	cfg     config.OAuth2
 	obs     Observer
 	timings Timings
 	client  *http.Client
+	// minRenew is auth.oauth2.min_renew_interval: forced renewals (after
+	// an upstream 401) are at least this far apart.
+	minRenew time.Duration
 
 	mu       sync.Mutex
 	tok      *oauth2.Token // nil: none yet, or dropped after a 401
@@ -81,6 +86,8 @@ type Source struct {
 	lastErr  *Error        // the last request's failure, nil after a success
 	failedAt time.Time
 	failures int         // consecutive failures, for the backoff
+	sentAt   time.Time   // when the last token request was (or is to be) sent
+	forcedAt time.Time   // when the last forced renewal was started
 	timer    *time.Timer // the next background renewal
 	closed   bool        // Close was called
 	refresh  string      // refresh_token grant: the refresh token in use
@@ -109,8 +116,12 @@ func New(name string, c *config.OAuth2, obs Observer, t Timings) *Source {
 	if t.RetryMax <= 0 {
 		t.RetryMax = 30 * time.Second
 	}
-	if t.FailFast <= 0 {
-		t.FailFast = time.Second
+	if t.MinInterval <= 0 {
+		t.MinInterval = time.Second
+	}
+	minRenew := c.MinRenewInterval.D()
+	if minRenew <= 0 {
+		minRenew = 10 * time.Second // config's default, for a block that skipped defaults
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	base := &http.Transport{
@@ -125,8 +136,17 @@ func New(name string, c *config.OAuth2, obs Observer, t Timings) *Source {
 	if len(c.Params) > 0 {
 		rt = paramsTransport{params: c.Params, next: base}
 	}
-	return &Source{name: name, cfg: *c, obs: obs, timings: t,
-		client: &http.Client{Transport: rt, Timeout: t.RequestTimeout}}
+	return &Source{name: name, cfg: *c, obs: obs, timings: t, minRenew: minRenew,
+		client: tokenClient(rt, t.RequestTimeout)}
+}
+
+// tokenClient is the HTTP client of token requests. It follows no
+// redirect: the client's credentials (Basic header, or client_secret in
+// the form) go to token_url only, and a 3xx is then a failure like any
+// other non-2xx answer (x/oauth2 returns a RetrieveError).
+func tokenClient(rt http.RoundTripper, timeout time.Duration) *http.Client {
+	return &http.Client{Transport: rt, Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 type nopObserver struct{}
@@ -134,7 +154,8 @@ type nopObserver struct{}
 func (nopObserver) TokenRequested(string, Event) {}
 
 // Token returns a valid access token, waiting (at most until ctx ends)
-// for a request when none is held.
+// for a request when none is held. During the backoff after a failed
+// request, it returns that failure at once.
 func (s *Source) Token(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	if s.tok != nil && s.valid(s.tok) {
@@ -142,8 +163,7 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		s.mu.Unlock()
 		return v, nil
 	}
-	if s.call == nil && s.lastErr != nil && time.Since(s.failedAt) < s.timings.FailFast {
-		err := s.lastErr
+	if err := s.backingOffLocked(); err != nil {
 		s.mu.Unlock()
 		return "", err
 	}
@@ -152,22 +172,54 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	return wait(ctx, c)
 }
 
+// errRenewTooSoon: the upstream refused the token within
+// min_renew_interval of the last forced renewal; the 401 passes through.
+var errRenewTooSoon = errors.New("a forced renewal ran less than min_renew_interval ago")
+
 // Renew is the forced renewal after the upstream refused stale with a
 // 401: the token is dropped and a new one requested, unless another
-// caller already did so (then the newer token is returned at once).
+// caller already did so (then the newer token is returned at once). It
+// fails with errRenewTooSoon, asking nothing, within min_renew_interval
+// of the last forced renewal.
 func (s *Source) Renew(ctx context.Context, stale string) (string, error) {
+	c, tok, err := s.forceRenew(stale)
+	if c == nil {
+		return tok, err
+	}
+	return wait(ctx, c)
+}
+
+// forceRenew decides Renew at once: a newer token (tok), a failure, or
+// the request to wait for (c).
+func (s *Source) forceRenew(stale string) (c *call, tok string, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.tok != nil && s.tok.AccessToken != stale && s.valid(s.tok) {
-		v := s.tok.AccessToken
-		s.mu.Unlock()
-		return v, nil
+		return nil, s.tok.AccessToken, nil
+	}
+	if s.call != nil {
+		return s.call, "", nil // a request in flight brings a newer token
+	}
+	if !s.forcedAt.IsZero() && time.Since(s.forcedAt) < s.minRenew {
+		return nil, "", errRenewTooSoon
+	}
+	if err := s.backingOffLocked(); err != nil {
+		return nil, "", err
 	}
 	if s.tok != nil && s.tok.AccessToken == stale {
 		s.tok = nil
 	}
-	c := s.startLocked("forced")
-	s.mu.Unlock()
-	return wait(ctx, c)
+	s.forcedAt = time.Now()
+	return s.startLocked("forced"), "", nil
+}
+
+// backingOffLocked is the last failure while its backoff lasts (no
+// request in flight), else nil. s.mu is held.
+func (s *Source) backingOffLocked() *Error {
+	if s.call == nil && s.lastErr != nil && time.Since(s.failedAt) < s.failDelay() {
+		return s.lastErr
+	}
+	return nil
 }
 
 func wait(ctx context.Context, c *call) (string, error) {
@@ -187,7 +239,8 @@ func (s *Source) valid(t *oauth2.Token) bool {
 	return t.Expiry.IsZero() || time.Until(t.Expiry) > time.Second
 }
 
-// startLocked joins the request in flight or starts one. s.mu is held.
+// startLocked joins the request in flight or starts one, sent no sooner
+// than MinInterval after the last one. s.mu is held.
 func (s *Source) startLocked(reason string) *call {
 	if s.call != nil {
 		return s.call
@@ -198,14 +251,30 @@ func (s *Source) startLocked(reason string) *call {
 		s.timer.Stop() // this request takes the scheduled renewal's place
 		s.timer = nil
 	}
-	go s.fetch(c, reason)
+	now := time.Now()
+	at := now
+	if !s.sentAt.IsZero() {
+		at = later(at, s.sentAt.Add(s.timings.MinInterval))
+	}
+	s.sentAt = at
+	go s.fetch(c, reason, at.Sub(now))
 	return c
 }
 
-// fetch runs one token request and schedules the next. It runs on its
-// own goroutine with its own deadline: a caller that leaves does not
-// cancel the request others wait for.
-func (s *Source) fetch(c *call, reason string) {
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// fetch runs one token request, after delay, and schedules the next. It
+// runs on its own goroutine with its own deadline: a caller that leaves
+// does not cancel the request others wait for.
+func (s *Source) fetch(c *call, reason string, delay time.Duration) {
+	if delay > 0 {
+		time.Sleep(delay)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timings.RequestTimeout)
 	defer cancel()
 	tok, writeErr, err := s.request(ctx)
@@ -218,7 +287,8 @@ func (s *Source) fetch(c *call, reason string) {
 		s.failures++
 		ev.Err = c.err
 		// Keep a token that is still valid and retry before it expires,
-		// backing off; without one, the next caller asks again.
+		// backing off; without one, the next caller after the backoff
+		// asks again.
 		if s.tok != nil && s.valid(s.tok) {
 			s.scheduleLocked(s.backoff(), "retry")
 		}
@@ -237,14 +307,20 @@ func (s *Source) fetch(c *call, reason string) {
 	s.obs.TokenRequested(s.name, ev)
 }
 
-// backoff is the wait before retrying a failed renewal: doubling from
-// RetryMin to RetryMax, and never past the current token's expiry.
-func (s *Source) backoff() time.Duration {
+// failDelay is the backoff after s.failures consecutive failures:
+// doubling from RetryMin to RetryMax.
+func (s *Source) failDelay() time.Duration {
 	d := s.timings.RetryMin
 	for i := 1; i < s.failures && d < s.timings.RetryMax; i++ {
 		d *= 2
 	}
-	d = min(d, s.timings.RetryMax)
+	return min(d, s.timings.RetryMax)
+}
+
+// backoff is the wait before retrying a failed renewal: failDelay, and
+// never past the current token's expiry.
+func (s *Source) backoff() time.Duration {
+	d := s.failDelay()
 	if s.tok != nil && !s.tok.Expiry.IsZero() {
 		d = min(d, max(time.Until(s.tok.Expiry)-time.Second, 0))
 	}
@@ -318,7 +394,27 @@ func (s *Source) request(ctx context.Context) (tok *oauth2.Token, writeErr strin
 			TokenURL: o.TokenURL, Scopes: o.Scopes, AuthStyle: style}
 		tok, err = cc.Token(ctx)
 	}
+	if err == nil && noLifetime(tok) {
+		return nil, "", errNoLifetime
+	}
 	return tok, "", err
+}
+
+// errNoLifetime: the token endpoint gave expires_in ≤ 0. Such a token is
+// due for renewal before it is used; taking it would renew it at once,
+// again and again (SPEC Part 3: a failure).
+var errNoLifetime = errors.New("the token it issued has no positive lifetime (expires_in ≤ 0)")
+
+// noLifetime reports whether tok came with an expires_in that is not
+// positive. x/oauth2 gives a negative one an expiry in the past and
+// treats 0 as absent, so 0 is told from absent by the raw answer (a form
+// answer yields "" for a missing key).
+func noLifetime(tok *oauth2.Token) bool {
+	if !tok.Expiry.IsZero() {
+		return !tok.Expiry.After(time.Now())
+	}
+	v := tok.Extra("expires_in")
+	return v != nil && v != ""
 }
 
 func (s *Source) oauth2Config(style oauth2.AuthStyle) *oauth2.Config {
@@ -368,6 +464,11 @@ func (s *Source) refreshRequest(ctx context.Context, style oauth2.AuthStyle) (*o
 			s.fileSeen = tok.RefreshToken
 		}
 		s.mu.Unlock()
+	}
+	if noLifetime(tok) {
+		// Checked after the rotation is kept: the old refresh token may
+		// already be void.
+		return nil, writeErr, errNoLifetime
 	}
 	return tok, writeErr, nil
 }

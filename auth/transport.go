@@ -2,9 +2,13 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/drain"
 )
 
 // Transport sends each request with the upstream's token as
@@ -13,7 +17,8 @@ import (
 // sends the request once more, if its body can be replayed (GetBody, or
 // no body); a second 401 passes through. That retry happens whatever the
 // route's retry settings say: a revoked token is ours to fix, not the
-// client's.
+// client's. Forced renewals are at least min_renew_interval apart: a 401
+// within it of the last one passes through, asking nothing.
 //
 // In breakwater, Next is the route's policy pipeline, not the upstream's
 // base transport (see proxy/table.go for why): the retry after a 401 is
@@ -28,8 +33,14 @@ type Transport struct {
 
 // RoundTrip implements http.RoundTripper. A token that cannot be had is
 // an error matching ErrUnavailable; nothing is sent upstream then.
+//
+// Every step runs under the request's clock (SPEC Part 3): the token
+// waits end at Deadline or with the request's context, and the 401's
+// body, which nobody reads, is discarded with drain.Discard, bounded and
+// in the background, so a body that stalls holds neither the renewal nor
+// the resend.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.token(req, "")
+	tok, err := t.within(req, t.Source.Token)
 	if err != nil {
 		closeBody(req)
 		return nil, err
@@ -42,15 +53,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return resp, nil
 	}
-	// Drained (a little) so the connection can be reused; the 401's body
-	// is usually a few bytes.
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	_ = resp.Body.Close()
-	fresh, err := t.token(req, tok)
+	c, fresh, err := t.Source.forceRenew(tok)
+	if errors.Is(err, errRenewTooSoon) {
+		closeReadCloser(body)
+		return resp, nil // renewed a moment ago: this 401 is not the token's age
+	}
+	released := discard(resp.Body)
+	if c != nil {
+		fresh, err = t.within(req, func(ctx context.Context) (string, error) { return wait(ctx, c) })
+	}
+	// The first send holds its slots (bulkhead, upstream concurrency)
+	// until its body is closed: wait for that, at most drain.MaxTime, so
+	// that the resend does not find them taken.
+	select {
+	case <-released:
+	case <-req.Context().Done():
+	}
 	if err != nil {
-		if body != nil {
-			_ = body.Close()
-		}
+		closeReadCloser(body)
 		return nil, err // no token to be had: upstream_auth_failed, which says why
 	}
 	out := withToken(req, fresh)
@@ -58,10 +78,30 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.Next.RoundTrip(out)
 }
 
-// token waits for a token (a fresh one when stale is set, after a 401)
-// until Deadline. Running out of time while the client is still here is
-// the token endpoint's failure, reported as such.
-func (t *Transport) token(req *http.Request, stale string) (string, error) {
+// discard hands body to drain.Discard; the channel is closed once the
+// body is (within drain.MaxTime).
+func discard(body io.ReadCloser) <-chan struct{} {
+	c := &signalCloser{ReadCloser: body, closed: make(chan struct{})}
+	drain.Discard(c)
+	return c.closed
+}
+
+type signalCloser struct {
+	io.ReadCloser
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *signalCloser) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// within runs get (a wait for a token) until Deadline. Running out of
+// time while the client is still here is the token endpoint's failure,
+// reported as such.
+func (t *Transport) within(req *http.Request, get func(context.Context) (string, error)) (string, error) {
 	ctx := req.Context()
 	if t.Deadline != nil {
 		if d := t.Deadline(req); !d.IsZero() {
@@ -70,13 +110,7 @@ func (t *Transport) token(req *http.Request, stale string) (string, error) {
 			defer cancel()
 		}
 	}
-	var tok string
-	var err error
-	if stale == "" {
-		tok, err = t.Source.Token(ctx)
-	} else {
-		tok, err = t.Source.Renew(ctx, stale)
-	}
+	tok, err := get(ctx)
 	if err != nil && ctx.Err() != nil && req.Context().Err() == nil {
 		err = &Error{Upstream: t.Source.name, Cause: "it did not answer within the route's timeout"}
 	}
@@ -111,8 +145,10 @@ func replay(req *http.Request) (io.ReadCloser, bool) {
 	return b, true
 }
 
-func closeBody(req *http.Request) {
-	if req.Body != nil {
-		_ = req.Body.Close()
+func closeBody(req *http.Request) { closeReadCloser(req.Body) }
+
+func closeReadCloser(rc io.ReadCloser) {
+	if rc != nil {
+		_ = rc.Close()
 	}
 }

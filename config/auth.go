@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Auth is how breakwater obtains the credentials it sends to an upstream.
@@ -45,6 +46,11 @@ type OAuth2 struct {
 	// background (default 1m); a token that lives less than twice as long
 	// is renewed half-way through its life instead.
 	RefreshBefore Duration `yaml:"refresh_before" json:"refresh_before"`
+	// MinRenewInterval is how often, at most, an upstream 401 forces a
+	// token renewal (default 10s, at least 1s): a 401 within it of the last
+	// forced renewal passes through without a token request. Zero (a block
+	// that skipped defaults) means the default.
+	MinRenewInterval Duration `yaml:"min_renew_interval" json:"min_renew_interval"`
 
 	// RefreshTokenFile holds the refresh token of the refresh_token grant;
 	// a rotated one is written back to it (0600). `breakwater oauth2 login`
@@ -68,6 +74,7 @@ const oauth2Defaults = `
 grant: client_credentials # the grant of service-to-service APIs: no user in the loop
 auth_style: header        # RFC 6749 §2.3.1: servers MUST support HTTP Basic
 refresh_before: 1m        # renew well before expiry: a request never waits for a token
+min_renew_interval: 10s   # a persistent 401 (a revoked client, a wrong scope) costs one token request per 10 s, not one per request
 `
 
 // applyAuthDefaults fills u's auth.oauth2 keys the file left unset.
@@ -133,6 +140,9 @@ func (v *validator) auth(path string, a *Auth) {
 		v.errorf(p+".grant", "want client_credentials, refresh_token or password, got %q", o.Grant)
 	}
 	v.checkRegular(p+".refresh_token_file", o.RefreshTokenFile)
+	if o.MinRenewInterval.D() < time.Second {
+		v.errorf(p+".min_renew_interval", "must be at least 1s (token requests are never closer than that), got %s", o.MinRenewInterval)
+	}
 	if o.RedirectPort < 0 || o.RedirectPort > 65535 {
 		v.errorf(p+".redirect_port", "want a port between 1 and 65535")
 	}

@@ -74,6 +74,7 @@ upstreams:
         scopes: ["a b"]
         params: { client_secret: x }
         redirect_port: 70000
+        min_renew_interval: 500ms
   pw:
     url: https://api.example
     auth:
@@ -95,10 +96,11 @@ routes: [{ name: r, match: { path_prefix: / }, upstream: api }]
 		"t.yaml:10: upstreams.api.auth.oauth2.scopes:",
 		"t.yaml:11: upstreams.api.auth.oauth2.params.client_secret:",
 		"t.yaml:12: upstreams.api.auth.oauth2.redirect_port:",
+		"t.yaml:13: upstreams.api.auth.oauth2.min_renew_interval: must be at least 1s",
 		"upstreams.api.auth.oauth2.client_id: client_id is needed",
-		"t.yaml:16: upstreams.pw.auth.oauth2.username:",
-		"t.yaml:16: upstreams.pw.auth.oauth2.password:",
-		"t.yaml:20: upstreams.rt.auth.oauth2.refresh_token_file:",
+		"t.yaml:17: upstreams.pw.auth.oauth2.username:",
+		"t.yaml:17: upstreams.pw.auth.oauth2.password:",
+		"t.yaml:21: upstreams.rt.auth.oauth2.refresh_token_file:",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -379,16 +379,19 @@ func (st *reqState) ctxError() error {
 	return context.Canceled
 }
 
-// fillTrace copies what the request went through into the caller's
-// Trace. Hedges write reqState concurrently; the Trace is written here
-// only, on RoundTrip's goroutine, so the caller may read it unguarded.
+// fillTrace adds what the request went through to the caller's Trace:
+// added, not set, because one request may pass the pipeline twice (the
+// resend after an upstream 401, auth.Transport) and both sends are
+// attempts (SPEC Part 3). Hedges write reqState concurrently; the Trace
+// is written here only, on RoundTrip's goroutine, so the caller may read
+// it unguarded.
 func (st *reqState) fillTrace() {
 	t := st.trace
 	if t == nil {
 		return
 	}
-	t.Attempts = int(st.attempts.Load())
-	t.Retries = int(st.retries.Load())
+	t.Attempts += int(st.attempts.Load())
+	t.Retries += int(st.retries.Load())
 	st.mu.Lock()
 	t.Breaker = st.breaker.String()
 	st.mu.Unlock()

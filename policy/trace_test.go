@@ -150,3 +150,22 @@ func TestHedgesAreCappedByTheBudget(t *testing.T) {
 		t.Errorf("upstream saw %d requests at once and %d hedges were sent, want %d and 1", m, sent, n+1)
 	}
 }
+
+// Issue 19, defect 18: a request that passes the pipeline twice (the
+// resend after an upstream 401, auth.Transport) is traced with the
+// attempts and retries of both passes; the second pass overwrote the first.
+func TestTraceAddsUpPasses(t *testing.T) {
+	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+	rg := newRig(t, parseConfig(t, testkit.OneRoute(u.URL, `
+    retry: { attempts: 2, on: [503], backoff: { initial: 1ms, max: 1ms, jitter: 0 } }
+`)), u)
+	tr := &policy.Trace{}
+	for range 2 {
+		if st, err := rg.getTraced(t, u.URL+"/", tr); err != nil || st != 503 {
+			t.Fatalf("%d %v, want 503", st, err)
+		}
+	}
+	if u.Hits.Load() != 4 || tr.Attempts != 4 || tr.Retries != 2 {
+		t.Errorf("upstream saw %d requests; trace says %d attempts, %d retries; want 4, 4, 2", u.Hits.Load(), tr.Attempts, tr.Retries)
+	}
+}

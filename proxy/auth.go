@@ -47,6 +47,17 @@ func withAuth(src *auth.Source, pipeline http.RoundTripper) http.RoundTripper {
 	return &auth.Transport{Source: src, Next: pipeline, Deadline: routeDeadline}
 }
 
+// replayLimit is how much of a request body with this method the route
+// buffers for replay: what its retries need (the pipeline decides), and
+// on an upstream with auth.oauth2 at least the replay limit whatever the
+// method, since the resend after a 401 happens whatever retry says (SPEC
+// Part 3): a revoked token would otherwise answer a POST on a route
+// without retry with the upstream's 401. Buffering alone repeats nothing:
+// the pipeline still retries only what retry allows.
+func (rt *route) replayLimit(method string) int64 {
+	return max(rt.pipeline.ReplayLimit(method), rt.authReplay)
+}
+
 // routeDeadline is the request's route timeout: waiting for a token is
 // part of the request's one clock.
 func routeDeadline(r *http.Request) time.Time {

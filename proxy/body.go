@@ -118,7 +118,7 @@ func bodyError(err error) error {
 }
 
 // prepareBody buffers what must be buffered, once: a body that attempts
-// may replay (up to the pipeline's replay limit) and a JSON POST whose
+// may replay (up to the route's replay limit) and a JSON POST whose
 // errors may have to be JSON-RPC. A larger body streams through untouched.
 func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	if r.Body == nil || r.Body == http.NoBody {
@@ -126,7 +126,7 @@ func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	}
 	learn := mayBeJSONRPC(r)
 	rpc := rt.errors != "problem" && learn
-	replay := rt.pipeline.ReplayLimit(r.Method)
+	replay := rt.replayLimit(r.Method)
 	if !rpc && replay <= 0 {
 		return nil
 	}

@@ -83,6 +83,9 @@ type route struct {
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
 	// request (retry.max_body, or 1 MiB without retry).
 	detectMax int64
+	// authReplay is how much of any body is kept for the resend after an
+	// upstream 401 (see replayLimit); 0 without auth.oauth2.
+	authReplay int64
 	// hints, set under retry.tools: annotated, decide tools/call retries.
 	hints *toolHints
 }
@@ -232,6 +235,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 					HostFromClient: up.hostFromClient, ShareClients: !c.PerClient},
 				store: store, group: cache.NewGroup(maxCoalesceWaiters),
 			}
+		}
+		if up.token != nil {
+			// retry.max_body, or its default without retry: DetectBody
+			// is exactly that.
+			rt.authReplay = int64(e.DetectBody)
 		}
 		if e.Retry != nil && e.Retry.Tools == "annotated" {
 			if up.hints == nil {
