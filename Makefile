@@ -73,10 +73,10 @@ chaos: ## the fault-injection and abuse suites (chaos/), long form; the short fo
 	CHAOS_FULL=1 $(GO) test -count=1 -v -timeout 20m ./chaos/
 
 bench-go: ## the in-process Go benchmarks: proxy overhead vs a bare ReverseProxy (both transports), the lean transport, the log buffer, cache, limits
-	$(GO) test -run='^$$' -bench=. -benchmem -count=6 -timeout 30m ./proxy/ ./upstream/ ./observe/ ./cache/ ./ratelimit/
+	$(GO) test -run='^$$' -bench=. -benchmem -count=6 -timeout 30m ./proxy/ ./transport/ ./observe/ ./cache/ ./ratelimit/
 
 fuzz: ## run every fuzz target (config, limits, proxy, the upstream response parser) for FUZZTIME each (default 30s)
-	@for pkg in ./config/ ./ratelimit/ ./proxy/ ./upstream/; do \
+	@for pkg in ./config/ ./ratelimit/ ./proxy/ ./transport/; do \
 		for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
 			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
 		done; \

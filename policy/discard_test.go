@@ -10,7 +10,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/policy"
-	"github.com/breakwater-proxy/breakwater/upstream"
+	"github.com/breakwater-proxy/breakwater/transport"
 )
 
 // stallingUpstream answers its first request with a 503 that promises
@@ -36,7 +36,7 @@ func baseTransports() map[string]func() http.RoundTripper {
 		"net/http": func() http.RoundTripper {
 			return &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8}
 		},
-		"lean": func() http.RoundTripper { return upstream.NewH1(upstream.Settings{MaxIdleConns: 8}) },
+		"lean": func() http.RoundTripper { return transport.NewH1(transport.Settings{MaxIdleConns: 8}) },
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
-	uptransport "github.com/breakwater-proxy/breakwater/upstream"
+	"github.com/breakwater-proxy/breakwater/transport"
 )
 
 // transportSettings are the upstream keys that shape its connections; a
@@ -42,7 +42,7 @@ type baseTransport interface {
 // newBaseTransport is the one place an upstream's base transport is
 // built: for a plain http:// upstream, the lean HTTP/1.1 transport with
 // net/http's as the fallback for what it does not do (upgrades,
-// 100-continue, bodies of unknown length; see uptransport.Dual.Path); for
+// 100-continue, bodies of unknown length; see transport.Dual.Path); for
 // https, net/http's alone.
 //
 // Why the lean one by default: it costs less per request. Both read the
@@ -55,12 +55,12 @@ func newBaseTransport(s transportSettings) (baseTransport, error) {
 		return nil, err
 	}
 	// net/http's transport reads the raw header blocks too when wrapped
-	// (uptransport.Standard), so every path removes those names.
-	std := uptransport.WrapStandard(t)
+	// (transport.Standard), so every path removes those names.
+	std := transport.WrapStandard(t)
 	if s.Scheme != "http" || s.Transport == "standard" {
 		return std, nil
 	}
-	return uptransport.New(uptransport.Settings{
+	return transport.New(transport.Settings{
 		Scheme:                 s.Scheme,
 		ConnectTimeout:         s.ConnectTimeout.D(),
 		ResponseHeaderTimeout:  s.ResponseHeaderTimeout.D(),

@@ -14,7 +14,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/internal/drain"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
-	"github.com/breakwater-proxy/breakwater/upstream"
+	"github.com/breakwater-proxy/breakwater/transport"
 )
 
 // hostile is an upstream written by hand: on /stall it sends a 503 that
@@ -110,7 +110,7 @@ func (h *hostile) waitClosed(t *testing.T) time.Time {
 func eachTransport(t *testing.T, test func(t *testing.T, name string, h *hostile, rt http.RoundTripper)) {
 	transports := map[string]func() http.RoundTripper{
 		"net/http": func() http.RoundTripper { return &http.Transport{Proxy: nil, DisableCompression: true} },
-		"lean":     func() http.RoundTripper { return upstream.NewH1(upstream.Settings{}) },
+		"lean":     func() http.RoundTripper { return transport.NewH1(transport.Settings{}) },
 	}
 	for name, newRT := range transports {
 		t.Run(name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package upstream holds the transports that carry requests to an
+// Package transport holds the transports that carry requests to an
 // upstream: H1, a lean synchronous HTTP/1.1 transport for plain http://
 // upstreams, and Dual, which sends each request either to H1 or to a
 // standard *http.Transport for what H1 does not do (TLS, HTTP/2, upgrades,
@@ -11,7 +11,7 @@
 // H1 reads the raw header block and strips them itself. And a proxy that
 // sends one request at a time per connection does not need Transport's two
 // goroutines per connection and channel hand-offs per request.
-package upstream
+package transport
 
 import "time"
 
