@@ -64,7 +64,7 @@ routes:
 	data, _ := p.WaitStarted(t, 15*time.Second)
 	// A body of unknown length goes upstream chunked, through net/http's
 	// transport (the lean HTTP/1.1 one reads no idle connection and logs
-	// nothing; see upstream.Dual.Path).
+	// nothing; see transport.Dual.Path).
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Post("http://"+data+"/x", "text/plain", io.MultiReader(strings.NewReader("hi")))
 	if err != nil {
 		t.Fatal(err)
