@@ -99,6 +99,11 @@ func (v *validator) rpcMatch(path string, m Match) {
 	if m.JSONRPCMethod != "" && strings.TrimSpace(m.JSONRPCMethod) != m.JSONRPCMethod {
 		v.errorf(path+".jsonrpc_method", "leading or trailing spaces in %q", m.JSONRPCMethod)
 	}
+	for h := range m.Headers {
+		if strings.EqualFold(h, "Mcp-Method") || strings.EqualFold(h, "Mcp-Name") {
+			v.warnf(path+".headers."+h, "a client sends any %s it likes, whatever its body calls: match the call with jsonrpc_method or tool, which are read from the body", h)
+		}
+	}
 }
 
 // ToolNames are the tool names the config's routes match on, which always

@@ -162,19 +162,22 @@ func (rq *request) readAhead(r *http.Request, limit int64) error {
 
 // prepareBody buffers what must be buffered, in the buffer the JSON-RPC
 // read used: a body that attempts may replay (up to the pipeline's replay
-// limit). A larger body streams through untouched, sent once.
+// limit). A body held whole, for replay or for its JSON-RPC call, can be
+// sent again (a retry, or the resend after an upstream 401); a larger one
+// streams through untouched, sent once.
 func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
 	replay := rt.pipeline.ReplayLimit(r.Method)
-	if replay <= 0 {
-		return nil
+	if replay > 0 {
+		if err := rq.readAhead(r, replay); err != nil {
+			return err
+		}
 	}
-	if err := rq.readAhead(r, replay); err != nil {
-		return err
-	}
-	if buf := rq.ahead.buf; rq.ahead.whole && int64(len(buf)) <= replay {
+	// Not beyond the route's own limits: routing may have read more (the
+	// table's detection limit) than retry.max_body lets a route resend.
+	if buf := rq.ahead.buf; rq.ahead.whole && int64(len(buf)) <= max(replay, rt.detectMax) {
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	}
 	return nil
