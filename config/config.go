@@ -210,8 +210,8 @@ type Match struct {
 	Host       string            `yaml:"host" json:"host,omitempty"`
 	Headers    map[string]string `yaml:"headers" json:"headers,omitempty"`
 	// JSONRPCMethod and Tool match a JSON-RPC request's method and a
-	// tools/call's tool name (one of the list), from the Mcp-Method /
-	// Mcp-Name headers or the body; "" and empty match anything.
+	// tools/call's tool name (one of the list), read from the body (never
+	// from the Mcp-Method / Mcp-Name headers); "" and empty match anything.
 	JSONRPCMethod string   `yaml:"jsonrpc_method" json:"jsonrpc_method,omitempty"`
 	Tool          []string `yaml:"tool" json:"tool,omitempty"`
 }

@@ -522,6 +522,12 @@ func TestParseWarnings(t *testing.T) {
 			wants: []string{"bw.yaml:9: routes[0].circuit_breaker.window: warning: window 15s is shorter than twice per_try_timeout (10s): it can hardly collect failures"},
 		},
 		{
+			name: "matching the Mcp-Name header trusts the client",
+			yaml: base + `    match: { headers: { Mcp-Name: search } }
+`,
+			wants: []string{"bw.yaml:6: routes[0].match.headers.Mcp-Name: warning: a client sends any Mcp-Name it likes, whatever its body calls: match the call with jsonrpc_method or tool, which are read from the body"},
+		},
+		{
 			name: "numbers that fit warn about nothing",
 			yaml: base + `    timeout: 10s
     retry: {attempts: 3, per_try_timeout: 2s}
@@ -825,7 +831,7 @@ func TestSpecExampleParses(t *testing.T) {
 func TestMCPAndTracingKeys(t *testing.T) {
 	base := "upstreams: { api: { url: http://127.0.0.1:1 } }\nroutes:\n  - name: r\n    upstream: api\n"
 	c := mustParse(t, base+"    match: { jsonrpc_method: tools/call, tool: [search] }\n    retry: { tools: annotated }\ntracing: { otlp_endpoint: http://otel:4318/ }\n")
-	if c.MCP.MaxTools != 50 || c.Tracing.SampleRatio != 1 || c.Tracing.ServiceName != "breakwater" || c.Tracing.TracesURL() != "http://otel:4318/v1/traces" {
+	if c.MCP.MaxTools != 50 || c.MCP.Batches != "refuse" || c.Tracing.SampleRatio != 1 || c.Tracing.ServiceName != "breakwater" || c.Tracing.TracesURL() != "http://otel:4318/v1/traces" {
 		t.Errorf("defaults: mcp %+v tracing %+v", c.MCP, *c.Tracing)
 	}
 	if got := c.Routes[0].Effective.Retry.Tools; got != "annotated" {
@@ -838,6 +844,7 @@ func TestMCPAndTracingKeys(t *testing.T) {
 		"tracing: { otlp_endpoint: 'otel:4318' }\n",
 		"tracing: { otlp_endpoint: 'http://u:p@otel:4318' }\n",
 		"mcp: { max_tools: 0 }\n",
+		"mcp: { batches: yes }\n",
 	} {
 		if _, _, err := parse(t, base+bad); err == nil {
 			t.Errorf("%q: no error", bad)

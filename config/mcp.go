@@ -12,6 +12,12 @@ type MCP struct {
 	// get a metrics label of their own; later ones are labelled "other".
 	// Always above 0 once defaulted (50).
 	MaxTools int `yaml:"max_tools" json:"max_tools"`
+	// Batches is refuse or allow: whether a JSON-RPC batch (a JSON array of
+	// requests) is passed on. Refused ones get 400 bad_request. Allowed, a
+	// batch matches a route only when every element does, counts once per
+	// element against rate limits, and is never retried. "refuse" once
+	// defaulted.
+	Batches string `yaml:"batches" json:"batches"`
 
 	fields
 }
@@ -39,6 +45,9 @@ func mcpDefaults(c *Config) {
 	// 50 tools cover every real MCP server's list; a label per tool beyond
 	// that would let a client grow the series without bound.
 	setDefault(&c.MCP.fields, "max_tools", &c.MCP.MaxTools, 50)
+	// MCP removed batches in its 2025-06-18 revision, and a batch is one
+	// request carrying many calls: refused unless a config asks for them.
+	setDefault(&c.MCP.fields, "batches", &c.MCP.Batches, "refuse")
 	if t := c.Tracing; t != nil {
 		setDefault(&t.fields, "sample_ratio", &t.SampleRatio, 1.0) // a tracing block asks for traces: all of them unless told
 		setDefault(&t.fields, "service_name", &t.ServiceName, "breakwater")
@@ -49,6 +58,9 @@ func mcpDefaults(c *Config) {
 func (v *validator) mcp() {
 	if v.c.MCP.MaxTools < 1 || v.c.MCP.MaxTools > 10000 {
 		v.errorf("mcp.max_tools", "want 1 to 10000, got %d", v.c.MCP.MaxTools)
+	}
+	if b := v.c.MCP.Batches; b != "refuse" && b != "allow" {
+		v.errorf("mcp.batches", "want refuse or allow, got %q", b)
 	}
 	t := v.c.Tracing
 	if t == nil {
@@ -86,6 +98,11 @@ func (v *validator) rpcMatch(path string, m Match) {
 	}
 	if m.JSONRPCMethod != "" && strings.TrimSpace(m.JSONRPCMethod) != m.JSONRPCMethod {
 		v.errorf(path+".jsonrpc_method", "leading or trailing spaces in %q", m.JSONRPCMethod)
+	}
+	for h := range m.Headers {
+		if strings.EqualFold(h, "Mcp-Method") || strings.EqualFold(h, "Mcp-Name") {
+			v.warnf(path+".headers."+h, "a client sends any %s it likes, whatever its body calls: match the call with jsonrpc_method or tool, which are read from the body", h)
+		}
 	}
 }
 

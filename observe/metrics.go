@@ -123,7 +123,7 @@ func (m *Metrics) Loaded() { m.lastReload.SetToCurrentTime() }
 
 // Request counts one finished request (route "" when no route matched;
 // tool "" when it called no MCP tool, and already bounded by the caller:
-// proxy's toolLabels). It runs on every request, so the children it
+// mcp.Labels). It runs on every request, so the children it
 // touches are resolved once per route and label set and then found again
 // without hashing label values or formatting the code.
 func (m *Metrics) Request(route, method string, code int, outcome, tool string, d time.Duration) {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -117,108 +116,76 @@ func bodyError(err error) error {
 	return errMalformedBody
 }
 
-// prepareBody buffers what must be buffered, once: a body that attempts
-// may replay (up to the route's replay limit) and a JSON POST whose
-// errors may have to be JSON-RPC. A larger body streams through untouched.
+// readAhead is the part of a client's body read before it is sent: to
+// read the JSON-RPC call, then to replay. One buffer, filled from the
+// client's body once, grown only when a later reader needs more of it.
+type readAhead struct {
+	src   io.ReadCloser // the client's body (clientBody); nil until the first read
+	buf   []byte
+	whole bool // buf holds the whole body
+}
+
+// readAhead reads r's body into rq's buffer until it holds more than
+// limit bytes, or all of it, reading only what earlier calls did not; a
+// body whose Content-Length is over limit is not read. r.Body is then the
+// buffer followed by the rest. It returns the body's failure (too large
+// for max_body, broken, stalled).
+func (rq *request) readAhead(r *http.Request, limit int64) error {
+	a := &rq.ahead
+	if a.whole || int64(len(a.buf)) > limit || r.ContentLength > limit {
+		return nil
+	}
+	if a.src == nil {
+		a.src = r.Body
+	}
+	more, err := io.ReadAll(io.LimitReader(a.src, limit+1-int64(len(a.buf))))
+	if a.buf == nil {
+		a.buf = more
+	} else {
+		a.buf = append(a.buf, more...)
+	}
+	if err != nil {
+		if cause := rq.bodyFailure(); cause != nil {
+			return cause
+		}
+		return bodyError(err)
+	}
+	a.whole = int64(len(a.buf)) <= limit
+	if a.whole {
+		r.Body = io.NopCloser(bytes.NewReader(a.buf))
+		r.ContentLength = int64(len(a.buf))
+	} else {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(a.buf), a.src), a.src}
+	}
+	return nil
+}
+
+// prepareBody buffers what must be buffered, in the buffer the JSON-RPC
+// read used: a body that attempts may replay (up to the pipeline's replay
+// limit). A body held whole, for replay or for its JSON-RPC call, can be
+// sent again (a retry, or the resend after an upstream 401); a larger one
+// streams through untouched, sent once.
 func (rt *route) prepareBody(r *http.Request, rq *request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	learn := mayBeJSONRPC(r)
-	rpc := rt.errors != "problem" && learn
 	replay := rt.replayLimit(r.Method)
-	if !rpc && replay <= 0 {
-		return nil
-	}
-	limit := max(replay, rt.detectMax)
-	if r.ContentLength > limit && !rpc {
-		return nil // too large to replay: sent once, never buffered
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		cause := rq.bodyFailure()
-		if cause == nil {
-			cause = bodyError(err)
+	if replay > 0 {
+		if err := rq.readAhead(r, replay); err != nil {
+			return err
 		}
-		if rpc && errors.Is(cause, errBodyStalled) {
-			rq.rpc = partialJSONRPC(buf)
-		}
-		return cause
 	}
-	if int64(len(buf)) > limit {
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return nil
+	// Not beyond the route's own limits: routing may have read more (the
+	// table's detection limit) than retry.max_body lets a route resend.
+	if buf := rq.ahead.buf; rq.ahead.whole && int64(len(buf)) <= max(replay, rt.detectMax) {
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	}
-	if learn {
-		rq.learnBody(buf, rpc)
-	}
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.ContentLength = int64(len(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	return nil
 }
 
 // mayBeJSONRPC: SPEC's JSON-RPC requests are POSTs with a JSON body.
 func mayBeJSONRPC(r *http.Request) bool {
 	return r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody && isJSON(r.Header.Get("Content-Type"))
-}
-
-// sniffJSONRPC reads the JSON POST of a request rejected before its body
-// was read (no route, rate limited), up to limit, so that a JSON-RPC
-// client is told in JSON-RPC. It returns what it learned (nil when the
-// body is not a JSON-RPC request or too large to tell) and the body's own
-// failure, if it broke or stalled.
-func sniffJSONRPC(r *http.Request, rq *request, limit int64) (*jsonrpcRequest, rpcCall, error) {
-	if !mayBeJSONRPC(r) || r.ContentLength > limit {
-		return nil, rpcCall{}, nil
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	switch cause := rq.bodyFailure(); {
-	case err == nil && int64(len(buf)) > limit:
-		return nil, rpcCall{}, nil
-	case err == nil:
-		rpc, call := parseJSONRPC(buf)
-		return rpc, call, nil
-	case errors.Is(cause, errBodyStalled):
-		return partialJSONRPC(buf), rpcCall{}, cause
-	case cause == nil:
-		return nil, rpcCall{}, bodyError(err)
-	default:
-		return nil, rpcCall{}, cause
-	}
-}
-
-// partialJSONRPC learns the id of a JSON-RPC request from the part of its
-// body that arrived before the body failed: a stalled client is still
-// answered in its own protocol when its "jsonrpc" and "id" came first.
-func partialJSONRPC(buf []byte) *jsonrpcRequest {
-	dec := json.NewDecoder(bytes.NewReader(buf))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
-	var id json.RawMessage
-	version := false
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			break
-		}
-		key, _ := t.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			break
-		}
-		switch key {
-		case "jsonrpc":
-			version = string(v) == `"2.0"`
-		case "id":
-			id = v
-		}
-	}
-	if !version || id == nil {
-		return nil
-	}
-	return &jsonrpcRequest{id: id}
 }
 
 type readCloser struct {

@@ -140,17 +140,22 @@ func (s *Server) limitClient(r *http.Request, rq *request, t *table, rt *route) 
 // takeRoute spends from limiter for key, writes the RateLimit headers
 // under name and refuses (429) or waits as the Decision says. false means
 // the request was answered.
+//
+// A JSON-RPC batch takes one token per element (rq.weight); a batch
+// refused part way keeps what it spent.
 func (s *Server) takeRoute(r *http.Request, rq *request, rt *route, limiter RateLimiter, name string, ws []config.Window, key string) bool {
-	d := limiter.Take(key, rt.limit.MaxWait.D())
-	ratelimit.SetWindowsHeaders(rq.lw.Header(), name, ws, d)
-	if !d.Allowed {
-		s.metrics.RouteRateLimited(rt.name)
-		s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
-		return false
-	}
-	if d.Wait > 0 && !sleepCtx(r.Context(), d.Wait) {
-		s.reject(rq, kindClientClosed, 0)
-		return false
+	for range rq.weight() {
+		d := limiter.Take(key, rt.limit.MaxWait.D())
+		ratelimit.SetWindowsHeaders(rq.lw.Header(), name, ws, d)
+		if !d.Allowed {
+			s.metrics.RouteRateLimited(rt.name)
+			s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
+			return false
+		}
+		if d.Wait > 0 && !sleepCtx(r.Context(), d.Wait) {
+			s.reject(rq, kindClientClosed, 0)
+			return false
+		}
 	}
 	return true
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,7 @@ type Kind string
 const (
 	KindNoRoute             Kind = "no_route"
 	KindBodyTooLarge        Kind = "body_too_large"
-	KindBadRequest          Kind = "bad_request" // not in SPEC's table: a malformed request body
+	KindBadRequest          Kind = "bad_request" // a malformed body, or a JSON-RPC body breakwater refuses (SPEC Part 3)
 	KindRequestTimeout      Kind = "request_timeout"
 	KindMethodNotAllowed    Kind = "method_not_allowed" // not in SPEC's table: CONNECT or TRACE no route lists
 	KindHeadersTooLarge     Kind = "headers_too_large"  // not in SPEC's table: over server.max_header_bytes
@@ -74,7 +73,7 @@ func kindOf(err error) Kind {
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		return KindBodyTooLarge
-	case errors.Is(err, errMalformedBody):
+	case errors.Is(err, errMalformedBody), errors.Is(err, errRefusedRPC):
 		return KindBadRequest
 	case errors.Is(err, errBodyStalled):
 		return KindRequestTimeout
@@ -187,7 +186,7 @@ var jsonrpcCodes = map[Kind]int{
 	KindTimeout:             -31504,
 	KindNoRoute:             -31404,
 	KindBodyTooLarge:        -31413,
-	KindBadRequest:          -31400,
+	KindBadRequest:          -32600, // JSON-RPC's own Invalid Request (SPEC Part 3)
 	KindRequestTimeout:      -31504,
 	KindMethodNotAllowed:    -31405,
 	KindHeadersTooLarge:     -31431,
@@ -303,53 +302,5 @@ type rpcErrorData struct {
 
 // jsonrpcRequest is what breakwater learned about a JSON-RPC request body.
 type jsonrpcRequest struct {
-	id json.RawMessage // nil for a batch (answered with "id": null)
-}
-
-// detectJSONRPC reads a buffered body: a single JSON-RPC 2.0 request with
-// an id is JSON-RPC; so is a batch (answered with id null). A notification
-// (no id) or anything else is not.
-func detectJSONRPC(body []byte) *jsonrpcRequest {
-	rpc, _ := parseJSONRPC(body)
-	return rpc
-}
-
-// parseJSONRPC is detectJSONRPC that also learns the call: the method of
-// a single request or notification and, for tools/call, params.name.
-func parseJSONRPC(body []byte) (*jsonrpcRequest, rpcCall) {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
-		return nil, rpcCall{}
-	}
-	if body[0] == '[' {
-		var batch []struct {
-			JSONRPC string `json:"jsonrpc"`
-		}
-		if json.Unmarshal(body, &batch) == nil && len(batch) > 0 && batch[0].JSONRPC == "2.0" {
-			return &jsonrpcRequest{}, rpcCall{}
-		}
-		return nil, rpcCall{}
-	}
-	var msg struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Method  string          `json:"method"`
-		Params  json.RawMessage `json:"params"` // raw: positional params are valid JSON-RPC too
-	}
-	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != "2.0" || msg.Method == "" {
-		return nil, rpcCall{}
-	}
-	call := rpcCall{method: msg.Method}
-	if msg.Method == "tools/call" {
-		var p struct {
-			Name string `json:"name"`
-		}
-		if json.Unmarshal(msg.Params, &p) == nil {
-			call.tool = p.Name
-		}
-	}
-	if len(msg.ID) == 0 {
-		return nil, call // a notification: no answer, so no JSON-RPC error either
-	}
-	return &jsonrpcRequest{id: msg.ID}, call
+	id json.RawMessage // the request's id; null for a batch (nil is answered as null too)
 }

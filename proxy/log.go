@@ -113,14 +113,15 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	case status == 0:
 		status = http.StatusOK
 	}
-	routeName := ""
+	routeName, tool := "", ""
 	if rq.route != nil {
-		routeName = rq.route.name
+		// A request that matched no route takes no tool label.
+		routeName, tool = rq.route.name, s.tools.Label(rq.call.tool)
 	}
 	if rq.span != nil {
 		rq.endSpan(r, routeName, status)
 	}
-	s.metrics.Request(routeName, r.Method, status, rq.outcome, s.tools.label(rq.call.tool), d)
+	s.metrics.Request(routeName, r.Method, status, rq.outcome, tool, d)
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
@@ -148,6 +149,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 				if rq.call.tool != "" {
 					ev = ev.Str("tool", clip(rq.call.tool))
 				}
+			}
+			if rq.jsonrpc.Batch {
+				ev = ev.Int("rpc_batch", len(rq.jsonrpc.Messages))
 			}
 			if rq.traceID != "" {
 				ev = ev.Str("trace_id", rq.traceID)

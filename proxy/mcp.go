@@ -1,279 +1,124 @@
 package proxy
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
-	"mime"
 	"net/http"
-	"sync"
-	"sync/atomic"
-	"unicode/utf8"
+
+	"github.com/breakwater-proxy/breakwater/mcp"
+	"github.com/breakwater-proxy/breakwater/policy"
 )
 
-// What breakwater knows of MCP and JSON-RPC traffic: a request's method
-// and tool (for routing, logs and metrics), and which of an upstream's
-// tools may be called twice (for retry.tools: annotated).
+// What the proxy makes of a JSON-RPC request (package mcp reads it): the
+// call that routes, limits, retries and labels it comes from the body,
+// read once into the buffer the replay uses (body.go); Mcp-Method and
+// Mcp-Name headers are held to it and never decide on their own (SPEC
+// Part 3, "The JSON-RPC body decides").
 
-// rpcCall is a JSON-RPC request's method and, for tools/call, its tool.
+// rpcCall is a JSON-RPC request's method and, for tools/call, its tool:
+// what the access log, the trace and the tool label say. Zero for a batch
+// or a body that is no JSON-RPC.
 type rpcCall struct {
 	method, tool string
 }
 
-// maxToolName bounds a tool name breakwater keeps or labels with: MCP's
-// own limit is 128 characters, and the name is the client's text.
-const maxToolName = 128
+// errRefusedRPC is a JSON-RPC body breakwater will not pass on: keys that
+// are ambiguous, Mcp-* headers that disagree with it, a batch where
+// batches are refused. 400 bad_request; rq.detail says which.
+var errRefusedRPC = errors.New("refused JSON-RPC body")
 
-// callFromHeaders learns the call from Mcp-Method / Mcp-Name, which MCP
-// clients send on every POST since protocol 2026-07-28. Mcp-Name names a
-// tool only for tools/call (for resources/read it is a URI).
-func callFromHeaders(h http.Header) (rpcCall, bool) {
-	m := h["Mcp-Method"]
-	if len(m) == 0 || m[0] == "" {
-		return rpcCall{}, false
+// readCall reads a JSON POST's body, up to limit, and what it says as
+// JSON-RPC, once: the answer is kept for every later caller. A body over
+// limit teaches nothing (rq.callRead stays false, and a later caller with
+// a larger limit reads on). It returns the body's own failure (too large
+// for max_body, broken, stalled) or errRefusedRPC.
+func (rq *request) readCall(r *http.Request, limit int64, batches bool) error {
+	if rq.callRead || !mayBeJSONRPC(r) {
+		return rq.callErr
 	}
-	c := rpcCall{method: m[0]}
-	if c.method == "tools/call" {
-		if n := h["Mcp-Name"]; len(n) > 0 {
-			c.tool = n[0]
+	if err := rq.readAhead(r, limit); err != nil {
+		if errors.Is(err, errBodyStalled) {
+			// Answered in JSON-RPC if its id came before the stall.
+			if id := mcp.PartialID(rq.ahead.buf); id != nil {
+				rq.rpc = &jsonrpcRequest{id: id}
+			}
+		}
+		return err
+	}
+	if !rq.ahead.whole {
+		return nil // too large to tell
+	}
+	rq.callRead = true
+	body, err := mcp.Read(rq.ahead.buf)
+	if body.ErrorID != nil {
+		rq.rpc = &jsonrpcRequest{id: body.ErrorID}
+	}
+	rq.jsonrpc = body
+	if m := body.Single(); m.Method != "" {
+		rq.call = rpcCall{method: m.Method, tool: m.Tool()}
+	}
+	var he *mcp.HeaderError
+	switch {
+	case err != nil:
+		rq.refuse(detailAmbiguous)
+	case body.Batch && !batches:
+		rq.refuse(detailBatch)
+	case errors.As(body.CheckHeaders(r.Header), &he):
+		rq.refuse(he.Error())
+	}
+	return rq.callErr
+}
+
+// Details of a refused JSON-RPC body, read by clients and the language
+// models behind them.
+const (
+	detailAmbiguous = "The JSON-RPC body names jsonrpc, id, method, params or params.name twice, or in another letter case; send each once, spelled in lower case."
+	detailBatch     = "The body is a JSON-RPC batch, which is not accepted here (MCP removed batches in its 2025-06-18 revision); send each request on its own."
+)
+
+// refuse records why the body is refused.
+func (rq *request) refuse(detail string) {
+	rq.callErr, rq.detail = errRefusedRPC, detail
+}
+
+// weight is how many requests this one counts as against rate limits:
+// one per element of a batch.
+func (rq *request) weight() int {
+	if rq.jsonrpc.Batch {
+		return len(rq.jsonrpc.Messages)
+	}
+	return 1
+}
+
+// decideRepeat is the retry decision a JSON-RPC body makes, whatever the
+// method: a batch is never sent twice; under retry.tools: annotated, a
+// tools/call is sent twice only when its tool's annotations say it may.
+func (rt *route) decideRepeat(r *http.Request, rq *request) {
+	switch {
+	case rq.jsonrpc.Batch:
+		rq.trace.Repeat = policy.RepeatNever
+	case rt.hints != nil && rq.call.method == "tools/call" && r.Method == http.MethodPost:
+		rq.trace.Repeat = policy.RepeatNever
+		if rt.hints.Repeatable(rq.call.tool) {
+			rq.trace.Repeat = policy.RepeatSafe
 		}
 	}
-	return c, true
 }
 
-// learnBody records what a buffered JSON body says: the JSON-RPC id (for
-// error answers, unless errors is problem) and the call, unless headers
-// already told it.
-func (rq *request) learnBody(buf []byte, answerRPC bool) {
-	rpc, call := parseJSONRPC(buf)
-	if answerRPC {
-		rq.rpc = rpc
+// watchToolsList reads the answer to a tools/list this route read from
+// the body, for its upstream's annotations and the tool labels. Only a
+// route that reads the call (match on jsonrpc_method or tool, or retry
+// tools: annotated) learns.
+func (s *Server) watchToolsList(resp *http.Response, rq *request) {
+	m := rq.jsonrpc.Single()
+	if t := rq.route.tools; t != nil && m.Method == "tools/list" && m.ID != nil {
+		t.Watch(resp, m.ID, &s.tools)
 	}
-	if !rq.callKnown {
-		rq.call, rq.callKnown = call, true
-	}
-}
-
-// readCall reads a JSON POST's body, up to limit, before routing, for a
-// route that matches on jsonrpc_method or tool and a client that sent no
-// Mcp-Method header. The body is put back for whoever reads it next. It
-// returns the body's failure (too large for max_body, broken, stalled);
-// a body over limit just teaches nothing.
-func readCall(r *http.Request, rq *request, limit int64) error {
-	rq.callKnown = true // once, whatever happens
-	if !mayBeJSONRPC(r) || r.ContentLength > limit {
-		return nil
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		cause := rq.bodyFailure()
-		if cause == nil {
-			cause = bodyError(err)
-		}
-		if errors.Is(cause, errBodyStalled) {
-			rq.rpc = partialJSONRPC(buf) // answered in JSON-RPC if its id came first
-		}
-		return cause
-	}
-	if int64(len(buf)) > limit {
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return nil
-	}
-	rq.rpc, rq.call = parseJSONRPC(buf)
-	r.Body = readCloser{bytes.NewReader(buf), r.Body}
-	return nil
-}
-
-// toolLabels bounds the metrics' tool label: the tools the config names,
-// then the first max others seen, then "other". It outlives reloads (a
-// label once given stays given, so series never flap); lookups take no
-// lock.
-type toolLabels struct {
-	named atomic.Pointer[map[string]bool]
-	max   atomic.Int64
-	mu    sync.Mutex
-	seen  atomic.Pointer[map[string]bool] // copy on write
-}
-
-// configure takes a config's named tools and max_tools.
-func (l *toolLabels) configure(named []string, max int) {
-	m := make(map[string]bool, len(named))
-	for _, n := range named {
-		m[n] = true
-	}
-	l.named.Store(&m)
-	l.max.Store(int64(max))
-}
-
-// label is tool's label value ("" for a request that calls no tool).
-func (l *toolLabels) label(tool string) string {
-	if tool == "" {
-		return ""
-	}
-	if n := l.named.Load(); n != nil && (*n)[tool] {
-		return tool
-	}
-	if s := l.seen.Load(); s != nil && (*s)[tool] {
-		return tool
-	}
-	if len(tool) > maxToolName || !utf8.ValidString(tool) {
-		return "other"
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	old := l.seen.Load()
-	if old != nil && (*old)[tool] {
-		return tool
-	}
-	if old != nil && int64(len(*old)) >= l.max.Load() {
-		return "other"
-	}
-	next := make(map[string]bool, 1+lenOf(old))
-	if old != nil {
-		for k := range *old {
-			next[k] = true
-		}
-	}
-	next[tool] = true
-	l.seen.Store(&next)
-	return tool
 }
 
 // clip bounds a client's text in the access log.
 func clip(s string) string {
-	if len(s) > maxToolName {
-		return s[:maxToolName]
+	if len(s) > mcp.MaxName {
+		return s[:mcp.MaxName]
 	}
 	return s
-}
-
-func lenOf(m *map[string]bool) int {
-	if m == nil {
-		return 0
-	}
-	return len(*m)
-}
-
-// toolHints are the tools of one upstream that its latest tools/list
-// marked readOnlyHint or idempotentHint: those a tools/call may retry
-// under retry.tools: annotated. Each list replaces the one before.
-type toolHints struct {
-	safe atomic.Pointer[map[string]bool]
-}
-
-// maxToolsList bounds the tools/list response kept for reading hints: a
-// larger list passes through untouched and teaches nothing.
-const maxToolsList = 1 << 20
-
-// maxHintedTools bounds the names one list may teach.
-const maxHintedTools = 4096
-
-// repeatable reports whether tool was marked safe to call twice.
-func (h *toolHints) repeatable(tool string) bool {
-	m := h.safe.Load()
-	return m != nil && (*m)[tool]
-}
-
-// watch wraps a tools/list response's body so that the list is read as it
-// passes to the client. The client gets every byte as it arrives; the
-// copy kept is bounded by maxToolsList.
-func (h *toolHints) watch(resp *http.Response) {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if resp.StatusCode != http.StatusOK || (mt != "application/json" && mt != "text/event-stream") {
-		return
-	}
-	resp.Body = &listTap{rc: resp.Body, hints: h, sse: mt == "text/event-stream"}
-}
-
-// listTap copies a tools/list response while it streams through and reads
-// the hints from it once it ends. A JSON answer is read at EOF; an SSE
-// stream event by event, since MCP servers may keep it open afterwards.
-type listTap struct {
-	rc    io.ReadCloser
-	hints *toolHints
-	sse   bool
-	buf   []byte
-	over  bool // more than maxToolsList: give up
-	done  bool
-}
-
-func (t *listTap) Read(p []byte) (int, error) {
-	n, err := t.rc.Read(p)
-	if !t.done && !t.over {
-		if len(t.buf)+n > maxToolsList {
-			t.over, t.buf = true, nil
-		} else {
-			t.buf = append(t.buf, p[:n]...)
-			if t.sse {
-				t.scanEvents()
-			}
-		}
-	}
-	if err == io.EOF && !t.done && !t.over && !t.sse {
-		t.done = t.hints.learn(t.buf)
-		t.buf = nil
-	}
-	return n, err
-}
-
-// scanEvents reads each complete SSE event's data as a JSON-RPC message;
-// the first that holds a tools list ends the watch.
-func (t *listTap) scanEvents() {
-	for {
-		i := bytes.Index(t.buf, []byte("\n\n"))
-		j := bytes.Index(t.buf, []byte("\r\n\r\n"))
-		end, skip := i, 2
-		if j >= 0 && (i < 0 || j < i) {
-			end, skip = j, 4
-		}
-		if end < 0 {
-			return
-		}
-		var data []byte
-		sc := bufio.NewScanner(bytes.NewReader(t.buf[:end]))
-		sc.Buffer(nil, maxToolsList)
-		for sc.Scan() {
-			line := sc.Bytes()
-			if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-				data = append(data, bytes.TrimPrefix(v, []byte(" "))...)
-				data = append(data, '\n')
-			}
-		}
-		t.buf = t.buf[end+skip:]
-		if len(data) > 0 && t.hints.learn(data) {
-			t.done, t.buf = true, nil
-			return
-		}
-	}
-}
-
-func (t *listTap) Close() error { return t.rc.Close() }
-
-// learn reads a JSON-RPC response to tools/list and, if it is one,
-// replaces the hints; it reports whether it was.
-func (h *toolHints) learn(body []byte) bool {
-	var msg struct {
-		Result *struct {
-			Tools []struct {
-				Name        string `json:"name"`
-				Annotations *struct {
-					ReadOnly   bool `json:"readOnlyHint"`
-					Idempotent bool `json:"idempotentHint"`
-				} `json:"annotations"`
-			} `json:"tools"`
-		} `json:"result"`
-	}
-	if json.Unmarshal(body, &msg) != nil || msg.Result == nil || msg.Result.Tools == nil {
-		return false
-	}
-	safe := map[string]bool{}
-	for _, tool := range msg.Result.Tools {
-		if a := tool.Annotations; a != nil && (a.ReadOnly || a.Idempotent) && len(tool.Name) <= maxToolName && len(safe) < maxHintedTools {
-			safe[tool.Name] = true
-		}
-	}
-	h.safe.Store(&safe)
-	return true
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	bwmcp "github.com/breakwater-proxy/breakwater/mcp"
 )
 
 // toolServer is a real MCP server (the Go SDK's) whose every tool's first
@@ -43,11 +44,11 @@ func newToolServer(t *testing.T, jsonResponse bool) *toolServer {
 		if r.Method == http.MethodPost {
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			_, call := parseJSONRPC(body)
-			if call.method == "tools/call" {
+			b, _ := bwmcp.Read(body)
+			if tool := b.Single().Tool(); tool != "" {
 				ts.mu.Lock()
-				ts.calls[call.tool]++
-				first := ts.calls[call.tool] == 1
+				ts.calls[tool]++
+				first := ts.calls[tool] == 1
 				ts.mu.Unlock()
 				if first {
 					http.Error(w, "warming up", http.StatusServiceUnavailable)
@@ -134,14 +135,18 @@ func TestRetryByToolAnnotationNeedsTheList(t *testing.T) {
 }
 
 // TestRouteByJSONRPCCall: match.jsonrpc_method and match.tool route by the
-// Mcp-Method / Mcp-Name headers, or by the body when they are absent; the
-// access log and the tool label say what was called, the label bounded by
-// mcp.max_tools.
+// body, with or without Mcp-Method / Mcp-Name headers that agree with it;
+// the access log and the tool label say what was called, the label one of
+// the config's tools or of the tools/list answer, bounded by mcp.max_tools.
 func TestRouteByJSONRPCCall(t *testing.T) {
 	seen := func(name string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
 			w.Header().Set("Content-Type", "application/json")
+			if b, _ := bwmcp.Read(body); b.Single().Method == "tools/list" {
+				fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"get_post"},{"name":"third_tool"}],"upstream":%q}}`, b.Single().ID, name)
+				return
+			}
 			fmt.Fprintf(w, `{"upstream":%q,"body_len":%d}`, name, len(body))
 		}
 	}
@@ -183,6 +188,11 @@ routes:
 		}
 		return ans.Upstream
 	}
+	list := newRequest(t, http.MethodPost, p.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	list.Header.Set("Content-Type", "application/json")
+	if resp, got := do(t, p.Client(), list); !strings.Contains(string(got), `"search"`) {
+		t.Errorf("tools/list: %d %s, want the lists route", resp.StatusCode, got)
+	}
 	for _, headers := range []bool{true, false} {
 		if got := call("search_posts", headers); got != "search" {
 			t.Errorf("search_posts (headers %v) went to %s, want search", headers, got)
@@ -192,16 +202,11 @@ routes:
 		}
 	}
 	call("third_tool", false)
-	list := newRequest(t, http.MethodPost, p.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
-	list.Header.Set("Content-Type", "application/json")
-	if resp, got := do(t, p.Client(), list); !strings.Contains(string(got), `"search"`) {
-		t.Errorf("tools/list: %d %s, want the lists route", resp.StatusCode, got)
-	}
 	if resp, got := p.get(t, "/mcp"); !strings.Contains(string(got), `"rest"`) {
 		t.Errorf("GET: %d %s, want the mcp route", resp.StatusCode, got)
 	}
-	// search_posts is named in the config; get_post is the one other
-	// max_tools allows; third_tool is "other".
+	// search_posts is named in the config; get_post is the first tool of
+	// the list, the one max_tools allows; third_tool is "other".
 	// Counted as each handler ends, which may be just after its client
 	// has the answer.
 	testkit.WaitFor(t, 5*time.Second, "requests counted by tool: search_posts 2, get_post 2, other 1, third_tool 0", func() bool {
@@ -212,35 +217,6 @@ routes:
 		}
 		return true
 	})
-}
-
-// TestToolsListTap reads hints from the JSON and SSE forms, and keeps the
-// old list when a body is not a tools list.
-func TestToolsListTap(t *testing.T) {
-	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","annotations":{"readOnlyHint":true}},{"name":"b"},{"name":"c","annotations":{"idempotentHint":true,"readOnlyHint":false}}]}}`
-	for name, tc := range map[string]struct{ ctype, body string }{
-		"json": {"application/json", list},
-		"sse":  {"text/event-stream", "event: message\nid: 1\ndata: " + list + "\n\n"},
-		"crlf": {"text/event-stream; charset=utf-8", ": ping\r\n\r\ndata: " + list + "\r\n\r\n"},
-	} {
-		h := &toolHints{}
-		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ctype}}, Body: io.NopCloser(strings.NewReader(tc.body))}
-		h.watch(resp)
-		got, _ := io.ReadAll(resp.Body)
-		if string(got) != tc.body {
-			t.Errorf("%s: body changed in passing", name)
-		}
-		if !h.repeatable("a") || h.repeatable("b") || !h.repeatable("c") {
-			t.Errorf("%s: hints a=%v b=%v c=%v, want true false true", name, h.repeatable("a"), h.repeatable("b"), h.repeatable("c"))
-		}
-		if h.learn([]byte(`{"jsonrpc":"2.0","id":2,"result":{}}`)) || !h.repeatable("a") {
-			t.Errorf("%s: a result without tools replaced the list", name)
-		}
-		h.learn([]byte(`{"jsonrpc":"2.0","id":3,"result":{"tools":[]}}`))
-		if h.repeatable("a") {
-			t.Errorf("%s: a new, empty list did not replace the old", name)
-		}
-	}
 }
 
 // The hints are the upstream's: a tools/list that went through another
@@ -302,5 +278,122 @@ routes:
 	}
 	if hits.Load() != 0 {
 		t.Errorf("the upstream saw %d requests", hits.Load())
+	}
+}
+
+// postRPC posts a JSON body to path, with Mcp-* headers given as name,
+// value pairs.
+func (p *testProxy) postRPC(t *testing.T, path, body string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req := newRequest(t, http.MethodPost, p.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return do(t, p.Client(), req)
+}
+
+func toolsCall(id int, tool string) string {
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q}}`, id, tool)
+}
+
+// TestToolLabelsComeFromConfigAndLists (issue 19, defect 13): unrouted
+// requests naming 55 junk tools (in Mcp-Name and the body) take no label,
+// and routed calls of tools nobody listed are "other": the tool label
+// slots (mcp.max_tools, 50) go to the tools the upstream's tools/list
+// named, here get_post.
+func TestToolLabelsComeFromConfigAndLists(t *testing.T) {
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		m, _ := bwmcp.Read(body)
+		if m.Single().Method == "tools/list" {
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"get_post"}]}}`, m.Single().ID)
+			return
+		}
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{}}`, m.Single().ID)
+	})
+	p := startProxy(t, `
+upstreams: { blog: { url: "{{UP}}" } }
+routes:
+  - name: lists
+    match: { path: /mcp, jsonrpc_method: tools/list }
+    upstream: blog
+  - name: mcp
+    match: { path: /mcp }
+    upstream: blog
+`, map[string]string{"UP": up.URL})
+	for i := range 55 {
+		junk := fmt.Sprintf("junk-%d", i)
+		if resp, _ := p.postRPC(t, "/nowhere", toolsCall(i, junk), "Mcp-Method", "tools/call", "Mcp-Name", junk); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("unrouted call: %d", resp.StatusCode)
+		}
+	}
+	for i := range 5 {
+		p.postRPC(t, "/mcp", toolsCall(100+i, fmt.Sprintf("unlisted-%d", i)))
+	}
+	p.postRPC(t, "/mcp", `{"jsonrpc":"2.0","id":"l","method":"tools/list"}`)
+	testkit.WaitFor(t, 5*time.Second, "the tools/list counted", func() bool {
+		return testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"route": "lists"}) == 1
+	})
+	p.postRPC(t, "/mcp", toolsCall(200, "get_post"))
+	want := map[string]float64{"get_post": 1, "other": 5, "junk-0": 0, "unlisted-0": 0}
+	testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("requests counted by tool: %v", want), func() bool {
+		for tool, n := range want {
+			if testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"tool": tool}) != n {
+				return false
+			}
+		}
+		return true
+	})
+	if n := testkit.SumMetric(t, p.metrics.Registry, "breakwater_requests_total", map[string]string{"route": "", "tool": ""}); n != 55 {
+		t.Errorf("%v unrouted requests without a tool label, want 55", n)
+	}
+}
+
+// TestJSONRPCBatches: refused by default (TestErrorKindsAndForms); under
+// mcp.batches: allow a batch matches a tool route only when every element
+// does, takes a rate-limit token per element, and is never retried.
+func TestJSONRPCBatches(t *testing.T) {
+	var hits sync.Map // route header → *atomic.Int32
+	count := func(name string) *atomic.Int32 {
+		v, _ := hits.LoadOrStore(name, new(atomic.Int32))
+		return v.(*atomic.Int32)
+	}
+	failing := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			count(name).Add(1)
+			http.Error(w, "lost", http.StatusServiceUnavailable)
+		}
+	}
+	search, open := startUpstream(t, failing("search")), startUpstream(t, failing("open"))
+	p := startProxy(t, `
+mcp: { batches: allow }
+upstreams: { search: { url: "{{S}}" }, open: { url: "{{O}}" } }
+routes:
+  - name: search
+    match: { path: /mcp, tool: [search] }
+    upstream: search
+    rate_limit: { rate: 3/1m, burst: 3 }
+    retry: { attempts: 3, methods: [POST], backoff: { initial: 10ms, max: 20ms } }
+  - name: mcp
+    match: { path: /mcp }
+    upstream: open
+    retry: { attempts: 3, methods: [POST], backoff: { initial: 10ms, max: 20ms } }
+`, map[string]string{"S": search.URL, "O": open.URL})
+	two := `[` + toolsCall(1, "search") + `,` + toolsCall(2, "search") + `]`
+	if resp, body := p.postRPC(t, "/mcp", two); resp.StatusCode != http.StatusServiceUnavailable || count("search").Load() != 1 {
+		t.Errorf("a batch of two searches: %d %s, %d attempts; want the upstream's 503 after one (a batch is never retried)", resp.StatusCode, body, count("search").Load())
+	}
+	if resp, body := p.postRPC(t, "/mcp", two); resp.StatusCode != http.StatusTooManyRequests || count("search").Load() != 1 {
+		t.Errorf("a second batch of two, with one token left of 3: %d %s; want 429", resp.StatusCode, body)
+	}
+	mixed := `[` + toolsCall(3, "search") + `,` + toolsCall(4, "delete_post") + `]`
+	if resp, _ := p.postRPC(t, "/mcp", mixed); resp.StatusCode != http.StatusServiceUnavailable || count("open").Load() != 1 {
+		t.Errorf("a batch of search and delete_post: %d, %d attempts on the open route; want its 503 after one", resp.StatusCode, count("open").Load())
+	}
+	if resp, _ := p.postRPC(t, "/mcp", toolsCall(5, "other")); resp.StatusCode != http.StatusServiceUnavailable || count("open").Load() != 4 {
+		t.Errorf("a single call on the open route: %d, %d attempts in all; want 1 + 3 (a single POST is retried there)", resp.StatusCode, count("open").Load())
 	}
 }

@@ -653,7 +653,7 @@ routes:
 		{name: "route timeout, JSON-RPC", method: "POST", path: "/slow/", body: rpcCall, json: true, status: 504, kind: "timeout", route: "slow", rpcErr: -31504, rawID: "7"},
 		{name: "dead upstream", method: "GET", path: "/dead/", status: 502, kind: "upstream_unreachable", route: "dead"},
 		{name: "dead upstream, JSON-RPC", method: "POST", path: "/dead/", body: rpcCallStringID, json: true, status: 502, kind: "upstream_unreachable", route: "dead", rpcErr: -31503, rawID: `"abc"`},
-		{name: "dead upstream, JSON-RPC batch", method: "POST", path: "/dead/", body: rpcBatch, json: true, status: 502, kind: "upstream_unreachable", route: "dead", rpcErr: -31503, rawID: "null"},
+		{name: "JSON-RPC batch, refused", method: "POST", path: "/dead/", body: rpcBatch, json: true, status: 400, kind: "bad_request", route: "dead", rpcErr: -32600, rawID: "null"},
 		{name: "dead upstream, JSON-RPC notification", method: "POST", path: "/dead/", body: rpcNotification, json: true, status: 502, kind: "upstream_unreachable", route: "dead"},
 		{name: "dead upstream, errors: problem", method: "POST", path: "/dead-problem/", body: rpcCall, json: true, status: 502, kind: "upstream_unreachable", route: "dead-problem"},
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/clients"
+	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -27,11 +28,15 @@ type request struct {
 	id       string
 	route    *route
 	trace    policy.Trace
-	rpc      *jsonrpcRequest
-	// call is the JSON-RPC method and tool (Mcp-Method / Mcp-Name, else
-	// the body); callKnown says headers or a body read already told it.
-	call      rpcCall
-	callKnown bool
+	rpc      *jsonrpcRequest // the id an error answer carries; nil: the problem form
+	// jsonrpc is what the body says as JSON-RPC, and call its single
+	// request's method and tool, both read from the body once (readCall):
+	// callRead says it was read whole, callErr is why it was refused.
+	jsonrpc  mcp.Body
+	call     rpcCall
+	callRead bool
+	callErr  error
+	ahead    readAhead // the body read before sending, for the call and for replay
 
 	// span is the request's trace span, nil without tracing; spanCtx
 	// carries it as the attempts' parent, tracer makes them; traceID is

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/mcp"
 )
 
 // matcher is a route's match block, prepared for the hot path.
@@ -58,13 +59,19 @@ func (m *matcher) match(r *http.Request, urlPath string) bool {
 // read from the body.
 func (m *matcher) needsCall() bool { return m.rpcMethod != "" || len(m.tools) > 0 }
 
-// matchCall checks the JSON-RPC conditions against the request's call.
-func (m *matcher) matchCall(c rpcCall) bool {
-	if m.rpcMethod != "" && c.method != m.rpcMethod {
+// matchCall checks the JSON-RPC conditions against the body: every
+// message of a batch must meet them. A body that is no JSON-RPC meets none.
+func (m *matcher) matchCall(b mcp.Body) bool {
+	if len(b.Messages) == 0 {
 		return false
 	}
-	if len(m.tools) > 0 && (c.method != "tools/call" || !contains(m.tools, c.tool)) {
-		return false
+	for _, c := range b.Messages {
+		if m.rpcMethod != "" && c.Method != m.rpcMethod {
+			return false
+		}
+		if len(m.tools) > 0 && (c.Method != "tools/call" || !contains(m.tools, c.Name)) {
+			return false
+		}
 	}
 	return true
 }

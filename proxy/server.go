@@ -19,6 +19,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -34,7 +35,7 @@ type Server struct {
 	table    atomic.Pointer[table]
 	registry *policy.Registry
 
-	tools    toolLabels              // the metrics' tool label values, kept across reloads
+	tools    mcp.Labels              // the metrics' tool label values, kept across reloads
 	tracing  atomic.Pointer[tracing] // nil: no tracing block
 	keyer    auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
 	tokenObs auth.Observer           // nil: token requests are not reported
@@ -67,7 +68,7 @@ func (s *Server) Load(cfg *config.Config) error {
 	if err := s.useTracing(cfg.Tracing); err != nil {
 		return err
 	}
-	s.tools.configure(cfg.ToolNames(), cfg.MCP.MaxTools)
+	s.tools.Configure(cfg.ToolNames(), cfg.MCP.MaxTools)
 	old := s.table.Swap(t)
 	s.registry = reg
 	reg.Commit()
@@ -146,7 +147,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if urlPath != r.URL.Path {
 		r.URL.Path, r.URL.RawPath = urlPath, ""
 	}
-	rq.call, rq.callKnown = callFromHeaders(r.Header)
 	rt, err := t.match(r, rq, urlPath)
 	if err != nil {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
@@ -168,6 +168,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	refuseUpgrade(r)
+	// The JSON-RPC call, from the body alone, before anything counts it
+	// (a batch counts once per element).
+	if err := rq.readCall(r, rt.detectMax, t.batches); err != nil {
+		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
+		return
+	}
 
 	if !s.identify(r, rq, t, rt) {
 		return
@@ -204,14 +210,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
 		return
 	}
-	if rt.hints != nil && rq.call.method == "tools/call" && r.Method == http.MethodPost {
-		// retry.tools: annotated: the tool's annotations, not the method,
-		// decide whether this call may be sent twice.
-		rq.trace.Repeat = policy.RepeatNever
-		if rt.hints.repeatable(rq.call.tool) {
-			rq.trace.Repeat = policy.RepeatSafe
-		}
-	}
+	rt.decideRepeat(r, rq)
 	if rt.cache != nil {
 		if s.serveCached(lw, r, rq, rt) {
 			return
@@ -233,10 +232,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	resp.Header["X-Request-Id"] = rq.idHeader()
-	if h := rq.route.up.hints; h != nil && rq.call.method == "tools/list" {
-		// Whichever route the list came through: the hints are the upstream's.
-		h.watch(resp)
-	}
+	s.watchToolsList(resp, rq)
 	if resp.StatusCode >= 500 && (rq.stale != nil || rq.route.fallback != nil) {
 		return errUpstreamFailed // answered by stale or fallback in errorHandler
 	}
@@ -308,11 +304,9 @@ func (s *Server) answerInstead(r *http.Request, rq *request, kind Kind) bool {
 // meanwhile decides the answer instead.
 func (s *Server) rejectUnread(r *http.Request, rq *request, kind Kind, limit int64, retryAfter time.Duration) {
 	if rq.route == nil || rq.route.errors != "problem" {
-		rpc, call, err := sniffJSONRPC(r, rq, limit)
-		rq.rpc = rpc
-		if !rq.callKnown {
-			rq.call = call
-		}
+		// A batch read here is answered (with id null) in the kind that
+		// stands; a body that broke, stalled or is refused decides instead.
+		err := rq.readCall(r, limit, true)
 		if err != nil && !errors.Is(err, errBodyTooLarge) { // too large to tell: the kind stands
 			kind, retryAfter = failureKind(err, err, rq.clientGone()), 0
 		}
@@ -328,8 +322,10 @@ func (s *Server) reject(rq *request, kind Kind, retryAfter time.Duration) {
 	}
 	w := &rq.lw
 	switch kind {
-	case KindBadRequest, KindRequestTimeout:
+	case KindRequestTimeout:
 		w.closeConn = true // the framing is lost: the connection cannot be trusted
+	case KindBadRequest:
+		w.closeConn = rq.bodyFailure() != nil // a malformed chunk; a refused JSON-RPC body was read whole
 	case KindMethodNotAllowed:
 		w.Header().Set("Allow", allowedMethods)
 	}

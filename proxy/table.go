@@ -16,6 +16,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 	"github.com/breakwater-proxy/breakwater/store"
@@ -33,6 +34,7 @@ type table struct {
 	maxHeader  int64         // server.max_header_bytes
 	bodyIdle   time.Duration // server.body_idle_timeout
 	detectMax  int64         // JSON-RPC detection limit of a request no route takes
+	batches    bool          // mcp.batches: allow
 	transports map[baseTransport]bool
 	clients    *clientTable // keys file, key header and tiers; never nil once built
 	tokens     map[*auth.Source]bool
@@ -50,7 +52,7 @@ type upstream struct {
 	quota          UpstreamQuota    // nil without a quota
 	concurrency    *policy.Bulkhead // one set of slots for every route to it; nil = none
 	token          *auth.Source     // nil: no auth.oauth2
-	hints          *toolHints       // nil: no route to it has retry.tools annotated
+	tools          *mcp.Tools       // its latest tools/list; nil: no route to it reads the call
 	mode           *UpstreamMode    // never nil; carried across reloads by name
 	check          *HealthChecker   // nil: no health_check (proxy/health.go)
 }
@@ -87,7 +89,10 @@ type route struct {
 	// upstream 401 (see replayLimit); 0 without auth.oauth2.
 	authReplay int64
 	// hints, set under retry.tools: annotated, decide tools/call retries.
-	hints *toolHints
+	hints *mcp.Tools
+	// tools, set on a route that reads the call (match on jsonrpc_method
+	// or tool, or retry.tools: annotated), learns from tools/list answers.
+	tools *mcp.Tools
 }
 
 // RateLimiter is a route's ingress rate limit as the request path and the
@@ -123,6 +128,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
 		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
+		batches:    cfg.MCP.Batches == "allow",
 		transports: map[baseTransport]bool{}, tokens: map[*auth.Source]bool{},
 	}
 	ct, err := buildClients(cfg, reg)
@@ -241,13 +247,16 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			// is exactly that.
 			rt.authReplay = int64(e.DetectBody)
 		}
-		if e.Retry != nil && e.Retry.Tools == "annotated" {
-			if up.hints == nil {
+		if annotated := e.Retry != nil && e.Retry.Tools == "annotated"; annotated || rt.match.needsCall() {
+			if up.tools == nil {
 				// Carried across reloads while the upstream's URL stays: a
 				// reload must not forget the list until the next tools/list.
-				up.hints = policy.Get(reg, "tool_hints", up.name, up.target.String(), func() *toolHints { return &toolHints{} })
+				up.tools = policy.Get(reg, "tool_hints", up.name, up.target.String(), func() *mcp.Tools { return &mcp.Tools{} })
 			}
-			rt.hints = up.hints
+			rt.tools = up.tools
+			if annotated {
+				rt.hints = up.tools
+			}
 		}
 		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Concurrency: up.concurrency}
 		if up.quota != nil {
@@ -294,20 +303,25 @@ func limitKey(key string, trusted trustedNets) func(*http.Request) string {
 
 // match finds the first route for r, in file order. A route that matches
 // on the JSON-RPC call has the body read for it (readCall), once, and only
-// when its other conditions hold: routes without such conditions cost no
-// read. The error is the body's own failure during that read.
+// when its other conditions hold. The body alone decides: Mcp-* headers
+// never do. The error is the body's own failure during that read, a body
+// refused (errRefusedRPC), or a JSON body too large to tell which call it
+// makes where a route depends on it: padding a call past the read limit
+// must not slip it past the route meant for it.
 func (t *table) match(r *http.Request, rq *request, urlPath string) (*route, error) {
 	for _, rt := range t.routes {
 		if !rt.match.match(r, urlPath) {
 			continue
 		}
 		if rt.match.needsCall() {
-			if !rq.callKnown {
-				if err := readCall(r, rq, t.detectMax); err != nil {
-					return nil, err
-				}
+			if err := rq.readCall(r, t.detectMax, t.batches); err != nil {
+				return nil, err
 			}
-			if !rt.match.matchCall(rq.call) {
+			if !rq.callRead && mayBeJSONRPC(r) {
+				rq.detail = fmt.Sprintf("The JSON body is over %d bytes: too large for breakwater to read which JSON-RPC method or tool it calls, which decides its route.", t.detectMax)
+				return nil, errBodyTooLarge
+			}
+			if !rt.match.matchCall(rq.jsonrpc) {
 				continue
 			}
 		}

@@ -6,7 +6,7 @@
 //     standalone GET event stream, progress notifications streamed while a
 //     tool runs, and the DELETE that ends the session;
 //   - a stateless one (protocol 2026-07-28): the SDK sends Mcp-Method and
-//     Mcp-Name on every POST, which the per-tool routes match;
+//     Mcp-Name on every POST, which agree with the body that routes it;
 //   - a rate-limited tools/call, answered in breakwater's JSON-RPC form.
 package mcpinbound_test
 
@@ -144,11 +144,14 @@ func TestStatefulSession(t *testing.T) {
 	}
 
 	callSlowReport(ctx, t, cs, progress, w)
-	// A 2025-11-25 client sends no Mcp-Method or Mcp-Name, so its tool calls
-	// fall through to the general route.
+	// A 2025-11-25 client sends no Mcp-Method or Mcp-Name: the body routes
+	// its tool calls all the same.
 	post := w.find(func(e *exchange) bool { return e.rpcMethod() == "tools/call" })
-	if route := routeOf(post); route != "mcp" {
-		t.Errorf("a 2025-11-25 tools/call went to route %q, want the general route mcp", route)
+	if post.req.Get("Mcp-Method") != "" {
+		t.Errorf("a 2025-11-25 client sent Mcp-Method %q", post.req.Get("Mcp-Method"))
+	}
+	if route := routeOf(post); route != "mcp-tool-calls" {
+		t.Errorf("a 2025-11-25 tools/call went to route %q, want mcp-tool-calls (the body decides)", route)
 	}
 
 	if err := cs.Close(); err != nil {
@@ -174,7 +177,7 @@ func TestStatefulSession(t *testing.T) {
 }
 
 // A stateless 2026-07-28 session: no session id, no GET stream, and
-// Mcp-Method / Mcp-Name headers that route tool calls.
+// Mcp-Method / Mcp-Name headers that agree with the body that routes.
 func TestStatelessSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the breakwater binary and MCP servers")
@@ -208,8 +211,8 @@ func TestStatelessSession(t *testing.T) {
 		t.Errorf("add(2, 3) = %d", got)
 	}
 
-	// The SDK set the headers itself; breakwater matched them and passed
-	// them on.
+	// The SDK set the headers itself; breakwater held them to the body,
+	// routed by the body and passed them on.
 	call := w.find(func(e *exchange) bool { return e.rpcMethod() == "tools/call" })
 	if call.req.Get("Mcp-Method") != "tools/call" || call.req.Get("Mcp-Name") != "add" {
 		t.Errorf("tools/call sent Mcp-Method %q, Mcp-Name %q", call.req.Get("Mcp-Method"), call.req.Get("Mcp-Name"))
