@@ -49,19 +49,28 @@ type Registry struct {
 }
 
 // owner is what every generation of a registry shares: the closing in
-// progress.
+// progress, and the retired items waiting out their grace (on a timer,
+// not a goroutine).
 type owner struct {
-	running sync.WaitGroup // closing in progress
-	closing chan struct{}  // closed by Registry.Close: grace periods end
+	running sync.WaitGroup // closing in progress or waiting for its grace
 	stop    context.Context
 	abort   context.CancelFunc // Registry.Close stopped waiting: closers are to return
-	once    sync.Once
+
+	mu      sync.Mutex
+	waiting map[*retired]bool
+	closing bool // Registry.Close was called: no more grace
+}
+
+// retired is a Retirer waiting for its grace to pass.
+type retired struct {
+	c     Closer
+	timer *time.Timer
 }
 
 // New returns an empty registry.
 func New() *Registry {
 	stop, abort := context.WithCancel(context.Background())
-	return &Registry{items: map[string]any{}, own: &owner{closing: make(chan struct{}), stop: stop, abort: abort}}
+	return &Registry{items: map[string]any{}, own: &owner{stop: stop, abort: abort, waiting: map[*retired]bool{}}}
 }
 
 // Next starts the registry of a new config: items it asks for again are
@@ -139,7 +148,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	items := r.items
 	r.items = map[string]any{}
 	r.mu.Unlock()
-	r.own.once.Do(func() { close(r.own.closing) })
+	r.own.endGraces()
 	for _, v := range items {
 		r.own.close(v, 0)
 	}
@@ -162,23 +171,49 @@ func (o *owner) close(v any, grace time.Duration) {
 	if !ok {
 		return
 	}
-	rt, retires := c.(Retirer)
-	if retires {
-		rt.Retire()
-	}
 	o.running.Add(1)
-	go func() {
-		defer o.running.Done()
-		if retires && grace > 0 {
-			t := time.NewTimer(grace)
-			select {
-			case <-t.C:
-			case <-o.closing:
-				t.Stop()
-			}
+	rt, retires := c.(Retirer)
+	if !retires {
+		go o.run(c)
+		return
+	}
+	rt.Retire()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || grace <= 0 {
+		go o.run(c)
+		return
+	}
+	w := &retired{c: c}
+	o.waiting[w] = true
+	w.timer = time.AfterFunc(grace, func() {
+		o.mu.Lock()
+		mine := o.waiting[w] // else endGraces took it
+		delete(o.waiting, w)
+		o.mu.Unlock()
+		if mine {
+			o.run(c)
 		}
-		_ = c.Close(o.stop)
-	}()
+	})
+}
+
+// run closes c and counts it done.
+func (o *owner) run(c Closer) {
+	defer o.running.Done()
+	_ = c.Close(o.stop)
+}
+
+// endGraces closes at once the retired items still waiting for their
+// grace, and every one retired from now on.
+func (o *owner) endGraces() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closing = true
+	for w := range o.waiting {
+		w.timer.Stop()
+		go o.run(w.c)
+	}
+	clear(o.waiting)
 }
 
 func settingsKey(v any) string {
