@@ -10,27 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
 // What a Server starts and owns: health checkers, token requests, store
 // clients and their probes, tracers, upstream connections. Issue 20.
-
-// reload parses yaml (with vars) and loads it into p.
-func (p *testProxy) reload(t *testing.T, yaml string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
-	}
-	cfg, _, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false }, testkit.Overrides())
-	if err != nil {
-		t.Fatalf("config.Parse: %v", err)
-	}
-	if err := p.srv.Load(cfg); err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-}
 
 // ownGoroutines lists the stacks of goroutines running code the Server
 // started: anything left of them once Close returned has no owner.
@@ -220,3 +204,4 @@ routes: [{ name: api, match: { path_prefix: / }, upstream: api }]
 		t.Error("Close reported nothing though the flush did not finish")
 	}
 }
+
