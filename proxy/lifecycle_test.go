@@ -204,4 +204,3 @@ routes: [{ name: api, match: { path_prefix: / }, upstream: api }]
 		t.Error("Close reported nothing though the flush did not finish")
 	}
 }
-
