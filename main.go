@@ -192,7 +192,7 @@ func run(args []string, stderr io.Writer) int {
 	metrics.FollowLogDrops(logOut.Dropped)
 	obs := observe.NewFanout(metrics, hub)
 	srv := proxy.New(log, obs)
-	defer func() { // health checks and spans, on every way out (Close again is harmless)
+	defer func() { // what the proxy started (checks, tokens, store, spans), on every way out; Close again is harmless
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Close(ctx)
@@ -276,7 +276,8 @@ func run(args []string, stderr io.Writer) int {
 	}()
 	cur := srv.Config()
 	shutdown(cur, adm, dataSrv, adminSrv, inflight, log)
-	// Spans still batched are sent before exit (tracing; a no-op without).
+	// Health checks, token renewal and store clients stop, and spans still
+	// batched are sent, before exit.
 	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer fcancel()
 	_ = srv.Close(fctx)

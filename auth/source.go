@@ -358,6 +358,23 @@ func (s *Source) Close() {
 	s.client.CloseIdleConnections()
 }
 
+// Wait returns once the token request in flight, if any, has ended, or
+// when ctx ends: after Close, what the source started is then done.
+func (s *Source) Wait(ctx context.Context) error {
+	s.mu.Lock()
+	c := s.call
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Status is the source's state now.
 func (s *Source) Status() Status {
 	s.mu.Lock()

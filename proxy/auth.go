@@ -1,13 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
-	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 )
 
 // tokenKey is a token source's registry settings: a fingerprint of the
@@ -18,14 +19,24 @@ type tokenKey struct{ Key string }
 
 // tokenSource is upstream name's token source, carried across reloads;
 // nil when the upstream has no auth.oauth2.
-func (s *Server) tokenSource(reg *policy.Registry, name string, u *config.Upstream) *auth.Source {
+func (s *Server) tokenSource(reg *lifecycle.Registry, name string, u *config.Upstream) *auth.Source {
 	if u.Auth == nil || u.Auth.OAuth2 == nil {
 		return nil
 	}
 	o := u.Auth.OAuth2
-	return policy.Get(reg, "token", name, tokenKey{s.keyer.Key(o)}, func() *auth.Source {
-		return auth.New(name, o, s.tokenObs, auth.Timings{})
-	})
+	return lifecycle.Get(reg, "token", name, tokenKey{s.keyer.Key(o)}, func() renewedSource {
+		return renewedSource{auth.New(name, o, s.tokenObs, auth.Timings{})}
+	}).Source
+}
+
+// renewedSource is a token source as the registry owns it: one that no
+// config uses any more (a rotated secret, a removed upstream) stops
+// renewing, and its request in flight is waited for.
+type renewedSource struct{ *auth.Source }
+
+func (s renewedSource) Close(ctx context.Context) error {
+	s.Source.Close()
+	return s.Wait(ctx)
 }
 
 // withAuth puts an upstream's credentials in front of a route's pipeline.
@@ -67,23 +78,13 @@ func routeDeadline(r *http.Request) time.Time {
 	return time.Time{}
 }
 
-// closeDropped stops the background renewal of the token sources that
-// old had and t no longer has (a rotated secret, a removed upstream).
-func closeDropped(old, t *table) {
-	for src := range old.tokens {
-		if !t.tokens[src] {
-			src.Close()
-		}
-	}
-}
-
 // tokens lists the running table's token sources, for metrics.
 func (s *Server) tokens() []*auth.Source {
 	t := s.table.Load()
 	if t == nil {
 		return nil
 	}
-	out := make([]*auth.Source, 0, len(t.tokens))
+	out := make([]*auth.Source, 0, len(t.upstreams))
 	for _, name := range t.upstreamNames() {
 		if src := t.upstreams[name].token; src != nil {
 			out = append(out, src)

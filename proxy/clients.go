@@ -9,6 +9,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
@@ -49,11 +50,11 @@ type clientTable struct {
 // buildClients reads the keys file and makes the tiers. A keys file with
 // problems fails the build (a reload keeps the old table, keys included);
 // its problems carry FILE:LINE like the config's.
-func buildClients(cfg *config.Config, reg *policy.Registry) (*clientTable, error) {
+func buildClients(cfg *config.Config, reg *lifecycle.Registry) (*clientTable, error) {
 	ct := &clientTable{header: http.CanonicalHeaderKey(cfg.Clients.Header), tiers: map[string]*tierState{}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tiers)) {
 		tc := cfg.Tiers[name]
-		ct.tiers[name] = policy.Get(reg, "tier", name, tc, func() *tierState {
+		ct.tiers[name] = lifecycle.Get(reg, "tier", name, tc, func() *tierState {
 			ts := &tierState{name: name, cfg: tc, windows: config.WindowsOf(tc.RateLimits), conc: clients.NewConcurrency(),
 				priority: policy.ParsePriority(tc.Priority)}
 			if len(ts.windows) > 0 {

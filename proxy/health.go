@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 )
 
 // Active health checks and degraded mode: an upstream that its checker
@@ -147,16 +148,25 @@ func (c *HealthChecker) Unhealthy() (down bool, retryAfter time.Duration) {
 	return true, max(time.Until(next), time.Second)
 }
 
+var _ lifecycle.Closer = (*HealthChecker)(nil)
+
 // run starts the goroutine once; Close stops it.
 func (c *HealthChecker) run() {
 	c.start.Do(func() { go c.loop() })
 }
 
-// Close stops the checks and waits for the one in progress to end.
-func (c *HealthChecker) Close() {
+// Close stops the checks and waits for the one in progress to end (it is
+// cancelled), or for ctx to end. The registry calls it when no config
+// has the checker any more.
+func (c *HealthChecker) Close(ctx context.Context) error {
 	c.stop.Do(func() { close(c.quit) })
 	c.start.Do(func() { close(c.done) }) // never started: nothing to wait for
-	<-c.done
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *HealthChecker) loop() {
@@ -275,37 +285,12 @@ func (s *Server) failFast(r *http.Request, rq *request, rt *route) bool {
 	return true
 }
 
-// closeDroppedCheckers stops the checkers that old had and t has not, and
-// starts t's new ones.
-func closeDroppedCheckers(old, t *table) {
+// startChecks starts t's health checkers that are not running yet. Those
+// a reload dropped are stopped by the registry's commit.
+func startChecks(t *table) {
 	for _, up := range t.upstreams {
 		if up.check != nil {
 			up.check.run()
-		}
-	}
-	if old == nil {
-		return
-	}
-	keep := map[*HealthChecker]bool{}
-	for _, up := range t.upstreams {
-		keep[up.check] = true
-	}
-	for _, up := range old.upstreams {
-		if up.check != nil && !keep[up.check] {
-			go up.check.Close() // it may be mid-check: Load does not wait
-		}
-	}
-}
-
-// stopChecks stops the running config's health checks.
-func (s *Server) stopChecks() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.table.Load(); t != nil {
-		for _, up := range t.upstreams {
-			if up.check != nil {
-				up.check.Close()
-			}
 		}
 	}
 }

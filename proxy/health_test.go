@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/observe"
 )
@@ -186,21 +185,11 @@ routes:
 `
 	p := startProxy(t, yaml, nil)
 	first := p.srv.Live().Upstreams[0].Check
-	load := func(y string) {
-		t.Helper()
-		cfg, _, err := config.Parse("test.yaml", []byte(y), func(string) (string, bool) { return "", false }, testkit.Overrides())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.srv.Load(cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	load(yaml + "# a comment changes nothing\n")
+	p.reload(t, yaml+"# a comment changes nothing\n", nil)
 	if got := p.srv.Live().Upstreams[0].Check; got != first {
 		t.Error("an unchanged health_check got a new checker")
 	}
-	load(strings.Replace(yaml, "    health_check: { path: /status, interval: 100ms, timeout: 80ms }\n", "", 1))
+	p.reload(t, strings.Replace(yaml, "    health_check: { path: /status, interval: 100ms, timeout: 80ms }\n", "", 1), nil)
 	if p.srv.Live().Upstreams[0].Check != nil {
 		t.Fatal("health_check removed, checker still there")
 	}

@@ -28,6 +28,29 @@ type testProxy struct {
 // {{NAME}} in yaml is replaced by vars[NAME] first (upstream URLs, files).
 func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	t.Helper()
+	logs := &testkit.SyncBuffer{}
+	metrics := observe.NewMetrics("test")
+	srv := New(zerolog.New(logs), observe.NewFanout(metrics, observe.NewHub()))
+	if err := srv.Load(parseConfig(t, yaml, vars)); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Close(context.Background()) }) // health checkers
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	return &testProxy{Server: ts, srv: srv, metrics: metrics, logs: logs}
+}
+
+// reload loads yaml (with vars, as startProxy) into the running proxy.
+func (p *testProxy) reload(t *testing.T, yaml string, vars map[string]string) {
+	t.Helper()
+	if err := p.srv.Load(parseConfig(t, yaml, vars)); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+}
+
+// parseConfig parses yaml after replacing every {{NAME}} by vars[NAME].
+func parseConfig(t *testing.T, yaml string, vars map[string]string) *config.Config {
+	t.Helper()
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
 	}
@@ -35,16 +58,7 @@ func startProxy(t *testing.T, yaml string, vars map[string]string) *testProxy {
 	if err != nil {
 		t.Fatalf("config.Parse:\n%v\n--- yaml ---\n%s", err, yaml)
 	}
-	logs := &testkit.SyncBuffer{}
-	metrics := observe.NewMetrics("test")
-	srv := New(zerolog.New(logs), observe.NewFanout(metrics, observe.NewHub()))
-	if err := srv.Load(cfg); err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	t.Cleanup(func() { _ = srv.Close(context.Background()) }) // health checkers
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
-	return &testProxy{Server: ts, srv: srv, metrics: metrics, logs: logs}
+	return cfg
 }
 
 // startUpstream starts a real upstream server for h.

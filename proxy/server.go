@@ -19,6 +19,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
@@ -33,7 +34,7 @@ type Server struct {
 
 	mu       sync.Mutex // serialises Load
 	table    atomic.Pointer[table]
-	registry *policy.Registry
+	registry *lifecycle.Registry // everything a config built that may outlive it; Close closes it
 
 	tools    mcp.Labels              // the metrics' tool label values, kept across reloads
 	tracing  atomic.Pointer[tracing] // nil: no tracing block
@@ -44,7 +45,7 @@ type Server struct {
 // New returns a Server with no config, reporting to obs
 // (observe.Fanout in breakwater); call Load before serving.
 func New(log zerolog.Logger, obs Observer) *Server {
-	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: policy.NewRegistry(), keyer: auth.NewKeyer()}
+	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: lifecycle.New(), keyer: auth.NewKeyer()}
 	s.tierObs, _ = obs.(ClientObserver)
 	obs.FollowBreakers(s.breakers)
 	if to, ok := obs.(TokenObserver); ok {
@@ -56,37 +57,46 @@ func New(log zerolog.Logger, obs Observer) *Server {
 
 // Load builds cfg's routing and swaps it in. Stateful policies whose
 // settings did not change are carried over; requests in flight finish on
-// the table they started with. On error the running config is kept.
+// the table they started with. On error the running config is kept, and
+// whatever the failed build made is closed.
 func (s *Server) Load(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.registry.Next()
 	t, err := s.build(cfg, reg)
-	if err != nil {
-		return err
+	var tr *tracing
+	if err == nil {
+		tr, err = tracingOf(cfg.Tracing, reg)
 	}
-	if err := s.useTracing(cfg.Tracing); err != nil {
+	if err != nil {
+		reg.Discard()
 		return err
 	}
 	s.tools.Configure(cfg.ToolNames(), cfg.MCP.MaxTools)
 	old := s.table.Swap(t)
-	s.registry = reg
-	reg.Commit()
-	closeDroppedCheckers(old, t)
+	s.tracing.Store(tr)
+	startChecks(t)
+	// What the new config dropped is closed: background work at once,
+	// what the old table's requests may still use (connections, the store
+	// client, the tracer) once they have had shutdown_timeout to finish.
+	var grace time.Duration
 	if old != nil {
-		closeStore(old.store, t.store, old.cfg.Server.ShutdownTimeout.D()+time.Second)
-		// Transports the new table does not use are closed once their
-		// in-flight requests are done: idle connections now, the rest when
-		// they turn idle (a later pass).
-		for tr := range old.transports {
-			if !t.transports[tr] {
-				tr.CloseIdleConnections()
-				time.AfterFunc(old.cfg.Server.ShutdownTimeout.D()+time.Second, tr.CloseIdleConnections)
-			}
-		}
-		closeDropped(old, t)
+		grace = old.cfg.Server.ShutdownTimeout.D() + time.Second
 	}
+	s.registry = reg
+	reg.Commit(grace)
 	return nil
+}
+
+// Close stops everything the Server started — health checks, token
+// renewal, store clients, upstream connections, tracers (spans not yet
+// exported are flushed) — and waits for all of it, or until ctx ends. It
+// may be called more than once. The Server is not to serve afterwards.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tracing.Store(nil)
+	return s.registry.Close(ctx)
 }
 
 // Config is the running config.

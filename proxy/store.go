@@ -1,13 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"time"
 
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 	"github.com/breakwater-proxy/breakwater/store"
@@ -42,31 +43,34 @@ func storeKey(s *config.Store) string {
 
 // buildStore returns the running store client for cfg.Store (carried across
 // reloads while its settings stay), or nil without a store.
-func (s *Server) buildStore(cfg *config.Config, reg *policy.Registry) (*store.Client, error) {
+func (s *Server) buildStore(cfg *config.Config, reg *lifecycle.Registry) (*store.Client, error) {
 	if cfg.Store == nil {
 		return nil, nil
 	}
 	obs, _ := s.metrics.(store.Observer)
-	var buildErr error
-	c := policy.Get(reg, "store", "", storeKey(cfg.Store), func() *store.Client {
+	c, err := lifecycle.TryGet(reg, "store", "", storeKey(cfg.Store), func() (storeClient, error) {
 		c, err := store.New(cfg.Store, obs)
-		buildErr = err
-		return c
+		return storeClient{c}, err
 	})
-	if buildErr != nil {
-		return nil, buildErr
-	}
-	return c, nil
+	return c.Client, err
 }
 
+// storeClient is a store client as the registry owns it: one a reload
+// dropped is closed once the old table's requests have had their grace.
+type storeClient struct{ *store.Client }
+
+func (storeClient) Retire() {} // the old table's requests still use it
+
+func (c storeClient) Close(context.Context) error { return c.Client.Close() }
+
 // sharedQuota is upstream name's quota on the store.
-func sharedQuota(reg *policy.Registry, c *store.Client, key, name string, q config.Quota) UpstreamQuota {
-	return policy.Get(reg, "quota/shared", name, []any{q, key}, func() *store.Quota { return store.NewQuota(c, name, q) })
+func sharedQuota(reg *lifecycle.Registry, c *store.Client, key, name string, q config.Quota) UpstreamQuota {
+	return lifecycle.Get(reg, "quota/shared", name, []any{q, key}, func() *store.Quota { return store.NewQuota(c, name, q) })
 }
 
 // sharedLimiter is route name's rate limit on the store.
-func sharedLimiter(reg *policy.Registry, c *store.Client, key, name string, l *config.RateLimit) RateLimiter {
-	return policy.Get(reg, "ratelimit/shared", name, []any{l, key}, func() *store.Limiter {
+func sharedLimiter(reg *lifecycle.Registry, c *store.Client, key, name string, l *config.RateLimit) RateLimiter {
+	return lifecycle.Get(reg, "ratelimit/shared", name, []any{l, key}, func() *store.Limiter {
 		var ws []store.Window
 		for _, w := range l.Windows() {
 			ws = append(ws, store.Window{Rate: w.Rate, Burst: w.Burst})
@@ -76,16 +80,8 @@ func sharedLimiter(reg *policy.Registry, c *store.Client, key, name string, l *c
 }
 
 // sharedCache is route name's cache on the store.
-func sharedCache(reg *policy.Registry, c *store.Client, key, name string, cc *config.Cache) cache.Store {
-	return policy.Get(reg, "cache/shared", name, []any{cc, key}, func() cache.Store {
+func sharedCache(reg *lifecycle.Registry, c *store.Client, key, name string, cc *config.Cache) cache.Store {
+	return lifecycle.Get(reg, "cache/shared", name, []any{cc, key}, func() cache.Store {
 		return store.NewCache(c, name, cc.TTL.D(), cc.TTL.D()+cc.StaleIfError.D(), int64(cc.MaxEntrySize), int64(cc.MaxSize))
 	})
-}
-
-// closeStore closes a store client the new table no longer uses, once the
-// requests of the old table have had time to finish.
-func closeStore(old, cur *store.Client, after time.Duration) {
-	if old != nil && old != cur {
-		time.AfterFunc(after, func() { _ = old.Close() })
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
@@ -25,20 +26,18 @@ import (
 // table is one config's routing: immutable once built, swapped atomically
 // on reload. Requests in flight keep the table they started with.
 type table struct {
-	cfg        *config.Config
-	routes     []*route
-	upstreams  map[string]*upstream
-	breakers   []*policy.Breaker // sorted by scope, then name
-	trusted    trustedNets
-	maxBody    int64         // server.max_body
-	maxHeader  int64         // server.max_header_bytes
-	bodyIdle   time.Duration // server.body_idle_timeout
-	detectMax  int64         // JSON-RPC detection limit of a request no route takes
-	batches    bool          // mcp.batches: allow
-	transports map[baseTransport]bool
-	clients    *clientTable // keys file, key header and tiers; never nil once built
-	tokens     map[*auth.Source]bool
-	store      *store.Client // nil without a store block (store.go)
+	cfg       *config.Config
+	routes    []*route
+	upstreams map[string]*upstream
+	breakers  []*policy.Breaker // sorted by scope, then name
+	trusted   trustedNets
+	maxBody   int64         // server.max_body
+	maxHeader int64         // server.max_header_bytes
+	bodyIdle  time.Duration // server.body_idle_timeout
+	detectMax int64         // JSON-RPC detection limit of a request no route takes
+	batches   bool          // mcp.batches: allow
+	clients   *clientTable  // keys file, key header and tiers; never nil once built
+	store     *store.Client // nil without a store block (store.go)
 }
 
 // upstream is one config upstream, ready to send to.
@@ -122,14 +121,13 @@ type RateLimiter interface {
 
 // build makes a table from a validated config, taking stateful policies
 // from reg so that unchanged ones keep their state across a reload.
-func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error) {
+func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, error) {
 	t := &table{
 		cfg: cfg, upstreams: map[string]*upstream{},
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
-		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
-		batches:    cfg.MCP.Batches == "allow",
-		transports: map[baseTransport]bool{}, tokens: map[*auth.Source]bool{},
+		detectMax: min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
+		batches:   cfg.MCP.Batches == "allow",
 	}
 	ct, err := buildClients(cfg, reg)
 	if err != nil {
@@ -152,7 +150,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
 		var buildErr error
-		tr := policy.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() baseTransport {
+		tr := lifecycle.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() baseTransport {
 			tr, err := newBaseTransport(settingsOf(u, target.Scheme))
 			buildErr = err
 			return tr
@@ -160,7 +158,6 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		if buildErr != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, buildErr)
 		}
-		t.transports[tr] = true
 		up := &upstream{name: name, target: target, hostFromClient: u.HostHeader == "client", transport: tr, remove: u.Headers.Remove}
 		for k, v := range u.Headers.Set {
 			up.set = append(up.set, [2]string{http.CanonicalHeaderKey(k), v.Reveal()})
@@ -170,7 +167,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			if q.Shared && sc != nil {
 				up.quota = sharedQuota(reg, sc, skey, name, q)
 			} else {
-				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota {
+				up.quota = lifecycle.Get(reg, "quota", name, q, func() *ratelimit.Quota {
 					return ratelimit.NewQuota(q, ratelimit.WithQueueObserver(
 						func(prio, delta int) { s.metrics.QueueWaiting("quota", name, policy.Priority(prio), delta) },
 						func(prio int, d time.Duration) { s.metrics.QueueWaited("quota", name, policy.Priority(prio), d) }))
@@ -178,16 +175,14 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 		}
 		if c := u.Concurrency; c != nil {
-			up.concurrency = policy.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
+			up.concurrency = lifecycle.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
 		}
-		if up.token = s.tokenSource(reg, name, u); up.token != nil {
-			t.tokens[up.token] = true
-		}
-		up.mode = policy.Get(reg, "upstream_mode", name, nil, func() *UpstreamMode { return &UpstreamMode{} })
+		up.token = s.tokenSource(reg, name, u)
+		up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *UpstreamMode { return &UpstreamMode{} })
 		if hc := u.HealthCheck; hc != nil {
 			cs := checkSettings{Check: *hc, URL: u.URL, Transport: settingsOf(u, target.Scheme)}
 			ho, _ := s.metrics.(HealthObserver)
-			up.check = policy.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, ho) })
+			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, ho) })
 		}
 		t.upstreams[name] = up
 	}
@@ -204,11 +199,11 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if cb := e.CircuitBreaker; cb != nil {
 			if e.SharedBreaker {
-				rt.breaker = policy.Get(reg, "breaker/upstream", up.name, cb, func() *policy.Breaker {
+				rt.breaker = lifecycle.Get(reg, "breaker/upstream", up.name, cb, func() *policy.Breaker {
 					return policy.NewBreaker(up.name, "upstream", cb, s.metrics)
 				})
 			} else {
-				rt.breaker = policy.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
+				rt.breaker = lifecycle.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
 					return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
 				})
 			}
@@ -218,14 +213,14 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			}
 		}
 		if b := e.Bulkhead; b != nil {
-			rt.bulkhead = policy.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
+			rt.bulkhead = lifecycle.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
 		}
 		if l := e.RateLimit; l != nil {
 			rt.windows = l.Windows()
 			if len(rt.windows) > 0 && l.Shared && sc != nil {
 				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
 			} else if len(rt.windows) > 0 {
-				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
+				rt.limiter = lifecycle.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
 			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}
@@ -234,7 +229,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			if c.Shared && sc != nil {
 				store = sharedCache(reg, sc, skey, rc.Name, c)
 			} else {
-				store = policy.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+				store = lifecycle.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
 			}
 			rt.cache = &routeCache{
 				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
@@ -251,7 +246,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			if up.tools == nil {
 				// Carried across reloads while the upstream's URL stays: a
 				// reload must not forget the list until the next tools/list.
-				up.tools = policy.Get(reg, "tool_hints", up.name, up.target.String(), func() *mcp.Tools { return &mcp.Tools{} })
+				up.tools = lifecycle.Get(reg, "tool_hints", up.name, up.target.String(), func() *mcp.Tools { return &mcp.Tools{} })
 			}
 			rt.tools = up.tools
 			if annotated {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
 
@@ -23,9 +23,9 @@ import (
 // whose context goes upstream as the attempt's traceparent. Without a
 // tracing block none of this runs: the request path tests one nil pointer.
 
-// tracing is one tracing block's exporter and tracer.
+// tracing is one tracing block's exporter and tracer. The registry keeps
+// it while a reload leaves the block alone.
 type tracing struct {
-	key      string // the block's settings, to tell whether a reload changed them
 	provider *sdktrace.TracerProvider
 	tracer   trace.Tracer
 }
@@ -36,7 +36,6 @@ var propagator = propagation.TraceContext{}
 // newTracing starts the OTLP/HTTP exporter of c. The exporter sends in
 // batches, in the background; nothing is sent until the first span ends.
 func newTracing(c *config.Tracing) (*tracing, error) {
-	key, _ := json.Marshal(c)
 	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(c.TracesURL()))
 	if err != nil {
 		return nil, err
@@ -47,52 +46,33 @@ func newTracing(c *config.Tracing) (*tracing, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SampleRatio))),
 		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", c.ServiceName))),
 	)
-	return &tracing{key: string(key), provider: tp, tracer: tp.Tracer("github.com/breakwater-proxy/breakwater/proxy")}, nil
+	return &tracing{provider: tp, tracer: tp.Tracer("github.com/breakwater-proxy/breakwater/proxy")}, nil
 }
 
-// useTracing makes the tracing of cfg current, keeping the running one
-// when its settings did not change; a replaced one flushes and stops in
-// the background.
-func (s *Server) useTracing(c *config.Tracing) error {
-	old := s.tracing.Load()
+// tracingOf is the tracing of block c from reg: the running one when a
+// reload left the block alone; nil without a block.
+func tracingOf(c *config.Tracing, reg *lifecycle.Registry) (*tracing, error) {
 	if c == nil {
-		s.tracing.Store(nil)
-		stopTracing(old)
-		return nil
+		return nil, nil
 	}
-	if key, _ := json.Marshal(c); old != nil && old.key == string(key) {
-		return nil
-	}
-	tr, err := newTracing(c)
-	if err != nil {
-		return err
-	}
-	s.tracing.Store(tr)
-	stopTracing(old)
-	return nil
+	return lifecycle.TryGet(reg, "tracing", "", c, func() (*tracing, error) { return newTracing(c) })
 }
 
-func stopTracing(t *tracing) {
-	if t == nil {
-		return
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = t.provider.Shutdown(ctx)
-	}()
+// Retire: requests that started on the old config still end their spans
+// on this tracer; Close flushes them once they have had their grace.
+func (t *tracing) Retire() {}
+
+// Close flushes the spans not yet exported and stops the exporter, within
+// ctx and at most flushTimeout.
+func (t *tracing) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	return t.provider.Shutdown(ctx)
 }
 
-// Close stops the Server's background work: the health checks, then the
-// tracing exporter, flushing the spans not yet exported within ctx. It may
-// be called more than once. The Server is not to serve afterwards.
-func (s *Server) Close(ctx context.Context) error {
-	s.stopChecks()
-	if t := s.tracing.Swap(nil); t != nil {
-		return t.provider.Shutdown(ctx)
-	}
-	return nil
-}
+// flushTimeout bounds a replaced tracer's last flush, as the exporter's
+// own default timeout does one export.
+const flushTimeout = 10 * time.Second
 
 // startSpan starts the request's span, a child of the client's
 // traceparent when it sent a valid one.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/transport"
 )
 
@@ -32,11 +34,31 @@ func settingsOf(u *config.Upstream, scheme string) transportSettings {
 
 // baseTransport is an upstream's connections: what the policy pipeline
 // sends each attempt through. Credentials and load balancing wrap it.
+// When a reload drops it, its idle connections are closed at once and the
+// rest once the old table's requests have had their grace (Retirer).
 type baseTransport interface {
 	http.RoundTripper
-	// CloseIdleConnections closes what is idle now; a transport a reload
-	// dropped is closed this way once its requests are done.
-	CloseIdleConnections()
+	lifecycle.Retirer
+}
+
+// pool is a net/http or lean transport as a baseTransport.
+type pool struct {
+	conns interface {
+		http.RoundTripper
+		CloseIdleConnections()
+	}
+}
+
+func (p pool) RoundTrip(r *http.Request) (*http.Response, error) { return p.conns.RoundTrip(r) }
+
+// Retire closes the idle connections.
+func (p pool) Retire() { p.conns.CloseIdleConnections() }
+
+// Close closes the connections that turned idle since: by now the
+// requests that held them have ended.
+func (p pool) Close(context.Context) error {
+	p.conns.CloseIdleConnections()
+	return nil
 }
 
 // newBaseTransport is the one place an upstream's base transport is
@@ -58,9 +80,9 @@ func newBaseTransport(s transportSettings) (baseTransport, error) {
 	// (transport.Standard), so every path removes those names.
 	std := transport.WrapStandard(t)
 	if s.Scheme != "http" || s.Transport == "standard" {
-		return std, nil
+		return pool{std}, nil
 	}
-	return transport.New(transport.Settings{
+	return pool{transport.New(transport.Settings{
 		Scheme:                 s.Scheme,
 		ConnectTimeout:         s.ConnectTimeout.D(),
 		ResponseHeaderTimeout:  s.ResponseHeaderTimeout.D(),
@@ -68,7 +90,7 @@ func newBaseTransport(s transportSettings) (baseTransport, error) {
 		MaxIdleConns:           s.MaxIdleConns,
 		IdleConnTimeout:        s.IdleConnTimeout.D(),
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-	}, std), nil
+	}, std)}, nil
 }
 
 // maxResponseHeaderBytes bounds an upstream's response headers on both

@@ -75,6 +75,7 @@ type Client struct {
 	reason   string
 	closed   chan struct{}
 	once     sync.Once
+	probing  sync.WaitGroup // the probe goroutine; Close waits for it
 }
 
 // New connects lazily to the store cfg describes: nothing is dialled until
@@ -134,8 +135,12 @@ func newUniversal(r config.Redis) (redis.UniversalClient, error) {
 
 // Close stops the probe and closes the connections.
 func (c *Client) Close() error {
+	c.mu.Lock()
 	c.once.Do(func() { close(c.closed) })
-	return c.rdb.Close()
+	c.mu.Unlock()
+	err := c.rdb.Close()
+	c.probing.Wait()
+	return err
 }
 
 // Replicas is store.replicas: the share of a rate each replica holds while
@@ -219,7 +224,17 @@ func (c *Client) fail(reason string) {
 	if c.obs != nil {
 		c.obs.StoreState(false, reason)
 	}
-	go c.probe()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.closed: // a closed client does not probe
+	default:
+		c.probing.Add(1) // under mu, so never after Close started waiting
+		go func() {
+			defer c.probing.Done()
+			c.probe()
+		}()
+	}
 }
 
 // probe writes to the store until a write succeeds, then ends the
