@@ -67,11 +67,15 @@ func sharedQuota(reg *policy.Registry, c *store.Client, key, name string, q conf
 // sharedLimiter is route name's rate limit on the store.
 func sharedLimiter(reg *policy.Registry, c *store.Client, key, name string, l *config.RateLimit) RateLimiter {
 	return policy.Get(reg, "ratelimit/shared", name, []any{l, key}, func() *store.Limiter {
-		var ws []store.Window
-		for _, w := range l.Windows() {
-			ws = append(ws, store.Window{Rate: w.Rate, Burst: w.Burst})
-		}
-		return store.NewLimiter(c, name, ws...)
+		return store.NewLimiter(c, "rl", name, l.Windows()...)
+	})
+}
+
+// sharedTierLimiter is tier name's rate_limits on the store: one bucket
+// set per client id for every replica.
+func sharedTierLimiter(reg *policy.Registry, c *store.Client, key, name string, tc *config.Tier) RateLimiter {
+	return policy.Get(reg, "tier/shared", name, []any{tc, key}, func() *store.Limiter {
+		return store.NewLimiter(c, "tier", name, config.WindowsOf(tc.RateLimits)...)
 	})
 }
 

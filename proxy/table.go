@@ -108,6 +108,8 @@ type RateLimiter interface {
 	Take(key string, maxWait time.Duration) ratelimit.Decision
 	// Rejected counts the requests refused so far.
 	Rejected() uint64
+	// RejectedBy counts the refusals that window i (config order) decided.
+	RejectedBy(i int) uint64
 	// Keys is how many keys are tracked.
 	Keys() int
 }
@@ -122,16 +124,16 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		detectMax:  min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		transports: map[baseTransport]bool{}, tokens: map[*auth.Source]bool{},
 	}
-	ct, err := buildClients(cfg, reg)
-	if err != nil {
-		return nil, err
-	}
-	t.clients = ct
 	sc, err := s.buildStore(cfg, reg)
 	if err != nil {
 		return nil, err
 	}
 	t.store = sc
+	ct, err := buildClients(cfg, reg, sc)
+	if err != nil {
+		return nil, err
+	}
+	t.clients = ct
 	skey := ""
 	if sc != nil {
 		skey = storeKey(cfg.Store)
@@ -216,7 +218,7 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 			if len(rt.windows) > 0 && l.Shared && sc != nil {
 				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
 			} else if len(rt.windows) > 0 {
-				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
+				rt.limiter = policy.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
 			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}

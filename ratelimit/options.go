@@ -2,57 +2,25 @@ package ratelimit
 
 import "time"
 
-// DefaultMaxKeys is how many keys a Limiter tracks when WithMaxKeys is not given.
-const DefaultMaxKeys = 100_000
-
-// DefaultIdleTTL is how long a Limiter keeps a key nobody uses, once its
-// bucket is full again, when WithIdleTTL is not given.
-const DefaultIdleTTL = time.Minute
-
 // Option tunes a Limiter or a Quota. Options that do not apply to one of
 // them are ignored by it, and so is a nil Option.
 type Option func(*options)
 
 type options struct {
-	maxKeys int
-	idleTTL time.Duration
-	clock   func() time.Time
+	clock func() time.Time
 
 	queueWaiting func(prio, delta int)
 	queueWaited  func(prio int, d time.Duration)
 }
 
 func buildOptions(opts []Option) options {
-	o := options{maxKeys: DefaultMaxKeys, idleTTL: DefaultIdleTTL, clock: time.Now}
+	o := options{clock: time.Now}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&o)
 		}
 	}
 	return o
-}
-
-// WithMaxKeys caps how many keys a Limiter tracks; n <= 0 means
-// DefaultMaxKeys. When the cap is reached the least recently used key is
-// forgotten. Quota ignores it.
-func WithMaxKeys(n int) Option {
-	return func(o *options) {
-		if n > 0 {
-			o.maxKeys = n
-		}
-	}
-}
-
-// WithIdleTTL sets how long a Limiter keeps a key that nobody uses. Such a
-// key is forgotten only once its bucket has refilled completely too, so that
-// forgetting it never hands a client tokens it would not have had anyway.
-// d <= 0 means DefaultIdleTTL. Quota ignores it.
-func WithIdleTTL(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.idleTTL = d
-		}
-	}
 }
 
 // WithClock replaces time.Now, for tests; nil means time.Now. A Quota only

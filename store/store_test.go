@@ -215,25 +215,29 @@ func TestSlowStoreFallsBack(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "the store to be back", func() bool { st, _ := c.State(); return st == "ok" })
 }
 
-func window(rate string, burst int) store.Window {
+func window(rate string, burst int) config.Window {
 	r, _ := config.ParseRate(rate)
-	return store.Window{Rate: r, Burst: burst}
+	return config.Window{Rate: r, Burst: burst}
 }
 
 // Every window must admit; a refusal spends from none and names the window.
 func TestLimiterWindows(t *testing.T) {
 	r := testkit.StartRedis(t)
-	a := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "api", window("5/1m", 5), window("2/1h", 2))
-	b := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "api", window("5/1m", 5), window("2/1h", 2))
-	d, ok := a.TakeWindows("alice", 0)
-	if !ok || !d.Allowed || d.Windows[0].Remaining != 4 || d.Windows[1].Remaining != 1 {
-		t.Fatalf("first take = %+v %v", d, ok)
+	ca := newClient(t, r.URL, "t6:", nil)
+	a := store.NewLimiter(ca, "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	b := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	d := a.Take("alice", 0)
+	if !d.Allowed || d.Windows[0].Remaining != 4 || d.Windows[1].Remaining != 1 {
+		t.Fatalf("first take = %+v", d)
 	}
-	if d, _ = b.TakeWindows("alice", 0); !d.Allowed {
+	if st, reason := ca.State(); st != "ok" {
+		t.Fatalf("store state %s (%s) after the first take, want ok: the fallback answered", st, reason)
+	}
+	if d = b.Take("alice", 0); !d.Allowed {
 		t.Fatalf("second take (other replica) = %+v", d)
 	}
-	d, _ = a.TakeWindows("alice", 0)
-	if d.Allowed || d.Refused != 1 || d.RetryAfter < 20*time.Minute {
+	d = a.Take("alice", 0)
+	if d.Allowed || d.Window != 1 || d.RetryAfter < 20*time.Minute {
 		t.Fatalf("third take = %+v, want refused by window 1 (the hour) with ~30m to wait", d)
 	}
 	if d.Windows[0].Remaining != 3 {
@@ -245,8 +249,8 @@ func TestLimiterWindows(t *testing.T) {
 		len(got.Windows) != 2 || got.Windows[0].Remaining != 4 {
 		t.Fatalf("bob's take = %+v", got)
 	}
-	if a.Rejected() != 1 {
-		t.Fatalf("a rejected %d, want 1", a.Rejected())
+	if a.Rejected() != 1 || a.RejectedBy(1) != 1 {
+		t.Fatalf("a rejected %d (%d by the hour), want 1 by the hour", a.Rejected(), a.RejectedBy(1))
 	}
 }
 
@@ -323,9 +327,9 @@ func TestClusterMode(t *testing.T) {
 	if got := q.Pause(10 * time.Second); got < 9*time.Second {
 		t.Fatalf("pause on a cluster = %s", got)
 	}
-	l := store.NewLimiter(c, "api", window("5/1m", 5), window("2/1h", 2))
-	if d, ok := l.TakeWindows("alice", 0); !ok || !d.Allowed {
-		t.Fatalf("limiter on a cluster: %+v %v", d, ok)
+	l := store.NewLimiter(c, "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	if d := l.Take("alice", 0); !d.Allowed {
+		t.Fatalf("limiter on a cluster: %+v", d)
 	}
 	if st, reason := c.State(); st != "ok" {
 		t.Fatalf("state %s (%s), want ok", st, reason)
