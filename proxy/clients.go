@@ -9,6 +9,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/clock"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 	"github.com/breakwater-proxy/breakwater/store"
@@ -156,7 +157,7 @@ func (s *Server) takeRoute(r *http.Request, rq *request, rt *route, limiter Rate
 		s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
 		return false
 	}
-	if d.Wait > 0 && !sleepCtx(r.Context(), d.Wait) {
+	if !clock.Sleep(r.Context(), clock.Real, d.Wait) {
 		s.reject(rq, kindClientClosed, 0)
 		return false
 	}

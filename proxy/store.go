@@ -18,7 +18,7 @@ import (
 // gets is decided here, once per build, from the resolved config.
 
 // UpstreamQuota is an upstream quota as the pipeline and the admin API use
-// it: *ratelimit.Quota in this process, or *store.Quota shared by replicas.
+// it: a *ratelimit.Quota, over a bucket in this process or on the store.
 type UpstreamQuota interface {
 	policy.Quota
 	// Snapshot is the quota's state now, for /health and the dashboard.
@@ -27,9 +27,24 @@ type UpstreamQuota interface {
 
 var (
 	_ UpstreamQuota = (*ratelimit.Quota)(nil)
-	_ UpstreamQuota = (*store.Quota)(nil)
 	_ RateLimiter   = (*store.Limiter)(nil)
+	_ RateLimiter   = (*ratelimit.Limiter)(nil)
 )
+
+// quotaQueue reports an upstream quota's waiters as queue metrics, the
+// same whether its bucket is here or on the store.
+type quotaQueue struct {
+	obs      policy.Observer
+	upstream string
+}
+
+func (q quotaQueue) Waiting(prio, delta int) {
+	q.obs.QueueWaiting("quota", q.upstream, policy.Priority(prio), delta)
+}
+
+func (q quotaQueue) Waited(prio int, d time.Duration) {
+	q.obs.QueueWaited("quota", q.upstream, policy.Priority(prio), d)
+}
 
 // storeKey identifies a store's settings for the registry. config.Secret
 // marshals as [REDACTED], so the password enters as a digest: a rotated
@@ -60,8 +75,8 @@ func (s *Server) buildStore(cfg *config.Config, reg *policy.Registry) (*store.Cl
 }
 
 // sharedQuota is upstream name's quota on the store.
-func sharedQuota(reg *policy.Registry, c *store.Client, key, name string, q config.Quota) UpstreamQuota {
-	return policy.Get(reg, "quota/shared", name, []any{q, key}, func() *store.Quota { return store.NewQuota(c, name, q) })
+func sharedQuota(reg *policy.Registry, c *store.Client, key, name string, q config.Quota, obs ratelimit.QueueObserver) UpstreamQuota {
+	return policy.Get(reg, "quota/shared", name, []any{q, key}, func() *ratelimit.Quota { return store.NewQuota(c, name, q, obs) })
 }
 
 // sharedLimiter is route name's rate limit on the store.

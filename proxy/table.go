@@ -160,13 +160,12 @@ func (s *Server) build(cfg *config.Config, reg *policy.Registry) (*table, error)
 		}
 		if u.Quota != nil {
 			q := *u.Quota
+			obs := quotaQueue{obs: s.metrics, upstream: name}
 			if q.Shared && sc != nil {
-				up.quota = sharedQuota(reg, sc, skey, name, q)
+				up.quota = sharedQuota(reg, sc, skey, name, q, obs)
 			} else {
 				up.quota = policy.Get(reg, "quota", name, q, func() *ratelimit.Quota {
-					return ratelimit.NewQuota(q, ratelimit.WithQueueObserver(
-						func(prio, delta int) { s.metrics.QueueWaiting("quota", name, policy.Priority(prio), delta) },
-						func(prio int, d time.Duration) { s.metrics.QueueWaited("quota", name, policy.Priority(prio), d) }))
+					return ratelimit.NewQuota(q, ratelimit.NewBucket(q), obs)
 				})
 			}
 		}

@@ -41,7 +41,7 @@ func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
 		workers = 8
 		each    = 5
 	)
-	q := NewQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second))
+	q := realQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second))
 
 	start := time.Now()
 	var mu sync.Mutex
@@ -50,7 +50,7 @@ func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
 	for range workers {
 		wg.Go(func() {
 			for range each {
-				if _, err := q.Wait(context.Background()); err != nil {
+				if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 					t.Errorf("Wait: %v", err)
 					return
 				}
@@ -84,8 +84,8 @@ func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
 
 func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
 	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-	if w, err := q.Wait(context.Background()); err != nil || w > 50*time.Millisecond {
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
+	if w, err := q.WaitPriority(context.Background(), 0); err != nil || w > 50*time.Millisecond {
 		t.Fatalf("first Wait = %v, %v; want the burst token at once", w, err)
 	}
 
@@ -93,7 +93,7 @@ func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	begin := time.Now()
-	_, err := q.Wait(ctx)
+	_, err := q.WaitPriority(ctx, 0)
 	if took := time.Since(begin); took > 50*time.Millisecond {
 		t.Errorf("Wait took %v to fail, want at once (< 50ms)", took)
 	}
@@ -109,16 +109,16 @@ func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
 	// a second later.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel2()
-	_, err = q.Wait(ctx2)
+	_, err = q.WaitPriority(ctx2, 0)
 	if ex2 := asExhausted(t, err); ex2.RetryAfter > ex.RetryAfter {
 		t.Errorf("second probe RetryAfter %v > first %v: the failed Wait spent a token", ex2.RetryAfter, ex.RetryAfter)
 	}
 
 	// max_wait shorter than the wait fails at once just the same.
-	short := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond))
-	short.Wait(context.Background())
+	short := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond))
+	short.WaitPriority(context.Background(), 0)
 	begin = time.Now()
-	_, err = short.Wait(context.Background())
+	_, err = short.WaitPriority(context.Background(), 0)
 	if took := time.Since(begin); took > 50*time.Millisecond {
 		t.Errorf("max_wait 100ms: Wait took %v to fail, want at once", took)
 	}
@@ -127,19 +127,19 @@ func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
 	// An already finished ctx is reported as such.
 	done, cancel3 := context.WithCancel(context.Background())
 	cancel3()
-	if _, err := short.Wait(done); !errors.Is(err, context.Canceled) {
+	if _, err := short.WaitPriority(done, 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Wait(cancelled ctx) = %v, want context.Canceled", err)
 	}
 }
 
 func TestQuotaMaxWaitZeroNeverWaits(t *testing.T) {
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), WithClock(newFakeClock().Now))
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), newFakeClock())
 	for i := range 2 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait %d: %v, want the burst token", i, err)
 		}
 	}
-	_, err := q.Wait(context.Background())
+	_, err := q.WaitPriority(context.Background(), 0)
 	if ex := asExhausted(t, err); ex.Paused || !near(ex.RetryAfter, time.Hour, time.Millisecond) {
 		t.Errorf("ExhaustedError = %+v, want RetryAfter 1h (the next token at 1/h), not paused", ex)
 	}
@@ -147,7 +147,7 @@ func TestQuotaMaxWaitZeroNeverWaits(t *testing.T) {
 
 func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
 	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 30*time.Second))
+	q := realQuota(quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 30*time.Second))
 	q.Pause(2 * time.Second)
 	if got := q.Snapshot().PausedFor; !near(got, 2*time.Second, 50*time.Millisecond) {
 		t.Errorf("PausedFor = %v, want ≈ 2s", got)
@@ -157,7 +157,7 @@ func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	begin := time.Now()
-	_, err := q.Wait(ctx)
+	_, err := q.WaitPriority(ctx, 0)
 	if took := time.Since(begin); took > 50*time.Millisecond {
 		t.Errorf("paused Wait took %v to fail, want at once", took)
 	}
@@ -170,7 +170,7 @@ func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
 	}
 
 	// A caller with time to spare waits the pause out.
-	waited, err := q.Wait(context.Background())
+	waited, err := q.WaitPriority(context.Background(), 0)
 	if err != nil || waited < 1800*time.Millisecond || waited > 2600*time.Millisecond {
 		t.Errorf("Wait during a 2s pause = %v, %v; want ≈ 2s", waited, err)
 	}
@@ -188,8 +188,8 @@ func TestQuotaPauseReachesCallersAlreadyWaiting(t *testing.T) {
 	// waitThenPause queues one caller with timeout (0 = none) for a token
 	// 1 s away, then pauses the upstream for 3 s while it waits.
 	waitThenPause := func(timeout time.Duration) (result, time.Time) {
-		q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-		q.Wait(context.Background()) // the burst token
+		q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
+		q.WaitPriority(context.Background(), 0) // the burst token
 		done := make(chan result, 1)
 		go func() {
 			ctx := context.Background()
@@ -198,7 +198,7 @@ func TestQuotaPauseReachesCallersAlreadyWaiting(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			w, err := q.Wait(ctx)
+			w, err := q.WaitPriority(ctx, 0)
 			done <- result{w, err}
 		}()
 		deadline := time.Now().Add(900 * time.Millisecond)
@@ -237,7 +237,7 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 	clock := newFakeClock()
 	cfg := quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, time.Second)
 	cfg.MaxPause = config.Duration(3 * time.Second)
-	q := NewQuota(cfg, WithClock(clock.Now))
+	q := fakeQuota(cfg, clock)
 
 	if got := q.Pause(time.Hour); got != 3*time.Second {
 		t.Errorf("Pause(1h) with max_pause 3s returned %v, want the capped 3s", got)
@@ -264,7 +264,7 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 	}
 
 	cfg.HonorRetryAfter = false
-	off := NewQuota(cfg, WithClock(clock.Now))
+	off := fakeQuota(cfg, clock)
 	if got := off.Pause(time.Second); got != 0 {
 		t.Errorf("honor_retry_after false: Pause returned %v, want 0", got)
 	}
@@ -272,7 +272,7 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 		t.Errorf("honor_retry_after false: PausedFor = %v, want 0", got)
 	}
 	cfg.HonorRetryAfter, cfg.MaxPause = true, 0
-	zero := NewQuota(cfg, WithClock(clock.Now))
+	zero := fakeQuota(cfg, clock)
 	if got := zero.Pause(time.Second); got != 0 {
 		t.Errorf("max_pause 0: Pause returned %v, want 0", got)
 	}
@@ -283,17 +283,17 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 
 func TestQuotaRefund(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), WithClock(clock.Now))
-	q.Wait(context.Background())
-	q.Wait(context.Background())
-	if _, err := q.Wait(context.Background()); err == nil {
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), clock)
+	q.WaitPriority(context.Background(), 0)
+	q.WaitPriority(context.Background(), 0)
+	if _, err := q.WaitPriority(context.Background(), 0); err == nil {
 		t.Fatal("third Wait succeeded with a burst of 2 and max_wait 0")
 	}
 	q.Refund()
 	if s := q.Snapshot(); s.Tokens != 1 {
 		t.Errorf("Tokens = %v after a Refund, want 1", s.Tokens)
 	}
-	if _, err := q.Wait(context.Background()); err != nil {
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Errorf("Wait after Refund: %v, want the refunded token", err)
 	}
 	for range 5 {
@@ -306,18 +306,18 @@ func TestQuotaRefund(t *testing.T) {
 
 func TestQuotaCancelGivesTheTokenBack(t *testing.T) {
 	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-	q.Wait(context.Background())
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
+	q.WaitPriority(context.Background(), 0)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	if _, err := q.Wait(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := q.WaitPriority(ctx, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait = %v, want context.Canceled", err)
 	}
 	// Had the cancelled caller kept its token, the next would be ≈1.95 s away.
 	probe, cancelProbe := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancelProbe()
-	_, err := q.Wait(probe)
+	_, err := q.WaitPriority(probe, 0)
 	if ex := asExhausted(t, err); ex.RetryAfter > 1200*time.Millisecond {
 		t.Errorf("next token %v away after a cancelled Wait, want ≈ 0.95s", ex.RetryAfter)
 	}
@@ -325,14 +325,14 @@ func TestQuotaCancelGivesTheTokenBack(t *testing.T) {
 
 func TestQuotaWithoutRateOnlyPauses(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(config.Quota{HonorRetryAfter: true, MaxPause: config.Duration(time.Minute)}, WithClock(clock.Now))
+	q := fakeQuota(config.Quota{HonorRetryAfter: true, MaxPause: config.Duration(time.Minute)}, clock)
 	for range 100 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait without a rate: %v", err)
 		}
 	}
 	q.Pause(10 * time.Second)
-	_, err := q.Wait(context.Background())
+	_, err := q.WaitPriority(context.Background(), 0)
 	if ex := asExhausted(t, err); !ex.Paused || ex.RetryAfter != 10*time.Second {
 		t.Errorf("ExhaustedError = %+v, want Paused for 10s (max_wait 0)", ex)
 	}
@@ -346,11 +346,11 @@ func TestExhaustedErrorRoundsUp(t *testing.T) {
 }
 
 func BenchmarkQuotaWaitNoContention(b *testing.B) {
-	q := NewQuota(quotaConfig(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Second))
+	q := realQuota(quotaConfig(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Second))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := q.Wait(ctx); err != nil {
+		if _, err := q.WaitPriority(ctx, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -361,7 +361,7 @@ func BenchmarkQuotaWaitNoContention(b *testing.B) {
 // sliding window refuses. The lateness is passed down the queue instead.
 func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute), WithClock(clock.Now))
+	q := fakeQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute), clock)
 	t0 := clock.Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -382,7 +382,7 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 	}
 	// A token free at once, within an interval of that release, waits for it.
 	clock.Advance(100 * time.Millisecond) // 300ms: the bucket has a token
-	_, w, _, err := q.reserve(clock.Now(), time.Minute, 0)
+	w, err := q.reserve(clock.Now(), time.Minute, 0)
 	if err != nil || w == nil || !w.grantAt.Equal(at(315*time.Millisecond)) {
 		t.Errorf("reserve at 300ms: %v, %+v, want the token at 315ms", err, w)
 	} else {
@@ -398,9 +398,9 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 // With max_wait 0 on the real clock a free token is still granted: the
 // moment between Wait's start and the reservation is no wait.
 func TestQuotaNoWaitRealClock(t *testing.T) {
-	q := NewQuota(config.Quota{Rate: config.Rate{N: 100, Period: time.Second}, Burst: 100})
+	q := realQuota(config.Quota{Rate: config.Rate{N: 100, Period: time.Second}, Burst: 100})
 	for i := range 10 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait %d with max_wait 0 and a full bucket: %v", i, err)
 		}
 	}
