@@ -149,8 +149,7 @@ routes:
     retry: off
     circuit_breaker: off
 `, testkit.FreeAddr(t), testkit.FreeAddr(t), rds.URL, fleetReplicas, upSrv.URL, i))
-		p := startBinary(t, dir, "run", "-config", filepath.Join(dir, "breakwater.yaml"))
-		l, a := p.WaitStarted(t, 15*time.Second)
+		l, a := startReplica(t, dir)
 		data, admins = append(data, l), append(admins, a)
 	}
 	clients := &fleetClients{outcomes: map[int]map[string]int{}}
@@ -331,8 +330,7 @@ routes:
     client_auth: required
     rate_limit: { key: client, shared: true }
 `, testkit.FreeAddr(t), testkit.FreeAddr(t), rds.URL, keysFile, upSrv.URL))
-		p := startBinary(t, dir, "run", "-config", filepath.Join(dir, "breakwater.yaml"))
-		l, _ := p.WaitStarted(t, 15*time.Second)
+		l, _ := startReplica(t, dir)
 		data = append(data, l)
 	}
 	admitted, statuses := 0, map[int]int{}
@@ -354,4 +352,12 @@ routes:
 	if admitted != 3 || statuses[http.StatusTooManyRequests] != 5 {
 		t.Errorf("admitted %d of 8 (statuses %v), want exactly 3 across both replicas and 5 refused with 429", admitted, statuses)
 	}
+}
+
+// startReplica runs breakwater on dir's breakwater.yaml and returns its
+// listen and admin addresses once it has started.
+func startReplica(t *testing.T, dir string) (listen, admin string) {
+	t.Helper()
+	p := startBinary(t, dir, "run", "-config", filepath.Join(dir, "breakwater.yaml"))
+	return p.WaitStarted(t, 15*time.Second)
 }

@@ -36,7 +36,8 @@ func queueFor(q *Quota, prio int, label string, out chan<- grant) {
 // The Bar of issue 15 for quota tokens: three low-priority waiters queued
 // before three high-priority ones get their tokens after them.
 func TestQuotaServesByPriorityThenArrival(t *testing.T) {
-	q := realQuota(quotaConfig(config.Rate{N: 20, Period: time.Second}, 1, time.Minute))
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 20, Period: time.Second}, 1, time.Minute), clock)
 	if _, err := q.WaitPriority(context.Background(), 0); err != nil { // the burst token
 		t.Fatal(err)
 	}
@@ -49,7 +50,9 @@ func TestQuotaServesByPriorityThenArrival(t *testing.T) {
 		queueFor(q, 1, l, out)
 		waitingFor(t, q, 4+i)
 	}
+	// A token every 50ms on the clock: each step lets exactly one go.
 	for i, want := range []string{"high1", "high2", "high3", "low1", "low2", "low3"} {
+		clock.Advance(50 * time.Millisecond)
 		g := <-out
 		if g.err != nil || g.label != want {
 			t.Fatalf("token #%d went to %s (%v), want %s", i, g.label, g.err, want)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,49 +32,69 @@ func asExhausted(t *testing.T, err error) *ExhaustedError {
 	return ex
 }
 
-// TestQuotaSpreadsTokensAtTheRate is the slow one (≈4 s); it runs in
-// parallel with the other real-clock tests.
+// timersFor waits (in real time, generously) until clock has n() timers
+// pending: the callers under test are asleep on it (those just woken
+// have taken their tokens or gone back to sleep).
+func timersFor(t *testing.T, clock *fakeClock, n func() int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for clock.Timers() != n() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d timers pending, want %d", clock.Timers(), n())
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// 40 tokens at 10/s, burst 1, asked for by 8 callers at once: on the
+// clock's time, the last one is granted at 3.9 s, and by any time t no
+// more than burst + rate·t have been.
 func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
-	t.Parallel()
 	const (
 		rate    = 10.0 // per second
 		burst   = 1
 		workers = 8
 		each    = 5
 	)
-	q := realQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second))
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second), clock)
 
-	start := time.Now()
+	start := clock.Now()
 	var mu sync.Mutex
 	var grants []time.Duration
-	var wg sync.WaitGroup
+	var finished atomic.Int32
 	for range workers {
-		wg.Go(func() {
+		go func() {
+			defer finished.Add(1)
 			for range each {
 				if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 					t.Errorf("Wait: %v", err)
 					return
 				}
 				mu.Lock()
-				grants = append(grants, time.Since(start))
+				grants = append(grants, clock.Now().Sub(start))
 				mu.Unlock()
 			}
-		})
+		}()
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	t.Logf("%d tokens in %v", len(grants), elapsed)
+	for step := 0; finished.Load() < workers; step++ {
+		if step > 1000 {
+			t.Fatal("the quota still had callers after 10 s on its clock")
+		}
+		timersFor(t, clock, func() int { return workers - int(finished.Load()) })
+		clock.Advance(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(grants) != workers*each {
 		t.Fatalf("%d tokens granted, want %d", len(grants), workers*each)
 	}
-	if elapsed < 3300*time.Millisecond || elapsed > 5500*time.Millisecond {
-		t.Errorf("40 tokens at 10/s with burst 1 took %v, want ≈ 3.9 s (3.3–5.5 s)", elapsed)
-	}
-	// By any time t no more than burst + rate·t may have been granted
-	// (one token of slack for float rounding at the boundary).
 	slices.Sort(grants)
+	if last := grants[len(grants)-1]; last != 3900*time.Millisecond {
+		t.Errorf("40 tokens at 10/s with burst 1: the last at %v, want 3.9s", last)
+	}
 	for i, at := range grants {
-		if limit := burst + rate*at.Seconds() + 1; float64(i+1) > limit {
+		if limit := burst + rate*at.Seconds(); float64(i+1) > limit+1e-9 {
 			t.Fatalf("%d tokens granted by %v, more than burst+rate·t = %.1f", i+1, at, limit)
 		}
 	}
@@ -82,53 +103,53 @@ func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
 	}
 }
 
+// A token that cannot come within the wait allowed fails the caller at
+// once (on a clock that never moves, a Wait that slept would never
+// return), spending nothing.
 func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
-	t.Parallel()
-	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-	if w, err := q.WaitPriority(context.Background(), 0); err != nil || w > 50*time.Millisecond {
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond), clock)
+	if w, err := q.WaitPriority(context.Background(), 0); err != nil || w != 0 {
 		t.Fatalf("first Wait = %v, %v; want the burst token at once", w, err)
 	}
-
 	// The next token is 1 s away; the caller has 100 ms.
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	begin := time.Now()
-	_, err := q.WaitPriority(ctx, 0)
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("Wait took %v to fail, want at once (< 50ms)", took)
-	}
+	_, err := q.WaitPriority(context.Background(), 0)
 	ex := asExhausted(t, err)
-	if ex.Paused || ex.RetryAfter < 800*time.Millisecond || ex.RetryAfter > time.Second {
-		t.Errorf("ExhaustedError = %+v, want RetryAfter ≈ 1s, not paused", ex)
+	if ex.Paused || ex.RetryAfter != time.Second {
+		t.Errorf("ExhaustedError = %+v, want RetryAfter 1s, not paused", ex)
 	}
 	if got := q.Snapshot().Exhausted; got != 1 {
 		t.Errorf("Exhausted = %d, want 1", got)
 	}
-
 	// Nothing was spent: a second probe sees the same next token, not one
 	// a second later.
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel2()
-	_, err = q.WaitPriority(ctx2, 0)
-	if ex2 := asExhausted(t, err); ex2.RetryAfter > ex.RetryAfter {
-		t.Errorf("second probe RetryAfter %v > first %v: the failed Wait spent a token", ex2.RetryAfter, ex.RetryAfter)
+	clock.Advance(10 * time.Millisecond)
+	_, err = q.WaitPriority(context.Background(), 0)
+	if ex2 := asExhausted(t, err); ex2.RetryAfter != 990*time.Millisecond {
+		t.Errorf("second probe RetryAfter %v, want 990ms: the failed Wait spent a token", ex2.RetryAfter)
 	}
-
-	// max_wait shorter than the wait fails at once just the same.
-	short := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond))
-	short.WaitPriority(context.Background(), 0)
-	begin = time.Now()
-	_, err = short.WaitPriority(context.Background(), 0)
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("max_wait 100ms: Wait took %v to fail, want at once", took)
-	}
-	asExhausted(t, err)
-
 	// An already finished ctx is reported as such.
-	done, cancel3 := context.WithCancel(context.Background())
-	cancel3()
-	if _, err := short.WaitPriority(done, 0); !errors.Is(err, context.Canceled) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := q.WaitPriority(done, 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Wait(cancelled ctx) = %v, want context.Canceled", err)
+	}
+}
+
+// The route's own deadline bounds the wait like max_wait (real clock:
+// a context's deadline is on it).
+func TestQuotaDeadlineBoundsTheWait(t *testing.T) {
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Minute}, 1, time.Hour))
+	q.WaitPriority(context.Background(), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := q.WaitPriority(ctx, 0)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("Wait took %v to fail for a token 1m away with 30s left, want at once", took)
+	}
+	if ex := asExhausted(t, err); ex.RetryAfter < 50*time.Second {
+		t.Errorf("ExhaustedError = %+v, want RetryAfter ≈ 1m", ex)
 	}
 }
 
@@ -146,33 +167,45 @@ func TestQuotaMaxWaitZeroNeverWaits(t *testing.T) {
 }
 
 func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
-	t.Parallel()
-	q := realQuota(quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 30*time.Second))
-	q.Pause(2 * time.Second)
-	if got := q.Snapshot().PausedFor; !near(got, 2*time.Second, 50*time.Millisecond) {
-		t.Errorf("PausedFor = %v, want ≈ 2s", got)
+	clock := newFakeClock()
+	cfg := quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 500*time.Millisecond)
+	hurried := fakeQuota(cfg, clock)
+	hurried.Pause(2 * time.Second)
+	if got := hurried.Snapshot().PausedFor; got != 2*time.Second {
+		t.Errorf("PausedFor = %v, want 2s", got)
 	}
-
-	// Too short a deadline fails at once, saying the upstream is paused.
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	begin := time.Now()
-	_, err := q.WaitPriority(ctx, 0)
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("paused Wait took %v to fail, want at once", took)
-	}
+	// Too short a wait fails at once, saying the upstream is paused.
+	_, err := hurried.WaitPriority(context.Background(), 0)
 	ex := asExhausted(t, err)
-	if !ex.Paused || ex.RetryAfter < 1800*time.Millisecond || ex.RetryAfter > 2*time.Second {
-		t.Errorf("ExhaustedError = %+v, want Paused with RetryAfter ≈ 2s", ex)
+	if !ex.Paused || ex.RetryAfter != 2*time.Second {
+		t.Errorf("ExhaustedError = %+v, want Paused with RetryAfter 2s", ex)
 	}
 	if !strings.Contains(ex.Error(), "retry in 2s") {
 		t.Errorf("Error() = %q, want it to say retry in 2s", ex.Error())
 	}
 
-	// A caller with time to spare waits the pause out.
-	waited, err := q.WaitPriority(context.Background(), 0)
-	if err != nil || waited < 1800*time.Millisecond || waited > 2600*time.Millisecond {
-		t.Errorf("Wait during a 2s pause = %v, %v; want ≈ 2s", waited, err)
+	// A caller with time to spare waits the pause out, and no longer.
+	cfg.MaxWait = config.Duration(30 * time.Second)
+	q := fakeQuota(cfg, clock)
+	q.Pause(2 * time.Second)
+	got := make(chan time.Duration, 1)
+	go func() {
+		waited, err := q.WaitPriority(context.Background(), 0)
+		if err != nil {
+			t.Errorf("Wait during a 2s pause: %v", err)
+		}
+		got <- waited
+	}()
+	timersFor(t, clock, func() int { return 1 })
+	clock.Advance(1999 * time.Millisecond)
+	select {
+	case w := <-got:
+		t.Fatalf("granted after %v, inside a 2s pause", w)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	if waited := <-got; waited != 2*time.Second {
+		t.Errorf("Wait during a 2s pause waited %v, want 2s", waited)
 	}
 	if got := q.Snapshot().PausedFor; got != 0 {
 		t.Errorf("PausedFor = %v after the pause, want 0", got)
@@ -180,57 +213,48 @@ func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
 }
 
 func TestQuotaPauseReachesCallersAlreadyWaiting(t *testing.T) {
-	t.Parallel()
 	type result struct {
 		waited time.Duration
 		err    error
 	}
-	// waitThenPause queues one caller with timeout (0 = none) for a token
-	// 1 s away, then pauses the upstream for 3 s while it waits.
-	waitThenPause := func(timeout time.Duration) (result, time.Time) {
-		q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
+	// waitThenPause queues one caller who may wait maxWait for a token 1 s
+	// away, then pauses the upstream for 3 s while it waits.
+	waitThenPause := func(maxWait time.Duration) (*fakeClock, chan result) {
+		clock := newFakeClock()
+		q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, maxWait), clock)
 		q.WaitPriority(context.Background(), 0) // the burst token
 		done := make(chan result, 1)
 		go func() {
-			ctx := context.Background()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			w, err := q.WaitPriority(ctx, 0)
+			w, err := q.WaitPriority(context.Background(), 0)
 			done <- result{w, err}
 		}()
-		deadline := time.Now().Add(900 * time.Millisecond)
-		for q.Snapshot().Waiting < 1 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		pausedAt := time.Now()
+		timersFor(t, clock, func() int { return 1 })
 		q.Pause(3 * time.Second)
-		return <-done, pausedAt
+		return clock, done
 	}
 
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		r, pausedAt := waitThenPause(1500 * time.Millisecond)
-		if since := time.Since(pausedAt); since > 500*time.Millisecond {
-			t.Errorf("hurried caller learnt of the pause %v after it began, want at once", since)
-		}
-		if r.err == nil {
-			t.Errorf("hurried caller granted after %v, want a Paused ExhaustedError", r.waited)
-		} else if ex := asExhausted(t, r.err); !ex.Paused || ex.RetryAfter < 2500*time.Millisecond {
-			t.Errorf("hurried caller: %+v, want Paused with RetryAfter ≈ 3s", ex)
-		}
-	})
-	wg.Go(func() {
-		r, pausedAt := waitThenPause(0)
-		if r.err != nil {
-			t.Errorf("patient caller: %v", r.err)
-		} else if sent := time.Since(pausedAt); sent < 2900*time.Millisecond {
-			t.Errorf("patient caller was granted %v into a 3s pause", sent)
-		}
-	})
-	wg.Wait()
+	// The hurried caller learns of the pause at once: the clock never moves.
+	_, done := waitThenPause(1500 * time.Millisecond)
+	if r := <-done; r.err == nil {
+		t.Errorf("hurried caller granted after %v, want a Paused ExhaustedError", r.waited)
+	} else if ex := asExhausted(t, r.err); !ex.Paused || ex.RetryAfter != 3*time.Second {
+		t.Errorf("hurried caller: %+v, want Paused with RetryAfter 3s", ex)
+	}
+
+	// The patient one is granted when the pause ends, not at its old slot.
+	clock, done := waitThenPause(30 * time.Second)
+	timersFor(t, clock, func() int { return 1 })
+	clock.Advance(2999 * time.Millisecond)
+	timersFor(t, clock, func() int { return 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("patient caller answered %v, %v inside a 3s pause", r.waited, r.err)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	if r := <-done; r.err != nil || r.waited != 3*time.Second {
+		t.Errorf("patient caller: %v, %v; want granted after 3s", r.waited, r.err)
+	}
 }
 
 func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
