@@ -25,13 +25,13 @@ const DefaultMaxKeys = 100_000
 // buckets are full again.
 const DefaultIdleTTL = time.Minute
 
-// MaxKeyLen bounds the bytes a limiter keeps per key, in this process or
+// maxKeyLen bounds the bytes a limiter keeps per key, in this process or
 // on the store. Keys come from client headers (key: header:NAME) that may
 // be up to max_header_bytes long; a longer key is replaced by its digest
 // (BoundKey), so that DefaultMaxKeys keys cannot cost more than a few
 // dozen MiB. The digest is the same on every replica, so that a shared
 // limiter's long keys name one bucket for all of them.
-const MaxKeyLen = 128
+const maxKeyLen = 128
 
 const (
 	// shardCount splits a large Limiter so that Takes for different keys
@@ -326,9 +326,9 @@ func (w *window) durationFor(n float64) time.Duration {
 }
 
 // BoundKey is key, or its 128-bit SHA-256 digest (hex, after "#") when
-// key is longer than MaxKeyLen.
+// key is longer than maxKeyLen.
 func BoundKey(key string) string {
-	if len(key) <= MaxKeyLen {
+	if len(key) <= maxKeyLen {
 		return key
 	}
 	sum := sha256.Sum256([]byte(key))
