@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -148,8 +149,7 @@ routes:
     retry: off
     circuit_breaker: off
 `, testkit.FreeAddr(t), testkit.FreeAddr(t), rds.URL, fleetReplicas, upSrv.URL, i))
-		p := startBinary(t, dir, "run", "-config", filepath.Join(dir, "breakwater.yaml"))
-		l, a := p.WaitStarted(t, 15*time.Second)
+		l, a := startReplica(t, dir)
 		data, admins = append(data, l), append(admins, a)
 	}
 	clients := &fleetClients{outcomes: map[int]map[string]int{}}
@@ -291,4 +291,73 @@ func histQuantile(t *testing.T, admin, prefix string, q float64) float64 {
 		}
 	}
 	return bs[len(bs)-1].le
+}
+
+// Trust defect 10 (SPEC Part 3 "Client keys"): a tier's limits on a route
+// with `rate_limit: { key: client, shared: true }` are one bucket per
+// client for every replica. Two replicas share one redis-server; the
+// client's tier allows 3 a minute, so 3 requests pass in all, whichever
+// replica they reach (before the fix each replica had its own bucket: 6).
+func TestSharedTierLimitAcrossReplicas(t *testing.T) {
+	rds := testkit.StartRedis(t)
+	upSrv := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	keysDir := t.TempDir()
+	keysFile := filepath.Join(keysDir, "clients.yaml")
+	out, err := exec.Command(binary, "keys", "new", "-id", "alice", "-tier", "free", "-file", keysFile).Output()
+	if err != nil {
+		t.Fatalf("keys new: %v", err)
+	}
+	key := strings.TrimSpace(string(out))
+	var data []string
+	for range 2 {
+		dir := t.TempDir()
+		writeFile(t, dir, "breakwater.yaml", fmt.Sprintf(`version: 1
+listen: %s
+admin: { listen: %s }
+log: { access_log: false }
+store:
+  redis: { url: %s, timeout: 250ms }
+  replicas: 2
+clients: { keys_file: %s }
+tiers:
+  free: { rate_limits: [3/1m] }
+upstreams:
+  app: { url: %s }
+routes:
+  - name: mcp
+    match: { path_prefix: / }
+    upstream: app
+    client_auth: required
+    rate_limit: { key: client, shared: true }
+`, testkit.FreeAddr(t), testkit.FreeAddr(t), rds.URL, keysFile, upSrv.URL))
+		l, _ := startReplica(t, dir)
+		data = append(data, l)
+	}
+	admitted, statuses := 0, map[int]int{}
+	for i := range 8 {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+data[i%2]+"/tools", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusOK {
+			admitted++
+		}
+	}
+	t.Logf("8 requests alternating over 2 replicas, tier 3/1m shared: %v", statuses)
+	if admitted != 3 || statuses[http.StatusTooManyRequests] != 5 {
+		t.Errorf("admitted %d of 8 (statuses %v), want exactly 3 across both replicas and 5 refused with 429", admitted, statuses)
+	}
+}
+
+// startReplica runs breakwater on dir's breakwater.yaml and returns its
+// listen and admin addresses once it has started.
+func startReplica(t *testing.T, dir string) (listen, admin string) {
+	t.Helper()
+	p := startBinary(t, dir, "run", "-config", filepath.Join(dir, "breakwater.yaml"))
+	return p.WaitStarted(t, 15*time.Second)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/clock"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
 
 // Bulkhead caps concurrent requests: a route's own bulkhead, or an
@@ -35,9 +37,10 @@ type Bulkhead struct {
 // waiter is one caller queued for a slot.
 type waiter struct {
 	prio Priority
-	// done receives nil when a slot is handed over, or the rejection that
-	// removed the waiter (shed). Buffered: the sender never blocks.
-	done chan error
+	// done is closed when a slot is handed over (err nil) or the waiter was
+	// removed by a rejection (err, shed); both are set under Bulkhead.mu.
+	done chan struct{}
+	err  error
 }
 
 // Why a bulkhead turned a caller away, as the error's detail says it.
@@ -105,15 +108,11 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 			return &RejectedError{Err: ErrBulkheadFull, Detail: detailQueueFull}
 		}
 		b.waiters = b.waiters[:len(b.waiters)-1]
-		last.done <- &RejectedError{Err: ErrBulkheadFull, Detail: detailShed}
+		last.err = &RejectedError{Err: ErrBulkheadFull, Detail: detailShed}
+		close(last.done)
 	}
-	w := &waiter{prio: prio, done: make(chan error, 1)}
-	// After every waiter of the same or a higher priority: by priority, then arrival.
-	i := len(b.waiters)
-	for i > 0 && b.waiters[i-1].prio < prio {
-		i--
-	}
-	b.waiters = slices.Insert(b.waiters, i, w)
+	w := &waiter{prio: prio, done: make(chan struct{})}
+	b.waiters = ratelimit.QueueByPriority(b.waiters, w, func(w *waiter) int { return int(w.prio) })
 	b.mu.Unlock()
 
 	b.obs.QueueWaiting("bulkhead", b.name, prio, 1)
@@ -126,15 +125,13 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 
 // await waits for w's slot, for at most wait.
 func (b *Bulkhead) await(ctx context.Context, w *waiter, wait time.Duration) error {
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
 	var gaveUp error
-	select {
-	case err := <-w.done:
-		return err
-	case <-timer.C:
+	switch clock.Wait(ctx, clock.Real, wait, w.done) {
+	case clock.Woken:
+		return w.err
+	case clock.Elapsed:
 		gaveUp = &RejectedError{Err: ErrBulkheadFull, Detail: detailWaitRanOut}
-	case <-ctx.Done():
+	case clock.Done:
 		gaveUp = ctx.Err()
 	}
 	b.mu.Lock()
@@ -143,9 +140,9 @@ func (b *Bulkhead) await(ctx context.Context, w *waiter, wait time.Duration) err
 		b.mu.Unlock()
 		return gaveUp
 	}
+	err := w.err // served or shed as we gave up: the answer is already set
 	b.mu.Unlock()
-	// Served or shed as we gave up: the answer is already sent.
-	if err := <-w.done; err != nil {
+	if err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -162,7 +159,7 @@ func (b *Bulkhead) release() {
 	if len(b.waiters) > 0 {
 		w := b.waiters[0]
 		b.waiters = slices.Delete(b.waiters, 0, 1)
-		w.done <- nil // the slot passes over: used stays
+		close(w.done) // the slot passes over: used stays
 		return
 	}
 	b.used--

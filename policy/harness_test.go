@@ -198,7 +198,7 @@ func newRig(t *testing.T, cfg *config.Config, ups ...*testkit.Upstream) *rig {
 		parts.Bulkhead = rg.bulkhead
 	}
 	if q := cfg.Upstreams[rc.Upstream].Quota; q != nil {
-		parts.Quota = ratelimit.NewQuota(*q)
+		parts.Quota = ratelimit.NewQuota(*q, ratelimit.NewBucket(*q), nil)
 	}
 	rg.pipeline = policy.NewPipeline(rc, rg.tracker, parts, obs, traceFrom)
 	rg.client = &http.Client{Transport: rg.pipeline}

@@ -43,7 +43,6 @@ type Pipeline struct {
 	bulkhead    *Bulkhead
 	concurrency *Bulkhead
 	quota       Quota
-	pquota      PriorityQuota // quota, when it serves by priority (decided once, here)
 	retry       *retrySpec
 	budget      *attemptBudget // nil without retry
 
@@ -66,7 +65,6 @@ func NewPipeline(r *config.Route, base http.RoundTripper, parts Parts, obs Obser
 		timeout: e.Timeout.D(), idle: e.StreamIdleTimeout.D(),
 		breaker: parts.Breaker, bulkhead: parts.Bulkhead, concurrency: parts.Concurrency, quota: parts.Quota,
 	}
-	p.pquota, _ = parts.Quota.(PriorityQuota)
 	if e.Retry != nil {
 		p.retry = newRetrySpec(e.Retry)
 		p.perTry = e.Retry.PerTryTimeout.D()

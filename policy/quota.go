@@ -11,14 +11,16 @@ import (
 
 // Quota is an upstream's own limit, as the pipeline uses it: one token per
 // attempt sent, shared by every route to the upstream. *ratelimit.Quota is
-// the in-process one; a store shared by replicas can stand in for it.
+// the one breakwater has, over a bucket here or on a store.
 type Quota interface {
-	// Wait blocks until a token is granted, and reports how long it
-	// waited. It never waits past ctx's deadline: when no token can come
-	// in time, it fails at once with *ratelimit.ExhaustedError (nothing
-	// spent). If ctx ends while waiting it returns ctx.Err().
-	Wait(ctx context.Context) (waited time.Duration, err error)
-	// Refund gives back a token Wait granted for an attempt never sent.
+	// WaitPriority blocks until a token is granted, and reports how long
+	// it waited; waiters are served by priority (prio: a Priority, higher
+	// first), then arrival. It never waits past ctx's deadline: when no
+	// token can come in time, it fails at once with
+	// *ratelimit.ExhaustedError (nothing spent). If ctx ends while waiting
+	// it returns ctx.Err().
+	WaitPriority(ctx context.Context, prio int) (waited time.Duration, err error)
+	// Refund gives back a token WaitPriority granted for an attempt never sent.
 	Refund()
 	// Pause holds every token back for d (the upstream's own Retry-After),
 	// as capped by the quota's settings, and returns the pause now in
@@ -26,29 +28,15 @@ type Quota interface {
 	Pause(d time.Duration) time.Duration
 }
 
-// PriorityQuota is a Quota whose waiters are served by priority, then
-// arrival (prio: a Priority, higher first). The pipeline uses WaitPriority
-// when its Quota has it, and Wait otherwise.
-type PriorityQuota interface {
-	Quota
-	WaitPriority(ctx context.Context, prio int) (waited time.Duration, err error)
-}
-
-var _ PriorityQuota = (*ratelimit.Quota)(nil)
+var _ Quota = (*ratelimit.Quota)(nil)
 
 // waitQuota spends the attempt's quota token.
 func (p *Pipeline) waitQuota(st *reqState) (time.Duration, error) {
-	var waited time.Duration
-	var err error
-	if pq := p.pquota; pq != nil {
-		var prio Priority
-		if st.trace != nil {
-			prio = st.trace.Priority
-		}
-		waited, err = pq.WaitPriority(st.ctx, int(prio))
-	} else {
-		waited, err = p.quota.Wait(st.ctx)
+	var prio Priority
+	if st.trace != nil {
+		prio = st.trace.Priority
 	}
+	waited, err := p.quota.WaitPriority(st.ctx, int(prio))
 	if err == nil {
 		// Every granted attempt is a sample, an immediate grant a zero:
 		// the histogram then says which share of attempts waited.

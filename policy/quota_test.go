@@ -21,7 +21,7 @@ type storeQuota struct {
 	paused  atomic.Int64 // the last pause asked for, in ns
 }
 
-func (q *storeQuota) Wait(context.Context) (time.Duration, error) {
+func (q *storeQuota) WaitPriority(context.Context, int) (time.Duration, error) {
 	if q.tokens.Add(-1) < 0 {
 		q.tokens.Add(1)
 		return 0, &ratelimit.ExhaustedError{RetryAfter: 7 * time.Second}

@@ -9,9 +9,11 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/clock"
 	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
 // ClientObserver is what an Observer may also implement to count requests
@@ -32,7 +34,12 @@ type tierState struct {
 	name    string
 	cfg     *config.Tier
 	windows []config.Window
-	limiter *ratelimit.Limiter // nil when the tier has no rate_limits
+	// limiter holds the tier's buckets in this process; shared, on the
+	// store, is what routes with `rate_limit: { key: client, shared: true }`
+	// spend from (SPEC Part 3 "Client keys"). Both are nil when the tier
+	// has no rate_limits; shared is nil without a store.
+	limiter RateLimiter
+	shared  RateLimiter
 	conc    *clients.Concurrency
 	// priority is cfg.Priority, parsed once.
 	priority policy.Priority
@@ -50,7 +57,7 @@ type clientTable struct {
 // buildClients reads the keys file and makes the tiers. A keys file with
 // problems fails the build (a reload keeps the old table, keys included);
 // its problems carry FILE:LINE like the config's.
-func buildClients(cfg *config.Config, reg *lifecycle.Registry) (*clientTable, error) {
+func buildClients(cfg *config.Config, reg *lifecycle.Registry, sc *store.Client) (*clientTable, error) {
 	ct := &clientTable{header: http.CanonicalHeaderKey(cfg.Clients.Header), tiers: map[string]*tierState{}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tiers)) {
 		tc := cfg.Tiers[name]
@@ -60,10 +67,13 @@ func buildClients(cfg *config.Config, reg *lifecycle.Registry) (*clientTable, er
 			if len(ts.windows) > 0 {
 				// One bucket set per client id; ids come from the keys
 				// file, so the limiter holds at most that many keys.
-				ts.limiter = ratelimit.NewWindows(ts.windows)
+				ts.limiter = ratelimit.NewLimiter(ts.windows)
 			}
 			return ts
 		})
+		if ts := ct.tiers[name]; sc != nil && len(ts.windows) > 0 {
+			ts.shared = sharedTierLimiter(reg, sc, storeKey(cfg.Store), name, tc)
+		}
 	}
 	if f := cfg.Clients.KeysFile; f != "" {
 		keys, err := clients.Load(f, func(tier string) bool { return ct.tiers[tier] != nil })
@@ -128,10 +138,14 @@ func (s *Server) limitClient(r *http.Request, rq *request, t *table, rt *route) 
 		}
 		return s.takeRoute(r, rq, rt, rt.limiter, rt.name, rt.windows, t.trusted.clientIP(r))
 	}
-	if ts.limiter == nil {
+	limiter := ts.limiter
+	if rt.limit.Shared && ts.shared != nil {
+		limiter = ts.shared
+	}
+	if limiter == nil {
 		return true
 	}
-	if !s.takeRoute(r, rq, rt, ts.limiter, ts.name, ts.windows, rq.caller.ID) {
+	if !s.takeRoute(r, rq, rt, limiter, ts.name, ts.windows, rq.caller.ID) {
 		s.observeTier(rt.name, ts.name, "rate_limited")
 		return false
 	}
@@ -153,7 +167,7 @@ func (s *Server) takeRoute(r *http.Request, rq *request, rt *route, limiter Rate
 			s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, d.RetryAfter)
 			return false
 		}
-		if d.Wait > 0 && !sleepCtx(r.Context(), d.Wait) {
+		if !clock.Sleep(r.Context(), clock.Real, d.Wait) {
 			s.reject(rq, kindClientClosed, 0)
 			return false
 		}
@@ -213,10 +227,14 @@ func (t *table) tierUsage() []TierUsage {
 		ts := t.clients.tiers[name]
 		u := TierUsage{Name: name, Priority: ts.cfg.Priority, MaxConcurrent: ts.cfg.MaxConcurrent, Windows: ts.windows,
 			Clients: perTier[name], InFlight: ts.conc.InFlight()}
-		if ts.limiter != nil {
-			u.Tracked, u.Rejected = ts.limiter.Keys(), ts.limiter.Rejected()
+		for _, l := range []RateLimiter{ts.limiter, ts.shared} {
+			if l == nil {
+				continue
+			}
+			u.Tracked, u.Rejected = u.Tracked+l.Keys(), u.Rejected+l.Rejected()
+			u.RejectedBy = slices.Grow(u.RejectedBy, len(ts.windows))[:len(ts.windows)]
 			for i := range ts.windows {
-				u.RejectedBy = append(u.RejectedBy, ts.limiter.RejectedBy(i))
+				u.RejectedBy[i] += l.RejectedBy(i)
 			}
 		}
 		out = append(out, u)

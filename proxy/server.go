@@ -370,14 +370,3 @@ func headerSize(r *http.Request) int64 {
 	}
 	return int64(n)
 }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"time"
 
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
@@ -19,7 +20,7 @@ import (
 // gets is decided here, once per build, from the resolved config.
 
 // UpstreamQuota is an upstream quota as the pipeline and the admin API use
-// it: *ratelimit.Quota in this process, or *store.Quota shared by replicas.
+// it: a *ratelimit.Quota, over a bucket in this process or on the store.
 type UpstreamQuota interface {
 	policy.Quota
 	// Snapshot is the quota's state now, for /health and the dashboard.
@@ -28,9 +29,24 @@ type UpstreamQuota interface {
 
 var (
 	_ UpstreamQuota = (*ratelimit.Quota)(nil)
-	_ UpstreamQuota = (*store.Quota)(nil)
 	_ RateLimiter   = (*store.Limiter)(nil)
+	_ RateLimiter   = (*ratelimit.Limiter)(nil)
 )
+
+// quotaQueue reports an upstream quota's waiters as queue metrics, the
+// same whether its bucket is here or on the store.
+type quotaQueue struct {
+	obs      policy.Observer
+	upstream string
+}
+
+func (q quotaQueue) Waiting(prio, delta int) {
+	q.obs.QueueWaiting("quota", q.upstream, policy.Priority(prio), delta)
+}
+
+func (q quotaQueue) Waited(prio int, d time.Duration) {
+	q.obs.QueueWaited("quota", q.upstream, policy.Priority(prio), d)
+}
 
 // storeKey identifies a store's settings for the registry. config.Secret
 // marshals as [REDACTED], so the password enters as a digest: a rotated
@@ -64,18 +80,22 @@ func (storeClient) Retire() {} // the old table's requests still use it
 func (c storeClient) Close(context.Context) error { return c.Client.Close() }
 
 // sharedQuota is upstream name's quota on the store.
-func sharedQuota(reg *lifecycle.Registry, c *store.Client, key, name string, q config.Quota) UpstreamQuota {
-	return lifecycle.Get(reg, "quota/shared", name, []any{q, key}, func() *store.Quota { return store.NewQuota(c, name, q) })
+func sharedQuota(reg *lifecycle.Registry, c *store.Client, key, name string, q config.Quota, obs ratelimit.QueueObserver) UpstreamQuota {
+	return lifecycle.Get(reg, "quota/shared", name, []any{q, key}, func() *ratelimit.Quota { return store.NewQuota(c, name, q, obs) })
 }
 
 // sharedLimiter is route name's rate limit on the store.
 func sharedLimiter(reg *lifecycle.Registry, c *store.Client, key, name string, l *config.RateLimit) RateLimiter {
 	return lifecycle.Get(reg, "ratelimit/shared", name, []any{l, key}, func() *store.Limiter {
-		var ws []store.Window
-		for _, w := range l.Windows() {
-			ws = append(ws, store.Window{Rate: w.Rate, Burst: w.Burst})
-		}
-		return store.NewLimiter(c, name, ws...)
+		return store.NewLimiter(c, "rl", name, l.Windows()...)
+	})
+}
+
+// sharedTierLimiter is tier name's rate_limits on the store: one bucket
+// set per client id for every replica.
+func sharedTierLimiter(reg *lifecycle.Registry, c *store.Client, key, name string, tc *config.Tier) RateLimiter {
+	return lifecycle.Get(reg, "tier/shared", name, []any{tc, key}, func() *store.Limiter {
+		return store.NewLimiter(c, "tier", name, config.WindowsOf(tc.RateLimits)...)
 	})
 }
 

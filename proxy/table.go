@@ -115,6 +115,8 @@ type RateLimiter interface {
 	Take(key string, maxWait time.Duration) ratelimit.Decision
 	// Rejected counts the requests refused so far.
 	Rejected() uint64
+	// RejectedBy counts the refusals that window i (config order) decided.
+	RejectedBy(i int) uint64
 	// Keys is how many keys are tracked.
 	Keys() int
 }
@@ -129,16 +131,16 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		detectMax: min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
 		batches:   cfg.MCP.Batches == "allow",
 	}
-	ct, err := buildClients(cfg, reg)
-	if err != nil {
-		return nil, err
-	}
-	t.clients = ct
 	sc, err := s.buildStore(cfg, reg)
 	if err != nil {
 		return nil, err
 	}
 	t.store = sc
+	ct, err := buildClients(cfg, reg, sc)
+	if err != nil {
+		return nil, err
+	}
+	t.clients = ct
 	skey := ""
 	if sc != nil {
 		skey = storeKey(cfg.Store)
@@ -164,13 +166,12 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		}
 		if u.Quota != nil {
 			q := *u.Quota
+			obs := quotaQueue{obs: s.metrics, upstream: name}
 			if q.Shared && sc != nil {
-				up.quota = sharedQuota(reg, sc, skey, name, q)
+				up.quota = sharedQuota(reg, sc, skey, name, q, obs)
 			} else {
 				up.quota = lifecycle.Get(reg, "quota", name, q, func() *ratelimit.Quota {
-					return ratelimit.NewQuota(q, ratelimit.WithQueueObserver(
-						func(prio, delta int) { s.metrics.QueueWaiting("quota", name, policy.Priority(prio), delta) },
-						func(prio int, d time.Duration) { s.metrics.QueueWaited("quota", name, policy.Priority(prio), d) }))
+					return ratelimit.NewQuota(q, ratelimit.NewBucket(q), obs)
 				})
 			}
 		}
@@ -220,7 +221,7 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 			if len(rt.windows) > 0 && l.Shared && sc != nil {
 				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
 			} else if len(rt.windows) > 0 {
-				rt.limiter = lifecycle.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewWindows(rt.windows) })
+				rt.limiter = lifecycle.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
 			}
 			rt.limitKey = limitKey(l.Key, t.trusted)
 		}

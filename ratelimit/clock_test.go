@@ -1,30 +1,23 @@
 package ratelimit
 
 import (
-	"sync"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is a clock that moves only when told to; its timers fire as it does.
+type fakeClock = testkit.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
+func newFakeClock() *fakeClock { return testkit.NewClock() }
 
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
+// realQuota is a Quota over a local bucket on the real clock.
+func realQuota(cfg config.Quota) *Quota { return NewQuota(cfg, NewBucket(cfg), nil) }
 
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// fakeQuota is a Quota over a local bucket on clock.
+func fakeQuota(cfg config.Quota, clock *fakeClock) *Quota {
+	return newQuota(cfg, NewBucket(cfg), nil, clock)
 }
 
 // near reports whether got is within margin of want.

@@ -6,7 +6,8 @@
 package ratelimit
 
 import (
-	"encoding/binary"
+	"crypto/sha256"
+	"encoding/hex"
 	"hash/maphash"
 	"math"
 	"strings"
@@ -17,15 +18,22 @@ import (
 	"github.com/breakwater-proxy/breakwater/config"
 )
 
-const (
-	// maxKeyLen bounds the bytes a Limiter keeps per key. Keys come from
-	// client headers (key: header:NAME) that may be up to max_header_bytes
-	// long; a longer key is replaced by a 16-byte seeded digest, so that
-	// DefaultMaxKeys keys cannot cost more than a few dozen MiB. Two long
-	// keys sharing a digest would merely share a bucket, and the seed is
-	// per Limiter, so a client cannot aim for a collision.
-	maxKeyLen = 128
+// DefaultMaxKeys is how many keys a Limiter tracks.
+const DefaultMaxKeys = 100_000
 
+// DefaultIdleTTL is how long a Limiter keeps a key nobody uses, once its
+// buckets are full again.
+const DefaultIdleTTL = time.Minute
+
+// maxKeyLen bounds the bytes a limiter keeps per key, in this process or
+// on the store. Keys come from client headers (key: header:NAME) that may
+// be up to max_header_bytes long; a longer key is replaced by its digest
+// (BoundKey), so that DefaultMaxKeys keys cannot cost more than a few
+// dozen MiB. The digest is the same on every replica, so that a shared
+// limiter's long keys name one bucket for all of them.
+const maxKeyLen = 128
+
+const (
 	// shardCount splits a large Limiter so that Takes for different keys
 	// rarely wait for one another. Small limiters (tests, tiny caps) use a
 	// single shard so that their key cap and LRU order are exact.
@@ -40,20 +48,18 @@ const (
 // when every window has a token (a refused request spends from none). A
 // single window of Burst tokens refilled at Rate is Part 1's rate limit;
 // `rates: [60/1m, 1000/1h]` is two windows of 60 and 1000 tokens. The zero
-// value is not usable; call NewLimiter or NewWindows.
+// value is not usable; call NewLimiter.
 //
-// Memory is bounded: at most max-keys keys are kept (WithMaxKeys), the
-// least recently used one being forgotten to make room, and a key that has
-// been idle for the idle TTL (WithIdleTTL) with every bucket full again is
-// dropped at no cost, since new buckets for it would be just as full.
+// Memory is bounded: at most DefaultMaxKeys keys are kept, the least
+// recently used one being forgotten to make room, and a key that has been
+// idle for DefaultIdleTTL with every bucket full again is dropped at no
+// cost, since new buckets for it would be just as full.
 type Limiter struct {
 	windows []window // nil means no limit
 	idleTTL int64    // nanoseconds
 	now     func() time.Time
 	epoch   time.Time // bucket times are int64 nanoseconds since epoch
 	seed    maphash.Seed
-	digestA maphash.Seed
-	digestB maphash.Seed
 	shards  []shard
 
 	rejected   atomic.Uint64
@@ -134,29 +140,19 @@ type WindowState struct {
 	Wait time.Duration
 }
 
-// NewLimiter returns a Limiter of one window: rate with bursts of burst
-// tokens per key. A zero (or non-positive) rate means no limit: every
-// Take is allowed and no key is tracked. burst is the resolved config's
-// (at least 1: the config applies its default, rate.N, once).
-func NewLimiter(r config.Rate, burst int, opts ...Option) *Limiter {
-	if r.PerSecond() <= 0 {
-		return NewWindows(nil, opts...)
-	}
-	return NewWindows([]config.Window{{Rate: r, Burst: burst}}, opts...)
+// NewLimiter returns a Limiter over windows (config.RateLimit's Windows,
+// or config.WindowsOf a tier's rate_limits). No windows, or only zero
+// rates, means no limit: every Take is allowed and no key is tracked. It
+// tracks at most DefaultMaxKeys keys and forgets one idle for
+// DefaultIdleTTL once its buckets are full again.
+func NewLimiter(ws []config.Window) *Limiter {
+	return newLimiter(ws, time.Now, DefaultMaxKeys, DefaultIdleTTL)
 }
 
-// NewWindows returns a Limiter of several windows (config.RateLimit's
-// Windows, or config.WindowsOf a tier's rate_limits). No windows, or only
-// zero rates, means no limit.
-func NewWindows(ws []config.Window, opts ...Option) *Limiter {
-	o := buildOptions(opts)
-	l := &Limiter{
-		idleTTL: int64(o.idleTTL),
-		now:     o.clock,
-		seed:    maphash.MakeSeed(),
-		digestA: maphash.MakeSeed(),
-		digestB: maphash.MakeSeed(),
-	}
+// newLimiter is NewLimiter with its clock, key cap (the least recently
+// used key is forgotten to make room) and idle TTL.
+func newLimiter(ws []config.Window, now func() time.Time, maxKeys int, idleTTL time.Duration) *Limiter {
+	l := &Limiter{idleTTL: int64(idleTTL), now: now, seed: maphash.MakeSeed()}
 	for _, w := range ws {
 		if w.Rate.PerSecond() > 0 {
 			l.windows = append(l.windows, window{perNs: w.Rate.PerSecond() / 1e9, burst: float64(max(w.Burst, 1)), cfg: w})
@@ -165,13 +161,13 @@ func NewWindows(ws []config.Window, opts ...Option) *Limiter {
 	l.rejectedBy = make([]atomic.Uint64, len(l.windows))
 	l.epoch = l.now()
 	n := 1
-	if o.maxKeys >= shardCount*minKeysPerShard {
+	if maxKeys >= shardCount*minKeysPerShard {
 		n = shardCount
 	}
 	l.shards = make([]shard, n)
 	for i := range l.shards {
 		// Per-shard caps round down, so the total never exceeds maxKeys.
-		l.shards[i].max = o.maxKeys / n
+		l.shards[i].max = maxKeys / n
 		l.shards[i].buckets = make(map[string]*bucket)
 	}
 	return l
@@ -201,7 +197,7 @@ func (l *Limiter) Take(key string, maxWait time.Duration) Decision {
 	if len(l.windows) == 0 {
 		return Decision{Allowed: true}
 	}
-	key = l.boundedKey(key)
+	key = BoundKey(key)
 	t := int64(l.now().Sub(l.epoch))
 	sh := l.shardFor(key)
 
@@ -240,50 +236,70 @@ func (l *Limiter) newLevels(t int64) *bucket {
 
 // spend decides one Take; the shard lock is held.
 func (l *Limiter) spend(b *bucket, t int64, maxWait time.Duration) Decision {
-	var d Decision
 	var wait time.Duration
+	deciding := 0
 	for i := range l.windows {
 		w, lv := &l.windows[i], &b.w[i]
 		lv.tokens = min(w.burst, lv.tokens+float64(t-lv.at)*w.perNs)
 		lv.at = t
 		if need := w.durationFor(1 - lv.tokens); need > wait {
-			wait, d.Window = need, i // the window that keeps the caller longest decides
+			wait, deciding = need, i // the window that keeps the caller longest decides
 		}
 	}
-	switch {
-	case wait == 0:
-		d.Allowed = true
-	case wait <= maxWait:
-		d.Allowed, d.Wait = true, wait
-	default:
-		d.RetryAfter = wait
-	}
-	if d.Allowed {
+	allowed := wait <= max(maxWait, 0)
+	if allowed {
 		for i := range b.w {
 			b.w[i].tokens--
 		}
 	}
-	if len(l.windows) > 1 {
-		d.Windows = make([]WindowState, len(l.windows))
-	}
-	fewest, longest := math.MaxInt, time.Duration(-1)
+	states := make([]WindowState, len(l.windows))
 	var fullAt int64
 	for i := range l.windows {
-		st := l.state(b, i)
-		fullAt = max(fullAt, t+int64(st.Reset))
-		if d.Windows != nil {
-			d.Windows[i] = st
-		}
-		// An allowed caller hears of its tightest window: the fewest
-		// tokens left, then the longest wait for the next.
-		if d.Allowed && (st.Remaining < fewest || st.Remaining == fewest && st.Wait > longest) {
-			fewest, longest, d.Window = st.Remaining, st.Wait, i
-		}
+		states[i] = l.state(b, i)
+		fullAt = max(fullAt, t+int64(states[i].Reset))
 	}
-	st := l.state(b, d.Window)
-	d.Remaining, d.Reset = st.Remaining, st.Reset
 	b.fullAt = fullAt
+	return NewDecision(allowed, wait, deciding, states)
+}
+
+// NewDecision is the Decision of a Take over every window's state after
+// it (config order), for a limiter here or on the store: allowed after
+// sleeping wait, or refused (wait is then the RetryAfter) by window
+// refused. An allowed caller hears of its tightest window: the fewest
+// tokens left, then the longest wait for the next.
+func NewDecision(allowed bool, wait time.Duration, refused int, states []WindowState) Decision {
+	d := Decision{Allowed: allowed, Window: refused}
+	if allowed {
+		d.Wait = wait
+		fewest, longest := math.MaxInt, time.Duration(-1)
+		for i, st := range states {
+			if st.Remaining < fewest || st.Remaining == fewest && st.Wait > longest {
+				fewest, longest, d.Window = st.Remaining, st.Wait, i
+			}
+		}
+	} else {
+		d.RetryAfter = wait
+	}
+	if d.Window < len(states) {
+		d.Remaining, d.Reset = states[d.Window].Remaining, states[d.Window].Reset
+	}
+	if len(states) > 1 {
+		d.Windows = states
+	}
 	return d
+}
+
+// Share is one replica's share of windows while the store that shares
+// them is away: the same tokens over a period replicas times as long, and
+// the burst divided (at least 1).
+func Share(ws []config.Window, replicas int) []config.Window {
+	out := make([]config.Window, len(ws))
+	for i, w := range ws {
+		w.Rate.Period *= time.Duration(max(replicas, 1))
+		w.Burst = max(w.Burst/max(replicas, 1), 1)
+		out[i] = w
+	}
+	return out
 }
 
 // state is window i of b as a Decision reports it.
@@ -309,14 +325,14 @@ func (w *window) durationFor(n float64) time.Duration {
 	return time.Duration(ns)
 }
 
-func (l *Limiter) boundedKey(key string) string {
+// BoundKey is key, or its 128-bit SHA-256 digest (hex, after "#") when
+// key is longer than maxKeyLen.
+func BoundKey(key string) string {
 	if len(key) <= maxKeyLen {
 		return key
 	}
-	var d [16]byte
-	binary.LittleEndian.PutUint64(d[:8], maphash.String(l.digestA, key))
-	binary.LittleEndian.PutUint64(d[8:], maphash.String(l.digestB, key))
-	return string(d[:])
+	sum := sha256.Sum256([]byte(key))
+	return "#" + hex.EncodeToString(sum[:16])
 }
 
 func (l *Limiter) shardFor(key string) *shard {

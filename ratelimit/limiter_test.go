@@ -17,7 +17,7 @@ var fivePerSecond = config.Rate{N: 5, Period: time.Second}
 
 func TestLimiterBurstThenRejects(t *testing.T) {
 	clock := newFakeClock()
-	l := NewLimiter(fivePerSecond, 5, WithClock(clock.Now))
+	l := oneWindow(fivePerSecond, 5, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 
 	for i := range 10 {
 		d := l.Take("10.0.0.1", 0)
@@ -87,7 +87,7 @@ func TestLimiterBurstThenRejects(t *testing.T) {
 
 func TestLimiterKeysAreIsolated(t *testing.T) {
 	clock := newFakeClock()
-	l := NewLimiter(fivePerSecond, 5, WithClock(clock.Now))
+	l := oneWindow(fivePerSecond, 5, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 	for _, key := range []string{"a", "b", ""} {
 		for i := range 5 {
 			if d := l.Take(key, 0); !d.Allowed {
@@ -107,7 +107,7 @@ func TestLimiterKeysAreIsolated(t *testing.T) {
 
 func TestLimiterMaxWaitReservesAToken(t *testing.T) {
 	clock := newFakeClock()
-	l := NewLimiter(fivePerSecond, 1, WithClock(clock.Now))
+	l := oneWindow(fivePerSecond, 1, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 
 	if d := l.Take("k", 500*time.Millisecond); !d.Allowed || d.Wait != 0 {
 		t.Fatalf("first take: %+v, want allowed at once", d)
@@ -143,7 +143,7 @@ func TestLimiterMaxWaitReservesAToken(t *testing.T) {
 }
 
 func TestLimiterZeroRateIsNoLimit(t *testing.T) {
-	l := NewLimiter(config.Rate{}, 0)
+	l := NewLimiter(nil)
 	for range 1000 {
 		if d := l.Take("k", 0); !d.Allowed {
 			t.Fatalf("zero rate rejected: %+v", d)
@@ -161,7 +161,7 @@ func TestLimiterZeroRateIsNoLimit(t *testing.T) {
 
 func TestLimiterEvictsLeastRecentlyUsed(t *testing.T) {
 	clock := newFakeClock()
-	l := NewLimiter(config.Rate{N: 1, Period: time.Hour}, 1, WithMaxKeys(3), WithClock(clock.Now))
+	l := oneWindow(config.Rate{N: 1, Period: time.Hour}, 1, clock.Now, 3, DefaultIdleTTL)
 	for _, k := range []string{"a", "b", "c"} {
 		l.Take(k, 0) // each bucket is now empty for an hour
 	}
@@ -185,7 +185,7 @@ func TestLimiterForgetsIdleFullKeys(t *testing.T) {
 	clock := newFakeClock()
 	slow := config.Rate{N: 1, Period: time.Minute}
 	// A small cap means one shard: every Take sweeps where the idle keys are.
-	l := NewLimiter(slow, 5, WithMaxKeys(1000), WithIdleTTL(10*time.Second), WithClock(clock.Now))
+	l := oneWindow(slow, 5, clock.Now, 1000, 10*time.Second)
 
 	for i := range 20 {
 		l.Take(fmt.Sprint("client-", i), 0) // each bucket: 4 of 5, full again in 1m
@@ -216,7 +216,7 @@ func TestLimiterKeyFloodIsBounded(t *testing.T) {
 	const maxGrowth = 40 << 20 // bytes; measured ≈ 25 MiB for 100 000 keys
 
 	before := heapAfterGC()
-	l := NewLimiter(config.Rate{N: 10, Period: time.Second}, 20)
+	l := oneWindow(config.Rate{N: 10, Period: time.Second}, 20, time.Now, DefaultMaxKeys, DefaultIdleTTL)
 	for i := range keys {
 		l.Take(fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), 0)
 	}
@@ -235,7 +235,7 @@ func TestLimiterKeyFloodIsBounded(t *testing.T) {
 func TestLimiterLongKeysAreBounded(t *testing.T) {
 	const keys = 2000
 	before := heapAfterGC()
-	l := NewLimiter(fivePerSecond, 5, WithClock(newFakeClock().Now))
+	l := oneWindow(fivePerSecond, 5, newFakeClock().Now, DefaultMaxKeys, DefaultIdleTTL)
 	long := strings.Repeat("x", 16<<10)
 	for i := range keys {
 		l.Take(fmt.Sprint(i, long), 0)
@@ -258,7 +258,7 @@ func TestLimiterLongKeysAreBounded(t *testing.T) {
 
 func TestLimiterConcurrentTakesNeverOverspend(t *testing.T) {
 	clock := newFakeClock() // frozen: exactly the burst may be taken
-	l := NewLimiter(config.Rate{N: 1, Period: time.Hour}, 50, WithClock(clock.Now))
+	l := oneWindow(config.Rate{N: 1, Period: time.Hour}, 50, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -290,7 +290,7 @@ func heapAfterGC() uint64 {
 
 func BenchmarkLimiterTakeExistingKey(b *testing.B) {
 	// A rate that never limits: the cost of the limiter itself on a route.
-	l := NewLimiter(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000)
+	l := oneWindow(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Now, DefaultMaxKeys, DefaultIdleTTL)
 	keys := make([]string, 1024)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("192.168.%d.%d", i>>8, i&0xff)
@@ -311,9 +311,14 @@ func BenchmarkLimiterTakeExistingKey(b *testing.B) {
 }
 
 func BenchmarkLimiterTakeOneKey(b *testing.B) {
-	l := NewLimiter(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000)
+	l := oneWindow(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Now, DefaultMaxKeys, DefaultIdleTTL)
 	b.ReportAllocs()
 	for b.Loop() {
 		l.Take("10.1.2.3", 0)
 	}
+}
+
+// oneWindow is a Limiter of one window: rate with bursts of burst.
+func oneWindow(rate config.Rate, burst int, now func() time.Time, maxKeys int, idleTTL time.Duration) *Limiter {
+	return newLimiter([]config.Window{{Rate: rate, Burst: burst}}, now, maxKeys, idleTTL)
 }

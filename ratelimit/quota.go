@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/clock"
 )
 
 // Quota is an upstream's own limit: one per upstream, shared by every route
@@ -18,42 +19,66 @@ import (
 // Callers that waited are let go at least one token interval apart in
 // real time, even when a timer fires late (see release), so that a quota
 // set to an upstream's own per-second limit keeps within it.
+// Its tokens come from a TokenSource: a Bucket here, or one on the store.
 // The zero value is not usable; call NewQuota.
-//
-// Why not golang.org/x/time/rate here, as Limiter does: a Quota must give a
-// token back without holding its Reservation (Refund), and must grant tokens
-// no earlier than a pause's end. rate.Limiter can do neither: a reservation
-// made "at" a future time and one made now would count the time between
-// twice. The bucket below is the same arithmetic, evaluated at a time that
-// never goes backwards.
 type Quota struct {
+	src      TokenSource
 	perSec   float64 // tokens per second; 0 means no limit, only pauses
-	burst    float64
+	burst    int
 	maxWait  time.Duration
 	honor    bool
 	maxPause time.Duration
 	rate     string
-	now      func() time.Time
+	clock    clock.Clock
+	obs      QueueObserver
 
 	mu          sync.Mutex
-	tokens      float64   // may be negative: tokens promised to waiters
-	last        time.Time // when tokens was computed; never goes backwards
-	pausedUntil time.Time
+	pausedUntil time.Time     // the latest pause this process knows of
 	pauseCh     chan struct{} // closed, and replaced, when a pause is extended
 	lastSlept   time.Time     // when the last caller that slept for its token was let go
 	// waiters sleep for their tokens, in the order they are served: by
-	// priority, then arrival. Their grant times (slots) are the bucket's
+	// priority, then arrival. Their grant times (slots) are the source's
 	// promises and ascend along the slice; a higher-priority arrival takes
 	// the slot of the first lower-priority waiter, which moves one slot
-	// down, and so on (see queue).
+	// down, and so on (see reserve).
 	waiters []*quotaWaiter
-
-	onWaiting func(prio, delta int)           // nil: not reported
-	onWaited  func(prio int, d time.Duration) // nil: not reported
 
 	waiting   atomic.Int64
 	exhausted atomic.Uint64
 }
+
+// TokenSource is where a Quota's tokens come from: a Bucket in this
+// process, or a bucket on a store shared by replicas. The Quota does the
+// rest — the queue by priority, pauses, pacing, waiting, counting — the
+// same for either.
+type TokenSource interface {
+	// Take reserves one token, due no earlier than at (now, or the end of
+	// a pause this process knows of); if it would be due after limit (zero:
+	// no limit) and after now, it spends nothing and returns *ExhaustedError.
+	Take(now, at, limit time.Time) (due time.Time, err error)
+	// Refund gives back a token Take granted.
+	Refund()
+	// Pause holds every token back for d from now for everyone who shares
+	// the source, and returns the pause in force (at least d).
+	Pause(now time.Time, d time.Duration) time.Duration
+	// Level is the tokens free now and what remains of a pause, as the
+	// source knows them.
+	Level(now time.Time) (tokens float64, paused time.Duration)
+}
+
+// QueueObserver hears of a Quota's sleepers: Waiting(prio, 1) when a
+// caller starts sleeping for its token and Waiting(prio, -1) when it stops,
+// and Waited(prio, d) with the time it spent, served or not. Only callers
+// that sleep are reported.
+type QueueObserver interface {
+	Waiting(prio, delta int)
+	Waited(prio int, d time.Duration)
+}
+
+type nopQueue struct{}
+
+func (nopQueue) Waiting(int, int)          {}
+func (nopQueue) Waited(int, time.Duration) {}
 
 // quotaWaiter is one caller sleeping for its token.
 type quotaWaiter struct {
@@ -61,7 +86,7 @@ type quotaWaiter struct {
 	grantAt  time.Time // its slot: moved by arrivals ahead of it and by leavers
 	deadline time.Time // the latest slot it can use (start + its budget)
 	shed     *ExhaustedError
-	moved    chan struct{} // buffered 1: grantAt or shed changed
+	moved    chan struct{} // buffered 1: grantAt, shed or the pause changed
 }
 
 // ExhaustedError is returned by Quota.Wait when no token can be had within
@@ -96,33 +121,24 @@ type QuotaSnapshot struct {
 	Exhausted uint64
 }
 
-// NewQuota returns a Quota for cfg. Its bucket starts full. A zero rate
-// means no token limit (only pauses apply); burst < 1 means 1; max_wait <= 0
-// means never wait: a token must be free at once. With honor_retry_after,
-// Pause is capped at max_pause, and max_pause <= 0 means no pause at all.
-// Only WithClock applies.
-func NewQuota(cfg config.Quota, opts ...Option) *Quota {
-	o := buildOptions(opts)
-	q := &Quota{
-		perSec:    cfg.Rate.PerSecond(),
-		burst:     float64(max(cfg.Burst, 1)),
-		maxWait:   max(cfg.MaxWait.D(), 0),
-		honor:     cfg.HonorRetryAfter,
-		maxPause:  cfg.MaxPause.D(),
-		rate:      cfg.Rate.String(),
-		now:       o.clock,
-		pauseCh:   make(chan struct{}),
-		onWaiting: o.queueWaiting,
-		onWaited:  o.queueWaited,
-	}
-	q.tokens = q.burst
-	q.last = q.now()
-	return q
+// NewQuota returns a Quota for cfg whose tokens come from src
+// (NewBucket(cfg) for one in this process). max_wait <= 0 means never
+// wait: a token must be free at once. With honor_retry_after, Pause is
+// capped at max_pause, and max_pause <= 0 means no pause at all. obs nil
+// reports nothing.
+func NewQuota(cfg config.Quota, src TokenSource, obs QueueObserver) *Quota {
+	return newQuota(cfg, src, obs, clock.Real)
 }
 
-// Wait is WaitPriority at priority 0.
-func (q *Quota) Wait(ctx context.Context) (waited time.Duration, err error) {
-	return q.WaitPriority(ctx, 0)
+func newQuota(cfg config.Quota, src TokenSource, obs QueueObserver, c clock.Clock) *Quota {
+	if obs == nil {
+		obs = nopQueue{}
+	}
+	return &Quota{
+		src: src, perSec: cfg.Rate.PerSecond(), burst: max(cfg.Burst, 1), maxWait: max(cfg.MaxWait.D(), 0),
+		honor: cfg.HonorRetryAfter, maxPause: cfg.MaxPause.D(), rate: cfg.Rate.String(),
+		clock: c, obs: obs, pauseCh: make(chan struct{}),
+	}
 }
 
 // WaitPriority blocks until a token is granted, and reports how long it
@@ -141,19 +157,20 @@ func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duratio
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	start := q.now()
+	start := q.clock.Now()
 	budget := q.maxWait
 	if dl, ok := ctx.Deadline(); ok {
 		budget = min(budget, dl.Sub(start))
 	}
+	since := func() time.Duration { return max(q.clock.Now().Sub(start), 0) }
 	slept := false
 	defer func() {
-		if slept && q.onWaited != nil {
-			q.onWaited(prio, q.now().Sub(start))
+		if slept {
+			q.obs.Waited(prio, since())
 		}
 	}()
 	for {
-		now, w, pauseCh, err := q.reserve(start, budget, prio)
+		w, err := q.reserve(start, budget, prio)
 		if err != nil {
 			return 0, err
 		}
@@ -161,28 +178,48 @@ func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duratio
 			if !slept {
 				return 0, nil // granted at once: no wait to report
 			}
-			return max(now.Sub(start), 0), nil
+			return since(), nil
 		}
 		slept = true
-		retry, err := q.sleep(ctx, w, pauseCh)
+		retry, err := q.sleep(ctx, w)
+		if err == nil && !retry {
+			retry, err = q.pace(ctx, w.grantAt)
+		}
 		if err != nil {
-			return q.now().Sub(start), err
+			return since(), err
 		}
 		if !retry {
-			now, paceAt, pauseCh := q.release()
-			if !paceAt.After(now) {
-				return max(now.Sub(start), 0), nil
-			}
-			if retry, err = q.sleepUntil(ctx, paceAt.Sub(now), paceAt, pauseCh); err != nil {
-				return q.now().Sub(start), err
-			}
-			if !retry {
-				return max(q.now().Sub(start), 0), nil
-			}
+			return since(), nil
 		}
-		// A pause now ends after our grant: the token we hold was given back;
-		// queue again behind the pause, within what is left of the budget.
+		// A pause now ends after our grant: the token we held was given
+		// back; queue again behind the pause, within what is left of the budget.
 	}
+}
+
+// pace lets go a caller that slept until its token's time (grantAt), no
+// sooner than one token interval after the previous such caller, sleeping
+// until then if need be (see release); retry and err as sleep's.
+func (q *Quota) pace(ctx context.Context, grantAt time.Time) (retry bool, err error) {
+	now, paceAt, pauseCh := q.release()
+	for paceAt.After(now) {
+		out := clock.Wait(ctx, q.clock, paceAt.Sub(now), pauseCh)
+		if out == clock.Done {
+			q.src.Refund()
+			return false, ctx.Err()
+		}
+		if q.pausedAfter(grantAt) {
+			q.src.Refund()
+			return true, nil
+		}
+		if out == clock.Elapsed {
+			break
+		}
+		q.mu.Lock()
+		pauseCh = q.pauseCh // a pause that ends before our time: sleep on
+		q.mu.Unlock()
+		now = q.clock.Now()
+	}
+	return false, nil
 }
 
 // release lets go a caller that slept until its token's time, no sooner
@@ -198,7 +235,7 @@ func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duratio
 // instead, the lateness is passed down the queue rather than made up: what
 // is sent never runs faster than the rate, only now and then a hair slower.
 func (q *Quota) release() (now, paceAt time.Time, pauseCh <-chan struct{}) {
-	now = q.now()
+	now = q.clock.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.perSec <= 0 {
@@ -212,79 +249,81 @@ func (q *Quota) release() (now, paceAt time.Time, pauseCh <-chan struct{}) {
 	return now, now, nil
 }
 
-// reserve takes a token and says when it may be used: now (w nil), or at
-// the slot of the waiter w it queued (at priority prio); or, if that is
-// later than start+budget, takes nothing and returns *ExhaustedError.
-func (q *Quota) reserve(start time.Time, budget time.Duration, prio int) (now time.Time, w *quotaWaiter, pauseCh <-chan struct{}, err error) {
-	now = q.now()
+// reserve takes a token from the source and says when it may be used: now
+// (w nil), or at the slot of the waiter w it queued (at priority prio);
+// or, if that is later than start+budget, takes nothing and returns
+// *ExhaustedError.
+func (q *Quota) reserve(start time.Time, budget time.Duration, prio int) (w *quotaWaiter, err error) {
+	now := q.clock.Now()
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	// Tokens are reckoned at a time that never goes backwards and is never
-	// inside a pause: during one, every reservation is made as of its end,
-	// so the waiters it releases are spread at the rate, not let go at once.
-	at := now
-	if q.pausedUntil.After(at) {
-		at = q.pausedUntil
+	// Tokens are reckoned never inside a pause: during one, every
+	// reservation is made as of its end, so the waiters it releases are
+	// spread at the rate, not let go at once.
+	at := later(now, q.pausedUntil)
+	// The source may refuse at once what would come too late, unless the
+	// arrival can take a lower-priority waiter's earlier slot.
+	limit := start.Add(budget)
+	if n := len(q.waiters); n > 0 && q.waiters[n-1].prio < prio {
+		limit = time.Time{}
 	}
-	grantAt := at
+	q.mu.Unlock()
+	grantAt, err := q.src.Take(now, at, limit)
+	if err != nil {
+		q.exhausted.Add(1)
+		return nil, err
+	}
+	q.mu.Lock()
 	if q.perSec > 0 {
-		q.advance(at)
-		if q.last.After(grantAt) {
-			grantAt = q.last
-		}
-		q.tokens--
-		if q.tokens < 0 {
-			grantAt = grantAt.Add(q.durationFor(-q.tokens))
-		}
 		// Not within one interval of a sleeper released late (see release).
-		if next := q.lastSlept.Add(q.durationFor(1)); next.After(grantAt) {
-			grantAt = next
-		}
+		grantAt = later(grantAt, q.lastSlept.Add(q.durationFor(1)))
 		// Nor of the last slot promised: two waiters held back to the same
 		// time by the rule above would otherwise share a slot, and which
 		// goes first would be the timers' choice, not their priority.
 		if n := len(q.waiters); n > 0 {
-			if next := q.waiters[n-1].grantAt.Add(q.durationFor(1)); next.After(grantAt) {
-				grantAt = next
-			}
+			grantAt = later(grantAt, q.waiters[n-1].grantAt.Add(q.durationFor(1)))
 		}
 	}
 	if !grantAt.After(now) {
-		return now, nil, nil, nil
+		q.mu.Unlock()
+		return nil, nil
 	}
 	// The new slot joins the others; the arrival takes the one at its place
 	// in line, which is earlier than the new slot when it goes ahead of
 	// lower-priority waiters.
-	pos := len(q.waiters)
-	for pos > 0 && q.waiters[pos-1].prio < prio {
-		pos--
-	}
 	slots := make([]time.Time, 0, len(q.waiters)+1)
 	for _, o := range q.waiters {
 		slots = append(slots, o.grantAt)
 	}
 	i, _ := slices.BinarySearchFunc(slots, grantAt, time.Time.Compare)
 	slots = slices.Insert(slots, i, grantAt)
-	if slots[pos].Sub(start) > budget {
-		if q.perSec > 0 {
-			q.tokens++ // nothing else happened under the lock: an exact undo
-		}
-		q.exhausted.Add(1)
-		return now, nil, nil, &ExhaustedError{RetryAfter: max(slots[pos].Sub(now), 0), Paused: q.pausedUntil.After(now)}
-	}
 	w = &quotaWaiter{prio: prio, deadline: start.Add(budget), moved: make(chan struct{}, 1)}
-	q.waiters = slices.Insert(q.waiters, pos, w)
+	q.waiters = QueueByPriority(q.waiters, w, func(w *quotaWaiter) int { return w.prio })
+	pos := slices.Index(q.waiters, w)
+	if slots[pos].Sub(start) > budget {
+		q.waiters = slices.Delete(q.waiters, pos, pos+1)
+		ex := &ExhaustedError{RetryAfter: max(slots[pos].Sub(now), 0), Paused: q.pausedUntil.After(now)}
+		q.mu.Unlock()
+		q.src.Refund()
+		q.exhausted.Add(1)
+		return nil, ex
+	}
 	q.assign(slots, w)
 	// The waiters pushed back that no longer fit their own wait are shed,
 	// newest first; each gives its token back, so those behind it move up.
+	shed := 0
 	for j := len(q.waiters) - 1; j > pos; j-- {
 		if o := q.waiters[j]; o.grantAt.After(o.deadline) {
 			o.shed = &ExhaustedError{RetryAfter: max(o.grantAt.Sub(now), 0), Paused: q.pausedUntil.After(now)}
 			q.exhausted.Add(1)
 			q.leave(j)
+			shed++
 		}
 	}
-	return now, w, q.pauseCh, nil
+	q.mu.Unlock()
+	for range shed {
+		q.src.Refund()
+	}
+	return w, nil
 }
 
 // assign gives the waiters their slots (ascending, one each) and tells
@@ -300,8 +339,9 @@ func (q *Quota) assign(slots []time.Time, self *quotaWaiter) {
 	}
 }
 
-// leave removes waiter i and gives its token back: every waiter behind it
-// moves up one slot, and the last slot is free again. q.mu is held.
+// leave removes waiter i, whose token the caller gives back (outside
+// q.mu): every waiter behind it moves up one slot, and the last slot is
+// free again. q.mu is held.
 func (q *Quota) leave(i int) {
 	gone := q.waiters[i]
 	for j := len(q.waiters) - 1; j > i; j-- {
@@ -310,9 +350,6 @@ func (q *Quota) leave(i int) {
 	}
 	q.waiters = slices.Delete(q.waiters, i, i+1)
 	gone.notify()
-	if q.perSec > 0 {
-		q.tokens = min(q.tokens+1, q.burst)
-	}
 }
 
 // served removes waiter w, whose slot came, keeping the others' slots.
@@ -335,93 +372,40 @@ func (w *quotaWaiter) notify() {
 // token is then given back, for the caller to queue again. On ctx's end
 // it gives the token back and returns ctx.Err(); shed, it returns the
 // *ExhaustedError.
-func (q *Quota) sleep(ctx context.Context, w *quotaWaiter, pauseCh <-chan struct{}) (retry bool, err error) {
+func (q *Quota) sleep(ctx context.Context, w *quotaWaiter) (retry bool, err error) {
 	q.waiting.Add(1)
 	defer q.waiting.Add(-1)
-	if q.onWaiting != nil {
-		q.onWaiting(w.prio, 1)
-		defer q.onWaiting(w.prio, -1)
-	}
-	q.mu.Lock()
-	timer := time.NewTimer(w.grantAt.Sub(q.now()))
-	q.mu.Unlock()
-	defer timer.Stop()
+	q.obs.Waiting(w.prio, 1)
+	defer q.obs.Waiting(w.prio, -1)
 	for {
-		select {
-		case <-timer.C:
-		case <-w.moved:
-		case <-pauseCh:
-		case <-ctx.Done():
-			q.mu.Lock()
-			defer q.mu.Unlock()
-			if w.shed == nil {
-				if i := slices.Index(q.waiters, w); i >= 0 {
-					q.leave(i)
-				}
-			}
-			return false, ctx.Err()
-		}
+		q.mu.Lock()
+		d := w.grantAt.Sub(q.clock.Now())
+		q.mu.Unlock()
+		done := clock.Wait(ctx, q.clock, d, w.moved) == clock.Done
 		q.mu.Lock()
 		if w.shed != nil {
 			q.mu.Unlock()
 			return false, w.shed
 		}
-		pauseCh = q.pauseCh
-		if q.pausedUntil.After(w.grantAt) {
-			// The timer and a new pause may be ready at once: a pause that
-			// ends after the slot always wins.
+		// The timer and a new pause may be ready at once: a pause that
+		// ends after the slot always wins.
+		if done || q.pausedUntil.After(w.grantAt) {
 			if i := slices.Index(q.waiters, w); i >= 0 {
 				q.leave(i)
 			}
 			q.mu.Unlock()
+			q.src.Refund()
+			if done {
+				return false, ctx.Err()
+			}
 			return true, nil
 		}
-		d := w.grantAt.Sub(q.now())
-		if d <= 0 {
+		if !w.grantAt.After(q.clock.Now()) {
 			q.served(w)
 			q.mu.Unlock()
 			return false, nil
 		}
 		q.mu.Unlock()
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(d)
-	}
-}
-
-// sleepUntil waits d, until grantAt, for a token already granted (the
-// pacing of release). It returns retry=true when a pause that ends after
-// grantAt began meanwhile: the token is then given back, for the caller
-// to queue again. On ctx's end it gives the token back and returns
-// ctx.Err().
-func (q *Quota) sleepUntil(ctx context.Context, d time.Duration, grantAt time.Time, pauseCh <-chan struct{}) (retry bool, err error) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case <-timer.C:
-			if q.pausedAfter(grantAt) {
-				q.Refund()
-				return true, nil
-			}
-			return false, nil
-		case <-ctx.Done():
-			q.Refund()
-			return false, ctx.Err()
-		case <-pauseCh:
-			q.mu.Lock()
-			later := q.pausedUntil.After(grantAt)
-			pauseCh = q.pauseCh
-			q.mu.Unlock()
-			if later {
-				q.Refund()
-				return true, nil
-			}
-		}
 	}
 }
 
@@ -432,24 +416,16 @@ func (q *Quota) pausedAfter(t time.Time) bool {
 	return q.pausedUntil.After(t)
 }
 
-// advance adds the tokens earned between q.last and at. q.mu is held.
-func (q *Quota) advance(at time.Time) {
-	if !at.After(q.last) {
-		return
-	}
-	q.tokens = min(q.tokens+at.Sub(q.last).Seconds()*q.perSec, q.burst)
-	q.last = at
-}
-
 func (q *Quota) durationFor(tokens float64) time.Duration {
 	return time.Duration(tokens / q.perSec * float64(time.Second))
 }
 
 // Pause honours an upstream's Retry-After: no token is granted until now+d,
-// d being capped at max_pause. A shorter pause never shortens a longer one
-// already in force. It does nothing when honor_retry_after is false or
-// d <= 0. Waiting callers whose token would come before the new end wait
-// on, or fail with a Paused *ExhaustedError when it no longer fits.
+// d being capped at max_pause, by this process or (a shared source) any
+// other. A shorter pause never shortens a longer one already in force. It
+// does nothing when honor_retry_after is false or d <= 0. Waiting callers
+// whose token would come before the new end wait on, or fail with a Paused
+// *ExhaustedError when it no longer fits.
 //
 // It returns the pause now in force from this call on: d capped at
 // max_pause, or longer when an earlier pause ends later; 0 when nothing is
@@ -459,49 +435,55 @@ func (q *Quota) Pause(d time.Duration) time.Duration {
 	if !q.honor || d <= 0 || q.maxPause <= 0 {
 		return 0
 	}
-	now := q.now()
-	until := now.Add(min(d, q.maxPause))
+	now := q.clock.Now()
+	inForce := q.src.Pause(now, min(d, q.maxPause))
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if until.After(q.pausedUntil) {
+	if until := now.Add(inForce); until.After(q.pausedUntil) {
 		q.pausedUntil = until
 		close(q.pauseCh)
 		q.pauseCh = make(chan struct{})
+		for _, w := range q.waiters {
+			w.notify()
+		}
 	}
 	return q.pausedUntil.Sub(now)
 }
 
-// Refund gives back a token that Wait granted for an attempt that was never
-// sent (cancelled before it was dialled, say). The bucket never holds more
-// than burst tokens.
-func (q *Quota) Refund() {
-	if q.perSec <= 0 {
-		return
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.tokens = min(q.tokens+1, q.burst)
-}
+// Refund gives back a token Wait granted for an attempt that was never
+// sent (cancelled before it was dialled, say).
+func (q *Quota) Refund() { q.src.Refund() }
 
 // Snapshot returns the Quota's state now.
 func (q *Quota) Snapshot() QuotaSnapshot {
-	now := q.now()
+	now := q.clock.Now()
+	tokens, paused := q.src.Level(now)
 	q.mu.Lock()
-	tokens := q.tokens
-	if q.perSec > 0 && now.After(q.last) {
-		tokens = min(tokens+now.Sub(q.last).Seconds()*q.perSec, q.burst)
-	}
-	paused := max(q.pausedUntil.Sub(now), 0)
+	paused = max(paused, q.pausedUntil.Sub(now), 0)
 	q.mu.Unlock()
-	if q.perSec <= 0 {
-		tokens = q.burst
-	}
 	return QuotaSnapshot{
 		Tokens:    max(tokens, 0),
-		Burst:     int(q.burst),
+		Burst:     q.burst,
 		Rate:      q.rate,
 		PausedFor: paused,
 		Waiting:   int(q.waiting.Load()),
 		Exhausted: q.exhausted.Load(),
 	}
+}
+
+// QueueByPriority inserts w into queue, which is in the order its waiters
+// are served: after every waiter of the same or a higher priority.
+func QueueByPriority[T any](queue []T, w T, prio func(T) int) []T {
+	i := len(queue)
+	for i > 0 && prio(queue[i-1]) < prio(w) {
+		i--
+	}
+	return slices.Insert(queue, i, w)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

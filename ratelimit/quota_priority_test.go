@@ -36,8 +36,9 @@ func queueFor(q *Quota, prio int, label string, out chan<- grant) {
 // The Bar of issue 15 for quota tokens: three low-priority waiters queued
 // before three high-priority ones get their tokens after them.
 func TestQuotaServesByPriorityThenArrival(t *testing.T) {
-	q := NewQuota(quotaConfig(config.Rate{N: 20, Period: time.Second}, 1, time.Minute))
-	if _, err := q.Wait(context.Background()); err != nil { // the burst token
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 20, Period: time.Second}, 1, time.Minute), clock)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil { // the burst token
 		t.Fatal(err)
 	}
 	out := make(chan grant, 6)
@@ -49,7 +50,9 @@ func TestQuotaServesByPriorityThenArrival(t *testing.T) {
 		queueFor(q, 1, l, out)
 		waitingFor(t, q, 4+i)
 	}
+	// A token every 50ms on the clock: each step lets exactly one go.
 	for i, want := range []string{"high1", "high2", "high3", "low1", "low2", "low3"} {
+		clock.Advance(50 * time.Millisecond)
 		g := <-out
 		if g.err != nil || g.label != want {
 			t.Fatalf("token #%d went to %s (%v), want %s", i, g.label, g.err, want)
@@ -63,8 +66,8 @@ func TestQuotaServesByPriorityThenArrival(t *testing.T) {
 func TestQuotaShedsNewestLowerPriorityForHigher(t *testing.T) {
 	// A token every 500ms, waits of at most 1.25s: low1 is due at 0.5s,
 	// low2 at 1s; high alone would be due at 1.5s, too late.
-	q := NewQuota(quotaConfig(config.Rate{N: 2, Period: time.Second}, 1, 1250*time.Millisecond))
-	_, _ = q.Wait(context.Background())
+	q := realQuota(quotaConfig(config.Rate{N: 2, Period: time.Second}, 1, 1250*time.Millisecond))
+	_, _ = q.WaitPriority(context.Background(), 0)
 	out := make(chan grant, 3)
 	queueFor(q, -1, "low1", out)
 	waitingFor(t, q, 1)
@@ -89,8 +92,8 @@ func TestQuotaShedsNewestLowerPriorityForHigher(t *testing.T) {
 // An arrival of the same or a lower priority never displaces anyone: it
 // is turned away as before when its own token would come too late.
 func TestQuotaEqualPriorityDoesNotShed(t *testing.T) {
-	q := NewQuota(quotaConfig(config.Rate{N: 2, Period: time.Second}, 1, 1250*time.Millisecond))
-	_, _ = q.Wait(context.Background())
+	q := realQuota(quotaConfig(config.Rate{N: 2, Period: time.Second}, 1, 1250*time.Millisecond))
+	_, _ = q.WaitPriority(context.Background(), 0)
 	out := make(chan grant, 2)
 	queueFor(q, 1, "high1", out)
 	waitingFor(t, q, 1)
@@ -111,8 +114,8 @@ func TestQuotaEqualPriorityDoesNotShed(t *testing.T) {
 func TestQuotaLeaverMovesTheQueueUp(t *testing.T) {
 	// A token every 2s: the second waiter is due at 4s, and at 2s once
 	// the first leaves, far enough ahead to look at it.
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: 2 * time.Second}, 1, time.Minute))
-	_, _ = q.Wait(context.Background())
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: 2 * time.Second}, 1, time.Minute))
+	_, _ = q.WaitPriority(context.Background(), 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	left := make(chan error, 1)
 	go func() { _, err := q.WaitPriority(ctx, 0); left <- err }()

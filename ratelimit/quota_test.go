@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,49 +32,69 @@ func asExhausted(t *testing.T, err error) *ExhaustedError {
 	return ex
 }
 
-// TestQuotaSpreadsTokensAtTheRate is the slow one (≈4 s); it runs in
-// parallel with the other real-clock tests.
+// timersFor waits (in real time, generously) until clock has n() timers
+// pending: the callers under test are asleep on it (those just woken
+// have taken their tokens or gone back to sleep).
+func timersFor(t *testing.T, clock *fakeClock, n func() int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for clock.Timers() != n() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d timers pending, want %d", clock.Timers(), n())
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// 40 tokens at 10/s, burst 1, asked for by 8 callers at once: on the
+// clock's time, the last one is granted at 3.9 s, and by any time t no
+// more than burst + rate·t have been.
 func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
-	t.Parallel()
 	const (
 		rate    = 10.0 // per second
 		burst   = 1
 		workers = 8
 		each    = 5
 	)
-	q := NewQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second))
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, burst, 30*time.Second), clock)
 
-	start := time.Now()
+	start := clock.Now()
 	var mu sync.Mutex
 	var grants []time.Duration
-	var wg sync.WaitGroup
+	var finished atomic.Int32
 	for range workers {
-		wg.Go(func() {
+		go func() {
+			defer finished.Add(1)
 			for range each {
-				if _, err := q.Wait(context.Background()); err != nil {
+				if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 					t.Errorf("Wait: %v", err)
 					return
 				}
 				mu.Lock()
-				grants = append(grants, time.Since(start))
+				grants = append(grants, clock.Now().Sub(start))
 				mu.Unlock()
 			}
-		})
+		}()
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	t.Logf("%d tokens in %v", len(grants), elapsed)
+	for step := 0; finished.Load() < workers; step++ {
+		if step > 1000 {
+			t.Fatal("the quota still had callers after 10 s on its clock")
+		}
+		timersFor(t, clock, func() int { return workers - int(finished.Load()) })
+		clock.Advance(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(grants) != workers*each {
 		t.Fatalf("%d tokens granted, want %d", len(grants), workers*each)
 	}
-	if elapsed < 3300*time.Millisecond || elapsed > 5500*time.Millisecond {
-		t.Errorf("40 tokens at 10/s with burst 1 took %v, want ≈ 3.9 s (3.3–5.5 s)", elapsed)
-	}
-	// By any time t no more than burst + rate·t may have been granted
-	// (one token of slack for float rounding at the boundary).
 	slices.Sort(grants)
+	if last := grants[len(grants)-1]; last != 3900*time.Millisecond {
+		t.Errorf("40 tokens at 10/s with burst 1: the last at %v, want 3.9s", last)
+	}
 	for i, at := range grants {
-		if limit := burst + rate*at.Seconds() + 1; float64(i+1) > limit {
+		if limit := burst + rate*at.Seconds(); float64(i+1) > limit+1e-9 {
 			t.Fatalf("%d tokens granted by %v, more than burst+rate·t = %.1f", i+1, at, limit)
 		}
 	}
@@ -82,97 +103,109 @@ func TestQuotaSpreadsTokensAtTheRate(t *testing.T) {
 	}
 }
 
+// A token that cannot come within the wait allowed fails the caller at
+// once (on a clock that never moves, a Wait that slept would never
+// return), spending nothing.
 func TestQuotaFailsAtOnceWhenTheWaitCannotFit(t *testing.T) {
-	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-	if w, err := q.Wait(context.Background()); err != nil || w > 50*time.Millisecond {
+	clock := newFakeClock()
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond), clock)
+	if w, err := q.WaitPriority(context.Background(), 0); err != nil || w != 0 {
 		t.Fatalf("first Wait = %v, %v; want the burst token at once", w, err)
 	}
-
 	// The next token is 1 s away; the caller has 100 ms.
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	begin := time.Now()
-	_, err := q.Wait(ctx)
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("Wait took %v to fail, want at once (< 50ms)", took)
-	}
+	_, err := q.WaitPriority(context.Background(), 0)
 	ex := asExhausted(t, err)
-	if ex.Paused || ex.RetryAfter < 800*time.Millisecond || ex.RetryAfter > time.Second {
-		t.Errorf("ExhaustedError = %+v, want RetryAfter ≈ 1s, not paused", ex)
+	if ex.Paused || ex.RetryAfter != time.Second {
+		t.Errorf("ExhaustedError = %+v, want RetryAfter 1s, not paused", ex)
 	}
 	if got := q.Snapshot().Exhausted; got != 1 {
 		t.Errorf("Exhausted = %d, want 1", got)
 	}
-
 	// Nothing was spent: a second probe sees the same next token, not one
 	// a second later.
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel2()
-	_, err = q.Wait(ctx2)
-	if ex2 := asExhausted(t, err); ex2.RetryAfter > ex.RetryAfter {
-		t.Errorf("second probe RetryAfter %v > first %v: the failed Wait spent a token", ex2.RetryAfter, ex.RetryAfter)
+	clock.Advance(10 * time.Millisecond)
+	_, err = q.WaitPriority(context.Background(), 0)
+	if ex2 := asExhausted(t, err); ex2.RetryAfter != 990*time.Millisecond {
+		t.Errorf("second probe RetryAfter %v, want 990ms: the failed Wait spent a token", ex2.RetryAfter)
 	}
-
-	// max_wait shorter than the wait fails at once just the same.
-	short := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 100*time.Millisecond))
-	short.Wait(context.Background())
-	begin = time.Now()
-	_, err = short.Wait(context.Background())
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("max_wait 100ms: Wait took %v to fail, want at once", took)
-	}
-	asExhausted(t, err)
-
 	// An already finished ctx is reported as such.
-	done, cancel3 := context.WithCancel(context.Background())
-	cancel3()
-	if _, err := short.Wait(done); !errors.Is(err, context.Canceled) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := q.WaitPriority(done, 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Wait(cancelled ctx) = %v, want context.Canceled", err)
 	}
 }
 
+// The route's own deadline bounds the wait like max_wait (real clock:
+// a context's deadline is on it).
+func TestQuotaDeadlineBoundsTheWait(t *testing.T) {
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Minute}, 1, time.Hour))
+	q.WaitPriority(context.Background(), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := q.WaitPriority(ctx, 0)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("Wait took %v to fail for a token 1m away with 30s left, want at once", took)
+	}
+	if ex := asExhausted(t, err); ex.RetryAfter < 50*time.Second {
+		t.Errorf("ExhaustedError = %+v, want RetryAfter ≈ 1m", ex)
+	}
+}
+
 func TestQuotaMaxWaitZeroNeverWaits(t *testing.T) {
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), WithClock(newFakeClock().Now))
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), newFakeClock())
 	for i := range 2 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait %d: %v, want the burst token", i, err)
 		}
 	}
-	_, err := q.Wait(context.Background())
+	_, err := q.WaitPriority(context.Background(), 0)
 	if ex := asExhausted(t, err); ex.Paused || !near(ex.RetryAfter, time.Hour, time.Millisecond) {
 		t.Errorf("ExhaustedError = %+v, want RetryAfter 1h (the next token at 1/h), not paused", ex)
 	}
 }
 
 func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
-	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 30*time.Second))
-	q.Pause(2 * time.Second)
-	if got := q.Snapshot().PausedFor; !near(got, 2*time.Second, 50*time.Millisecond) {
-		t.Errorf("PausedFor = %v, want ≈ 2s", got)
+	clock := newFakeClock()
+	cfg := quotaConfig(config.Rate{N: 100, Period: time.Second}, 10, 500*time.Millisecond)
+	hurried := fakeQuota(cfg, clock)
+	hurried.Pause(2 * time.Second)
+	if got := hurried.Snapshot().PausedFor; got != 2*time.Second {
+		t.Errorf("PausedFor = %v, want 2s", got)
 	}
-
-	// Too short a deadline fails at once, saying the upstream is paused.
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	begin := time.Now()
-	_, err := q.Wait(ctx)
-	if took := time.Since(begin); took > 50*time.Millisecond {
-		t.Errorf("paused Wait took %v to fail, want at once", took)
-	}
+	// Too short a wait fails at once, saying the upstream is paused.
+	_, err := hurried.WaitPriority(context.Background(), 0)
 	ex := asExhausted(t, err)
-	if !ex.Paused || ex.RetryAfter < 1800*time.Millisecond || ex.RetryAfter > 2*time.Second {
-		t.Errorf("ExhaustedError = %+v, want Paused with RetryAfter ≈ 2s", ex)
+	if !ex.Paused || ex.RetryAfter != 2*time.Second {
+		t.Errorf("ExhaustedError = %+v, want Paused with RetryAfter 2s", ex)
 	}
 	if !strings.Contains(ex.Error(), "retry in 2s") {
 		t.Errorf("Error() = %q, want it to say retry in 2s", ex.Error())
 	}
 
-	// A caller with time to spare waits the pause out.
-	waited, err := q.Wait(context.Background())
-	if err != nil || waited < 1800*time.Millisecond || waited > 2600*time.Millisecond {
-		t.Errorf("Wait during a 2s pause = %v, %v; want ≈ 2s", waited, err)
+	// A caller with time to spare waits the pause out, and no longer.
+	cfg.MaxWait = config.Duration(30 * time.Second)
+	q := fakeQuota(cfg, clock)
+	q.Pause(2 * time.Second)
+	got := make(chan time.Duration, 1)
+	go func() {
+		waited, err := q.WaitPriority(context.Background(), 0)
+		if err != nil {
+			t.Errorf("Wait during a 2s pause: %v", err)
+		}
+		got <- waited
+	}()
+	timersFor(t, clock, func() int { return 1 })
+	clock.Advance(1999 * time.Millisecond)
+	select {
+	case w := <-got:
+		t.Fatalf("granted after %v, inside a 2s pause", w)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	if waited := <-got; waited != 2*time.Second {
+		t.Errorf("Wait during a 2s pause waited %v, want 2s", waited)
 	}
 	if got := q.Snapshot().PausedFor; got != 0 {
 		t.Errorf("PausedFor = %v after the pause, want 0", got)
@@ -180,64 +213,55 @@ func TestQuotaPauseDelaysTheNextToken(t *testing.T) {
 }
 
 func TestQuotaPauseReachesCallersAlreadyWaiting(t *testing.T) {
-	t.Parallel()
 	type result struct {
 		waited time.Duration
 		err    error
 	}
-	// waitThenPause queues one caller with timeout (0 = none) for a token
-	// 1 s away, then pauses the upstream for 3 s while it waits.
-	waitThenPause := func(timeout time.Duration) (result, time.Time) {
-		q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-		q.Wait(context.Background()) // the burst token
+	// waitThenPause queues one caller who may wait maxWait for a token 1 s
+	// away, then pauses the upstream for 3 s while it waits.
+	waitThenPause := func(maxWait time.Duration) (*fakeClock, chan result) {
+		clock := newFakeClock()
+		q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, maxWait), clock)
+		q.WaitPriority(context.Background(), 0) // the burst token
 		done := make(chan result, 1)
 		go func() {
-			ctx := context.Background()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			w, err := q.Wait(ctx)
+			w, err := q.WaitPriority(context.Background(), 0)
 			done <- result{w, err}
 		}()
-		deadline := time.Now().Add(900 * time.Millisecond)
-		for q.Snapshot().Waiting < 1 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		pausedAt := time.Now()
+		timersFor(t, clock, func() int { return 1 })
 		q.Pause(3 * time.Second)
-		return <-done, pausedAt
+		return clock, done
 	}
 
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		r, pausedAt := waitThenPause(1500 * time.Millisecond)
-		if since := time.Since(pausedAt); since > 500*time.Millisecond {
-			t.Errorf("hurried caller learnt of the pause %v after it began, want at once", since)
-		}
-		if r.err == nil {
-			t.Errorf("hurried caller granted after %v, want a Paused ExhaustedError", r.waited)
-		} else if ex := asExhausted(t, r.err); !ex.Paused || ex.RetryAfter < 2500*time.Millisecond {
-			t.Errorf("hurried caller: %+v, want Paused with RetryAfter ≈ 3s", ex)
-		}
-	})
-	wg.Go(func() {
-		r, pausedAt := waitThenPause(0)
-		if r.err != nil {
-			t.Errorf("patient caller: %v", r.err)
-		} else if sent := time.Since(pausedAt); sent < 2900*time.Millisecond {
-			t.Errorf("patient caller was granted %v into a 3s pause", sent)
-		}
-	})
-	wg.Wait()
+	// The hurried caller learns of the pause at once: the clock never moves.
+	_, done := waitThenPause(1500 * time.Millisecond)
+	if r := <-done; r.err == nil {
+		t.Errorf("hurried caller granted after %v, want a Paused ExhaustedError", r.waited)
+	} else if ex := asExhausted(t, r.err); !ex.Paused || ex.RetryAfter != 3*time.Second {
+		t.Errorf("hurried caller: %+v, want Paused with RetryAfter 3s", ex)
+	}
+
+	// The patient one is granted when the pause ends, not at its old slot.
+	clock, done := waitThenPause(30 * time.Second)
+	timersFor(t, clock, func() int { return 1 })
+	clock.Advance(2999 * time.Millisecond)
+	timersFor(t, clock, func() int { return 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("patient caller answered %v, %v inside a 3s pause", r.waited, r.err)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	if r := <-done; r.err != nil || r.waited != 3*time.Second {
+		t.Errorf("patient caller: %v, %v; want granted after 3s", r.waited, r.err)
+	}
 }
 
 func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 	clock := newFakeClock()
 	cfg := quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, time.Second)
 	cfg.MaxPause = config.Duration(3 * time.Second)
-	q := NewQuota(cfg, WithClock(clock.Now))
+	q := fakeQuota(cfg, clock)
 
 	if got := q.Pause(time.Hour); got != 3*time.Second {
 		t.Errorf("Pause(1h) with max_pause 3s returned %v, want the capped 3s", got)
@@ -264,7 +288,7 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 	}
 
 	cfg.HonorRetryAfter = false
-	off := NewQuota(cfg, WithClock(clock.Now))
+	off := fakeQuota(cfg, clock)
 	if got := off.Pause(time.Second); got != 0 {
 		t.Errorf("honor_retry_after false: Pause returned %v, want 0", got)
 	}
@@ -272,7 +296,7 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 		t.Errorf("honor_retry_after false: PausedFor = %v, want 0", got)
 	}
 	cfg.HonorRetryAfter, cfg.MaxPause = true, 0
-	zero := NewQuota(cfg, WithClock(clock.Now))
+	zero := fakeQuota(cfg, clock)
 	if got := zero.Pause(time.Second); got != 0 {
 		t.Errorf("max_pause 0: Pause returned %v, want 0", got)
 	}
@@ -283,17 +307,17 @@ func TestQuotaPauseIsCappedAndNeverShortened(t *testing.T) {
 
 func TestQuotaRefund(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), WithClock(clock.Now))
-	q.Wait(context.Background())
-	q.Wait(context.Background())
-	if _, err := q.Wait(context.Background()); err == nil {
+	q := fakeQuota(quotaConfig(config.Rate{N: 1, Period: time.Hour}, 2, 0), clock)
+	q.WaitPriority(context.Background(), 0)
+	q.WaitPriority(context.Background(), 0)
+	if _, err := q.WaitPriority(context.Background(), 0); err == nil {
 		t.Fatal("third Wait succeeded with a burst of 2 and max_wait 0")
 	}
 	q.Refund()
 	if s := q.Snapshot(); s.Tokens != 1 {
 		t.Errorf("Tokens = %v after a Refund, want 1", s.Tokens)
 	}
-	if _, err := q.Wait(context.Background()); err != nil {
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Errorf("Wait after Refund: %v, want the refunded token", err)
 	}
 	for range 5 {
@@ -306,18 +330,18 @@ func TestQuotaRefund(t *testing.T) {
 
 func TestQuotaCancelGivesTheTokenBack(t *testing.T) {
 	t.Parallel()
-	q := NewQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
-	q.Wait(context.Background())
+	q := realQuota(quotaConfig(config.Rate{N: 1, Period: time.Second}, 1, 30*time.Second))
+	q.WaitPriority(context.Background(), 0)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	if _, err := q.Wait(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := q.WaitPriority(ctx, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait = %v, want context.Canceled", err)
 	}
 	// Had the cancelled caller kept its token, the next would be ≈1.95 s away.
 	probe, cancelProbe := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancelProbe()
-	_, err := q.Wait(probe)
+	_, err := q.WaitPriority(probe, 0)
 	if ex := asExhausted(t, err); ex.RetryAfter > 1200*time.Millisecond {
 		t.Errorf("next token %v away after a cancelled Wait, want ≈ 0.95s", ex.RetryAfter)
 	}
@@ -325,14 +349,14 @@ func TestQuotaCancelGivesTheTokenBack(t *testing.T) {
 
 func TestQuotaWithoutRateOnlyPauses(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(config.Quota{HonorRetryAfter: true, MaxPause: config.Duration(time.Minute)}, WithClock(clock.Now))
+	q := fakeQuota(config.Quota{HonorRetryAfter: true, MaxPause: config.Duration(time.Minute)}, clock)
 	for range 100 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait without a rate: %v", err)
 		}
 	}
 	q.Pause(10 * time.Second)
-	_, err := q.Wait(context.Background())
+	_, err := q.WaitPriority(context.Background(), 0)
 	if ex := asExhausted(t, err); !ex.Paused || ex.RetryAfter != 10*time.Second {
 		t.Errorf("ExhaustedError = %+v, want Paused for 10s (max_wait 0)", ex)
 	}
@@ -346,11 +370,11 @@ func TestExhaustedErrorRoundsUp(t *testing.T) {
 }
 
 func BenchmarkQuotaWaitNoContention(b *testing.B) {
-	q := NewQuota(quotaConfig(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Second))
+	q := realQuota(quotaConfig(config.Rate{N: 1_000_000_000, Period: time.Second}, 1_000_000, time.Second))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := q.Wait(ctx); err != nil {
+		if _, err := q.WaitPriority(ctx, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -361,7 +385,7 @@ func BenchmarkQuotaWaitNoContention(b *testing.B) {
 // sliding window refuses. The lateness is passed down the queue instead.
 func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 	clock := newFakeClock()
-	q := NewQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute), WithClock(clock.Now))
+	q := fakeQuota(quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute), clock)
 	t0 := clock.Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -382,7 +406,7 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 	}
 	// A token free at once, within an interval of that release, waits for it.
 	clock.Advance(100 * time.Millisecond) // 300ms: the bucket has a token
-	_, w, _, err := q.reserve(clock.Now(), time.Minute, 0)
+	w, err := q.reserve(clock.Now(), time.Minute, 0)
 	if err != nil || w == nil || !w.grantAt.Equal(at(315*time.Millisecond)) {
 		t.Errorf("reserve at 300ms: %v, %+v, want the token at 315ms", err, w)
 	} else {
@@ -398,9 +422,9 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 // With max_wait 0 on the real clock a free token is still granted: the
 // moment between Wait's start and the reservation is no wait.
 func TestQuotaNoWaitRealClock(t *testing.T) {
-	q := NewQuota(config.Quota{Rate: config.Rate{N: 100, Period: time.Second}, Burst: 100})
+	q := realQuota(config.Quota{Rate: config.Rate{N: 100, Period: time.Second}, Burst: 100})
 	for i := range 10 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait %d with max_wait 0 and a full bucket: %v", i, err)
 		}
 	}

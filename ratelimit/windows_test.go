@@ -14,7 +14,7 @@ import (
 func TestWindowsAllMustAdmit(t *testing.T) {
 	clock := newFakeClock()
 	ws := config.WindowsOf([]config.Rate{{N: 3, Period: 2 * time.Second}, {N: 5, Period: time.Hour}})
-	l := NewWindows(ws, WithClock(clock.Now))
+	l := newLimiter(ws, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 	take := func() (Decision, http.Header) {
 		d := l.Take("acme", 0)
 		h := http.Header{}
@@ -79,7 +79,7 @@ func TestWindowsAllMustAdmit(t *testing.T) {
 func TestWindowsWaitForTheSlowest(t *testing.T) {
 	clock := newFakeClock()
 	ws := config.WindowsOf([]config.Rate{{N: 1, Period: time.Second}, {N: 2, Period: 10 * time.Second}})
-	l := NewWindows(ws, WithClock(clock.Now))
+	l := newLimiter(ws, clock.Now, DefaultMaxKeys, DefaultIdleTTL)
 	if d := l.Take("k", 0); !d.Allowed {
 		t.Fatal(d)
 	}

@@ -17,9 +17,9 @@ import (
 func BenchmarkQuota(b *testing.B) {
 	cfg := config.Quota{Rate: config.Rate{N: 1_000_000_000, Period: time.Second}, Burst: 1_000_000, MaxWait: config.Duration(time.Second), Shared: true}
 	b.Run("local", func(b *testing.B) {
-		q := ratelimit.NewQuota(cfg)
+		q := ratelimit.NewQuota(cfg, ratelimit.NewBucket(cfg), nil)
 		for b.Loop() {
-			if _, err := q.Wait(context.Background()); err != nil {
+			if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -31,9 +31,9 @@ func BenchmarkQuota(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer c.Close()
-		q := store.NewQuota(c, "api", cfg)
+		q := store.NewQuota(c, "api", cfg, nil)
 		for b.Loop() {
-			if _, err := q.Wait(context.Background()); err != nil {
+			if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 				b.Fatal(err)
 			}
 		}

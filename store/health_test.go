@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
+	"github.com/breakwater-proxy/breakwater/ratelimit"
 	"github.com/breakwater-proxy/breakwater/store"
 )
 
@@ -37,10 +38,10 @@ func refuseWrites(t *testing.T, r *testkit.Redis, on bool) {
 }
 
 // offerFor calls q.Wait every few milliseconds for d, as a busy route does.
-func offerFor(q *store.Quota, d time.Duration) {
+func offerFor(q *ratelimit.Quota, d time.Duration) {
 	ctx := context.Background()
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		_, _ = q.Wait(ctx)
+		_, _ = q.WaitPriority(ctx, 0)
 	}
 }
 
@@ -52,8 +53,8 @@ func TestStoreRefusingWritesStaysFallback(t *testing.T) {
 	r := testkit.StartRedis(t)
 	rec := &recorder{}
 	c := newClient(t, r.URL, "t20:", rec)
-	q := store.NewQuota(c, "api", quotaCfg("1000/1s", 1000, time.Second))
-	if _, err := q.Wait(context.Background()); err != nil {
+	q := store.NewQuota(c, "api", quotaCfg("1000/1s", 1000, time.Second), nil)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	refuseWrites(t, r, true)
@@ -76,7 +77,7 @@ func TestStoreStateChangesAtMostOncePerSecond(t *testing.T) {
 	r := testkit.StartRedis(t)
 	rec := &recorder{}
 	c := newClient(t, r.URL, "t21:", rec)
-	q := store.NewQuota(c, "api", quotaCfg("1000/1s", 1000, time.Second))
+	q := store.NewQuota(c, "api", quotaCfg("1000/1s", 1000, time.Second), nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

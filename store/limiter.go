@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -20,8 +18,8 @@ import (
 // window has a token by now+max wait; it then spends one from each, due at
 // the latest of their times. Refused, it spends from none, and the window
 // whose token comes last is named. Returns {admitted 0|1, wait or retry
-// after (µs), refusing window (1-based, 0 = none), then remaining and
-// reset (µs) for each window}.
+// after (µs), deciding window (1-based, 0 = none), then remaining, reset
+// (µs) and the next caller's wait (µs) for each window}.
 var limitScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -38,8 +36,7 @@ for i = 1, n do
 end
 local ok = 1
 if grant - now > maxwait then ok = 0 end
-local out = {ok, grant - now, 0}
-if ok == 0 then out[3] = worst end
+local out = {ok, grant - now, worst}
 for i = 1, n do
   local iv, b = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
   local tat = tats[i]
@@ -50,63 +47,36 @@ for i = 1, n do
   end
   local rem = math.floor(b - (tat - now) / iv)
   if rem < 0 then rem = 0 end
+  local nextwait = tat - (b - 1) * iv - now
+  if nextwait < 0 then nextwait = 0 end
   out[#out + 1] = rem
   out[#out + 1] = tat - now
+  out[#out + 1] = nextwait
 end
 return out
 `)
 
-// Window is one token bucket of a rate limit: Rate with bursts of Burst
-// (at least 1).
-type Window struct {
-	Rate  config.Rate
-	Burst int
-}
-
-// WindowState is one window after a Take.
-type WindowState struct {
-	// Remaining is the whole tokens left.
-	Remaining int
-	// Reset is the time until the window's bucket is full again.
-	Reset time.Duration
-}
-
-// Decision is a multi-window Take: every window must admit, and a refusal
-// spends from none.
-type Decision struct {
-	Allowed bool
-	// Wait is how long an allowed caller sleeps first (its tokens are
-	// reserved); RetryAfter is, refused, when every window would admit.
-	Wait, RetryAfter time.Duration
-	// Refused is the index of the window that refused; -1 when allowed.
-	Refused int
-	// Windows are in the order given to NewLimiter.
-	Windows []WindowState
-}
-
-// Limiter is a route's rate limit shared by every replica: one set of
-// windows per key on the store. It implements proxy.RateLimiter through
-// Take (its first window as ratelimit.Decision) and TakeWindows for every
-// window. While the store is unreachable the fallback (store.on_error)
-// decides: a local ratelimit.Limiter at rate/replicas, allow or deny.
-// Use NewLimiter.
+// Limiter is a rate limit shared by every replica (a route's, or a tier's
+// per client): one set of windows per key on the store. It implements
+// proxy.RateLimiter as ratelimit.Limiter does, and its Decisions are made
+// by the same ratelimit.NewDecision. While the store is unreachable the
+// fallback (store.on_error) decides: a local ratelimit.Limiter holding
+// this replica's share (ratelimit.Share), allow or deny. Use NewLimiter.
 type Limiter struct {
 	c       *Client
 	prefix  string
-	windows []Window
+	windows []config.Window
 	args    []any // interval and burst per window, for the script
 	local   *ratelimit.Limiter
 
-	rejected atomic.Uint64
+	rejected   atomic.Uint64
+	rejectedBy []atomic.Uint64
 }
 
-// maxKeyLen: longer keys (client headers) are hashed, so that a key on the
-// store never costs more than a few dozen bytes.
-const maxKeyLen = 128
-
-// NewLimiter returns route's shared rate limit over windows (at least one).
-func NewLimiter(c *Client, route string, windows ...Window) *Limiter {
-	l := &Limiter{c: c, prefix: "{rl:" + route + ":", windows: windows}
+// NewLimiter returns the shared rate limit over windows (at least one) of
+// kind ("rl" a route's, "tier" a tier's) name.
+func NewLimiter(c *Client, kind, name string, windows ...config.Window) *Limiter {
+	l := &Limiter{c: c, prefix: "{" + kind + ":" + name + ":", windows: windows, rejectedBy: make([]atomic.Uint64, len(windows))}
 	for _, w := range windows {
 		iv := int64(1)
 		if ps := w.Rate.PerSecond(); ps > 0 {
@@ -114,57 +84,15 @@ func NewLimiter(c *Client, route string, windows ...Window) *Limiter {
 		}
 		l.args = append(l.args, iv, max(w.Burst, 1))
 	}
-	// The local stand-in holds this replica's share of every window.
-	shares := make([]config.Window, len(windows))
-	for i, w := range windows {
-		share := w.Rate
-		share.Period *= time.Duration(c.replicas)
-		shares[i] = config.Window{Rate: share, Burst: max(w.Burst/c.replicas, 1)}
-	}
-	l.local = ratelimit.NewWindows(shares)
+	l.local = ratelimit.NewLimiter(ratelimit.Share(windows, c.replicas))
 	return l
 }
 
-// Take spends a token of every window of key's buckets and answers as
-// ratelimit.Limiter.Take does (proxy.RateLimiter), from the store: the
-// top-level fields describe the window that refused, or for an allowed
-// request the one with the fewest tokens left; Windows lists them all
-// when there are several.
+// Take spends one token from every window of key's buckets, in one atomic
+// store call, and answers as ratelimit.Limiter.Take does; while the store
+// does not answer, the fallback does.
 func (l *Limiter) Take(key string, maxWait time.Duration) ratelimit.Decision {
-	d, ok := l.TakeWindows(key, maxWait)
-	if !ok {
-		return l.fallback(key, maxWait)
-	}
-	out := ratelimit.Decision{Allowed: d.Allowed, Wait: d.Wait, RetryAfter: d.RetryAfter}
-	w := d.Refused
-	if w < 0 {
-		w = 0
-		for i, s := range d.Windows {
-			if s.Remaining < d.Windows[w].Remaining {
-				w = i
-			}
-		}
-	}
-	if w < len(d.Windows) {
-		out.Window, out.Remaining, out.Reset = w, d.Windows[w].Remaining, d.Windows[w].Reset
-	}
-	if len(d.Windows) > 1 {
-		out.Windows = make([]ratelimit.WindowState, len(d.Windows))
-		for i, s := range d.Windows {
-			out.Windows[i] = ratelimit.WindowState{Remaining: s.Remaining, Reset: s.Reset}
-		}
-	}
-	return out
-}
-
-// TakeWindows spends one token from every window of key's buckets, in one
-// atomic store call; ok is false when the store did not answer (the caller
-// then uses its fallback).
-func (l *Limiter) TakeWindows(key string, maxWait time.Duration) (d Decision, ok bool) {
-	if len(key) > maxKeyLen {
-		sum := sha256.Sum256([]byte(key))
-		key = "#" + hex.EncodeToString(sum[:16])
-	}
+	key = ratelimit.BoundKey(key)
 	keys := make([]string, len(l.windows))
 	for i := range keys {
 		keys[i] = l.c.key(l.prefix, key, "}:", strconv.Itoa(i))
@@ -178,21 +106,20 @@ func (l *Limiter) TakeWindows(key string, maxWait time.Duration) (d Decision, ok
 		res, err = limitScript.Run(ctx, l.c.rdb, keys, args...).Int64Slice()
 		return err
 	})
-	if err != nil || len(res) != 3+2*len(l.windows) {
-		return Decision{}, false
+	if err != nil || len(res) != 3+3*len(l.windows) {
+		return l.fallback(key, maxWait)
 	}
-	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
-	d = Decision{Allowed: res[0] == 1, Refused: int(res[2]) - 1}
-	if d.Allowed {
-		d.Wait = max(us(res[1]), 0)
-	} else {
-		d.RetryAfter = us(res[1])
+	us := func(v int64) time.Duration { return max(time.Duration(v)*time.Microsecond, 0) }
+	states := make([]ratelimit.WindowState, len(l.windows))
+	for i := range states {
+		states[i] = ratelimit.WindowState{Remaining: int(res[3+3*i]), Reset: us(res[4+3*i]), Wait: us(res[5+3*i])}
+	}
+	d := ratelimit.NewDecision(res[0] == 1, us(res[1]), max(int(res[2])-1, 0), states)
+	if !d.Allowed {
 		l.rejected.Add(1)
+		l.rejectedBy[d.Window].Add(1)
 	}
-	for i := range l.windows {
-		d.Windows = append(d.Windows, WindowState{Remaining: int(res[3+2*i]), Reset: us(res[4+2*i])})
-	}
-	return d, true
+	return d
 }
 
 func (l *Limiter) fallback(key string, maxWait time.Duration) ratelimit.Decision {
@@ -201,6 +128,7 @@ func (l *Limiter) fallback(key string, maxWait time.Duration) ratelimit.Decision
 		return ratelimit.Decision{Allowed: true, Remaining: l.windows[0].Burst}
 	case "deny":
 		l.rejected.Add(1)
+		l.rejectedBy[0].Add(1)
 		return ratelimit.Decision{RetryAfter: time.Second}
 	}
 	return l.local.Take(key, maxWait)
@@ -208,6 +136,15 @@ func (l *Limiter) fallback(key string, maxWait time.Duration) ratelimit.Decision
 
 // Rejected counts the requests refused, shared or by the fallback.
 func (l *Limiter) Rejected() uint64 { return l.rejected.Load() + l.local.Rejected() }
+
+// RejectedBy counts the refusals window i (config order) decided, shared
+// or by the fallback.
+func (l *Limiter) RejectedBy(i int) uint64 {
+	if i < 0 || i >= len(l.rejectedBy) {
+		return 0
+	}
+	return l.rejectedBy[i].Load() + l.local.RejectedBy(i)
+}
 
 // Keys is how many keys the local fallback tracks (the shared keys live
 // on the store, with an expiry, and are not counted).

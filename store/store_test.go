@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,16 +76,16 @@ func quotaCfg(rate string, burst int, maxWait time.Duration) config.Quota {
 // refused at once with the time its token would come, nothing spent.
 func TestQuotaSharedBucket(t *testing.T) {
 	r := testkit.StartRedis(t)
-	a := store.NewQuota(newClient(t, r.URL, "t1:", nil), "api", quotaCfg("1/1m", 2, time.Second))
-	b := store.NewQuota(newClient(t, r.URL, "t1:", nil), "api", quotaCfg("1/1m", 2, time.Second))
+	a := store.NewQuota(newClient(t, r.URL, "t1:", nil), "api", quotaCfg("1/1m", 2, time.Second), nil)
+	b := store.NewQuota(newClient(t, r.URL, "t1:", nil), "api", quotaCfg("1/1m", 2, time.Second), nil)
 	ctx := context.Background()
-	if _, err := a.Wait(ctx); err != nil {
+	if _, err := a.WaitPriority(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Wait(ctx); err != nil {
+	if _, err := b.WaitPriority(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err := a.Wait(ctx)
+	_, err := a.WaitPriority(ctx, 0)
 	var ex *ratelimit.ExhaustedError
 	if !errors.As(err, &ex) || ex.RetryAfter < 20*time.Second || ex.Paused {
 		t.Fatalf("third Wait = %v, want quota exhausted with about 30s to wait", err)
@@ -94,7 +95,7 @@ func TestQuotaSharedBucket(t *testing.T) {
 	}
 	// A refund on one replica is a token for the other.
 	a.Refund()
-	if _, err := b.Wait(ctx); err != nil {
+	if _, err := b.WaitPriority(ctx, 0); err != nil {
 		t.Fatalf("after a refund: %v", err)
 	}
 }
@@ -104,9 +105,9 @@ func TestQuotaSharedBucket(t *testing.T) {
 func TestQuotaWaitersSpread(t *testing.T) {
 	r := testkit.StartRedis(t)
 	cfg := quotaCfg("10/1s", 1, 10*time.Second)
-	qs := []*store.Quota{
-		store.NewQuota(newClient(t, r.URL, "t2:", nil), "api", cfg),
-		store.NewQuota(newClient(t, r.URL, "t2:", nil), "api", cfg),
+	qs := []*ratelimit.Quota{
+		store.NewQuota(newClient(t, r.URL, "t2:", nil), "api", cfg, nil),
+		store.NewQuota(newClient(t, r.URL, "t2:", nil), "api", cfg, nil),
 	}
 	const n = 10
 	var mu sync.Mutex
@@ -116,7 +117,7 @@ func TestQuotaWaitersSpread(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := qs[i%2].Wait(context.Background()); err != nil {
+			if _, err := qs[i%2].WaitPriority(context.Background(), 0); err != nil {
 				t.Error(err)
 				return
 			}
@@ -148,12 +149,12 @@ func TestQuotaWaitersSpread(t *testing.T) {
 // A pause set by one replica holds the other's next call.
 func TestQuotaSharedPause(t *testing.T) {
 	r := testkit.StartRedis(t)
-	a := store.NewQuota(newClient(t, r.URL, "t3:", nil), "api", quotaCfg("100/1s", 10, 0))
-	b := store.NewQuota(newClient(t, r.URL, "t3:", nil), "api", quotaCfg("100/1s", 10, 0))
+	a := store.NewQuota(newClient(t, r.URL, "t3:", nil), "api", quotaCfg("100/1s", 10, 0), nil)
+	b := store.NewQuota(newClient(t, r.URL, "t3:", nil), "api", quotaCfg("100/1s", 10, 0), nil)
 	if got := a.Pause(30 * time.Second); got < 29*time.Second {
 		t.Fatalf("Pause = %s, want 30s in force", got)
 	}
-	_, err := b.Wait(context.Background())
+	_, err := b.WaitPriority(context.Background(), 0)
 	var ex *ratelimit.ExhaustedError
 	if !errors.As(err, &ex) || !ex.Paused || ex.RetryAfter < 20*time.Second {
 		t.Fatalf("Wait on the other replica = %v, want a paused refusal", err)
@@ -169,12 +170,12 @@ func TestQuotaFallbackAndReconnect(t *testing.T) {
 	r := testkit.StartRedis(t)
 	rec := &recorder{}
 	c := newClient(t, r.URL, "t4:", rec)
-	q := store.NewQuota(c, "api", quotaCfg("2/1s", 2, 5*time.Second)) // fallback: 2 per 2s, burst 1
-	if _, err := q.Wait(context.Background()); err != nil {
+	q := store.NewQuota(c, "api", quotaCfg("2/1s", 2, 5*time.Second), nil) // fallback: 2 per 2s, burst 1
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	r.Kill()
-	if _, err := q.Wait(context.Background()); err != nil {
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatalf("first Wait with the store gone = %v, want a token of the local bucket", err)
 	}
 	if st, _ := c.State(); st != "fallback" {
@@ -184,7 +185,7 @@ func TestQuotaFallbackAndReconnect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	var ex *ratelimit.ExhaustedError
-	if _, err := q.Wait(ctx); !errors.As(err, &ex) {
+	if _, err := q.WaitPriority(ctx, 0); !errors.As(err, &ex) {
 		t.Fatalf("second Wait in fallback = %v, want the local share exhausted", err)
 	}
 	r.Start()
@@ -199,14 +200,14 @@ func TestQuotaFallbackAndReconnect(t *testing.T) {
 func TestSlowStoreFallsBack(t *testing.T) {
 	r := testkit.StartRedis(t)
 	c := newClient(t, r.URL, "t5:", nil)
-	q := store.NewQuota(c, "api", quotaCfg("100/1s", 100, 5*time.Second))
-	if _, err := q.Wait(context.Background()); err != nil {
+	q := store.NewQuota(c, "api", quotaCfg("100/1s", 100, 5*time.Second), nil)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	r.Pause()
 	defer r.Resume()
 	for range 20 {
-		if _, err := q.Wait(context.Background()); err != nil {
+		if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 			t.Fatalf("Wait with a stopped store = %v, want a local token", err)
 		}
 	}
@@ -217,25 +218,29 @@ func TestSlowStoreFallsBack(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "the store to be back", func() bool { st, _ := c.State(); return st == "ok" })
 }
 
-func window(rate string, burst int) store.Window {
+func window(rate string, burst int) config.Window {
 	r, _ := config.ParseRate(rate)
-	return store.Window{Rate: r, Burst: burst}
+	return config.Window{Rate: r, Burst: burst}
 }
 
 // Every window must admit; a refusal spends from none and names the window.
 func TestLimiterWindows(t *testing.T) {
 	r := testkit.StartRedis(t)
-	a := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "api", window("5/1m", 5), window("2/1h", 2))
-	b := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "api", window("5/1m", 5), window("2/1h", 2))
-	d, ok := a.TakeWindows("alice", 0)
-	if !ok || !d.Allowed || d.Windows[0].Remaining != 4 || d.Windows[1].Remaining != 1 {
-		t.Fatalf("first take = %+v %v", d, ok)
+	ca := newClient(t, r.URL, "t6:", nil)
+	a := store.NewLimiter(ca, "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	b := store.NewLimiter(newClient(t, r.URL, "t6:", nil), "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	d := a.Take("alice", 0)
+	if !d.Allowed || d.Windows[0].Remaining != 4 || d.Windows[1].Remaining != 1 {
+		t.Fatalf("first take = %+v", d)
 	}
-	if d, _ = b.TakeWindows("alice", 0); !d.Allowed {
+	if st, reason := ca.State(); st != "ok" {
+		t.Fatalf("store state %s (%s) after the first take, want ok: the fallback answered", st, reason)
+	}
+	if d = b.Take("alice", 0); !d.Allowed {
 		t.Fatalf("second take (other replica) = %+v", d)
 	}
-	d, _ = a.TakeWindows("alice", 0)
-	if d.Allowed || d.Refused != 1 || d.RetryAfter < 20*time.Minute {
+	d = a.Take("alice", 0)
+	if d.Allowed || d.Window != 1 || d.RetryAfter < 20*time.Minute {
 		t.Fatalf("third take = %+v, want refused by window 1 (the hour) with ~30m to wait", d)
 	}
 	if d.Windows[0].Remaining != 3 {
@@ -247,8 +252,8 @@ func TestLimiterWindows(t *testing.T) {
 		len(got.Windows) != 2 || got.Windows[0].Remaining != 4 {
 		t.Fatalf("bob's take = %+v", got)
 	}
-	if a.Rejected() != 1 {
-		t.Fatalf("a rejected %d, want 1", a.Rejected())
+	if a.Rejected() != 1 || a.RejectedBy(1) != 1 {
+		t.Fatalf("a rejected %d (%d by the hour), want 1 by the hour", a.Rejected(), a.RejectedBy(1))
 	}
 }
 
@@ -300,12 +305,12 @@ func TestSentinelMode(t *testing.T) {
 	r := testkit.StartRedis(t)
 	sentinel := testkit.StartSentinel(t, "mymaster", r.Addr)
 	c := modeClient(t, config.Redis{Mode: "sentinel", MasterName: "mymaster", Addrs: []string{sentinel}, KeyPrefix: "t9:"})
-	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
-	if _, err := q.Wait(context.Background()); err != nil {
+	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0), nil)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatalf("through the sentinel: %v", err)
 	}
 	var ex *ratelimit.ExhaustedError
-	if _, err := q.Wait(context.Background()); !errors.As(err, &ex) || ex.RetryAfter < 20*time.Second {
+	if _, err := q.WaitPriority(context.Background(), 0); !errors.As(err, &ex) || ex.RetryAfter < 20*time.Second {
 		t.Fatalf("second Wait = %v, want the shared bucket's refusal (not deny's fallback)", err)
 	}
 	if st, _ := c.State(); st != "ok" {
@@ -318,16 +323,16 @@ func TestSentinelMode(t *testing.T) {
 func TestClusterMode(t *testing.T) {
 	addr := testkit.StartCluster(t)
 	c := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "t10:"})
-	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0))
-	if _, err := q.Wait(context.Background()); err != nil {
+	q := store.NewQuota(c, "api", quotaCfg("1/1m", 1, 0), nil)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil {
 		t.Fatalf("quota on a cluster: %v", err)
 	}
 	if got := q.Pause(10 * time.Second); got < 9*time.Second {
 		t.Fatalf("pause on a cluster = %s", got)
 	}
-	l := store.NewLimiter(c, "api", window("5/1m", 5), window("2/1h", 2))
-	if d, ok := l.TakeWindows("alice", 0); !ok || !d.Allowed {
-		t.Fatalf("limiter on a cluster: %+v %v", d, ok)
+	l := store.NewLimiter(c, "rl", "api", window("5/1m", 5), window("2/1h", 2))
+	if d := l.Take("alice", 0); !d.Allowed {
+		t.Fatalf("limiter on a cluster: %+v", d)
 	}
 	if st, reason := c.State(); st != "ok" {
 		t.Fatalf("state %s (%s), want ok", st, reason)
@@ -354,14 +359,81 @@ func modeClient(t *testing.T, r config.Redis) *store.Client {
 func TestClusterKeyPrefixHashTags(t *testing.T) {
 	addr := testkit.StartCluster(t)
 	broken := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "{}t11:"})
-	if _, err := store.NewQuota(broken, "api", quotaCfg("1/1m", 1, 0)).Wait(context.Background()); err == nil {
+	if _, err := store.NewQuota(broken, "api", quotaCfg("1/1m", 1, 0), nil).WaitPriority(context.Background(), 0); err == nil {
 		t.Fatal(`a quota under key_prefix "{}" worked on a cluster: config's refusal is not needed`)
 	}
 	if st, reason := broken.State(); st != "fallback" || !strings.Contains(reason, "CROSSSLOT") {
 		t.Fatalf(`key_prefix "{}": state %s (%s), want fallback for CROSSSLOT`, st, reason)
 	}
 	pinned := modeClient(t, config.Redis{Mode: "cluster", Addrs: []string{addr}, KeyPrefix: "{t12}:"})
-	if _, err := store.NewQuota(pinned, "api", quotaCfg("1/1m", 1, 0)).Wait(context.Background()); err != nil {
+	if _, err := store.NewQuota(pinned, "api", quotaCfg("1/1m", 1, 0), nil).WaitPriority(context.Background(), 0); err != nil {
 		t.Fatalf(`a quota under key_prefix "{t12}:" on a cluster: %v`, err)
+	}
+}
+
+// queueLog records what a quota reports of its waiters.
+type queueLog struct {
+	mu      sync.Mutex
+	waiting map[int]int
+	waited  map[int]int
+}
+
+func (l *queueLog) Waiting(prio, delta int) { l.mu.Lock(); l.waiting[prio] += delta; l.mu.Unlock() }
+func (l *queueLog) Waited(prio int, _ time.Duration) {
+	l.mu.Lock()
+	l.waited[prio]++
+	l.mu.Unlock()
+}
+
+// Issue 20: a shared quota has what a local one has. Through a real
+// redis-server, three low-priority waiters queued before three
+// high-priority ones get their tokens after them, and the queue is
+// reported (breakwater_queue_* for the quota) as it is for a local quota.
+func TestSharedQuotaServesByPriorityAndReportsItsQueue(t *testing.T) {
+	r := testkit.StartRedis(t)
+	c := newClient(t, r.URL, "t13:", nil)
+	obs := &queueLog{waiting: map[int]int{}, waited: map[int]int{}}
+	q := store.NewQuota(c, "api", quotaCfg("10/1s", 1, time.Minute), obs)
+	if _, err := q.WaitPriority(context.Background(), 0); err != nil { // the burst token
+		t.Fatal(err)
+	}
+	type grant struct {
+		label string
+		err   error
+	}
+	out := make(chan grant, 6)
+	queue := func(prio int, label string) {
+		go func() {
+			_, err := q.WaitPriority(context.Background(), prio)
+			out <- grant{label, err}
+		}()
+	}
+	for i, l := range []string{"low1", "low2", "low3", "high1", "high2", "high3"} {
+		prio := -1
+		if i >= 3 {
+			prio = 1
+		}
+		queue(prio, l)
+		testkit.WaitFor(t, 10*time.Second, l+" queued", func() bool { return q.Snapshot().Waiting == i+1 })
+	}
+	if st, reason := c.State(); st != "ok" {
+		t.Fatalf("store state %s (%s), want ok: the fallback answered", st, reason)
+	}
+	var order []string
+	for range 6 {
+		g := <-out
+		if g.err != nil {
+			t.Fatalf("%s: %v", g.label, g.err)
+		}
+		order = append(order, g.label)
+	}
+	t.Logf("served in order %v", order)
+	if want := []string{"high1", "high2", "high3", "low1", "low2", "low3"}; !slices.Equal(order, want) {
+		t.Errorf("served in order %v, want %v", order, want)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.waited[1] != 3 || obs.waited[-1] != 3 || obs.waiting[1] != 0 || obs.waiting[-1] != 0 {
+		t.Errorf("queue reports: waited %v, waiting %v; want 3 high and 3 low waited, none still waiting", obs.waited, obs.waiting)
 	}
 }
