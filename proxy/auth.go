@@ -24,7 +24,7 @@ func (s *Server) tokenSource(reg *policy.Registry, name string, u *config.Upstre
 	}
 	o := u.Auth.OAuth2
 	return policy.Get(reg, "token", name, tokenKey{s.keyer.Key(o)}, func() *auth.Source {
-		return auth.New(name, o, s.tokenObs, auth.Timings{})
+		return auth.New(name, o, s.metrics, auth.Timings{})
 	})
 }
 
@@ -81,8 +81,8 @@ func (s *Server) tokens() []*auth.Source {
 	return out
 }
 
-// TokenObserver is what an Observer may also implement to follow upstream
-// tokens (observe.Fanout does): token requests as they happen, and the
+// TokenObserver is the part of Observer that follows upstream tokens
+// (observe.Metrics implements it): token requests as they happen, and the
 // sources, read at scrape time.
 type TokenObserver interface {
 	auth.Observer

@@ -46,10 +46,9 @@ func (s *Server) buildStore(cfg *config.Config, reg *policy.Registry) (*store.Cl
 	if cfg.Store == nil {
 		return nil, nil
 	}
-	obs, _ := s.metrics.(store.Observer)
 	var buildErr error
 	c := policy.Get(reg, "store", "", storeKey(cfg.Store), func() *store.Client {
-		c, err := store.New(cfg.Store, obs)
+		c, err := store.New(cfg.Store, s.metrics)
 		buildErr = err
 		return c
 	})
