@@ -24,44 +24,11 @@ import (
 	"github.com/breakwater-proxy/breakwater/reload"
 )
 
-// Proxy is the data plane the admin API presents: proxy.Server.
-type Proxy interface {
-	// Config is the running config (nil before the first load).
-	Config() *config.Config
-	// Live is the running config's stateful pieces.
-	Live() proxy.Live
-	// SetUpstreamMode sets an upstream's mode (normal or cache_only);
-	// false when the running config has no such upstream.
-	SetUpstreamMode(name, mode string) bool
-}
-
-// Registry is where /metrics is gathered from (observe.Metrics.Registry);
-// New also registers promhttp's own handler-error counter on it.
-type Registry interface {
-	prometheus.Gatherer
-	prometheus.Registerer
-}
-
-// Events is the feed /events follows: observe.Hub.
-type Events interface {
-	// Subscribe starts a feed holding up to buffer undelivered events.
-	Subscribe(buffer int) *observe.Subscription
-	// Dropped counts deliveries missed by slow subscribers, over all of them.
-	Dropped() uint64
-}
-
-// Reloader reloads the config file: reload.Reloader.
-type Reloader interface {
-	Reload(reason string) (*reload.Result, error)
-	// Last is the latest load's outcome (nil before the first).
-	Last() *reload.Result
-}
-
 // Handler is the admin API.
 type Handler struct {
-	proxy    Proxy
-	feed     Events
-	reloader Reloader
+	proxy    *proxy.Server
+	feed     *observe.Hub
+	reloader *reload.Reloader // nil: POST /reload answers 400
 	// loopback is whether the admin listener is bound on loopback: the
 	// Host and token rules follow the address bound, not the config file.
 	loopback bool
@@ -85,12 +52,13 @@ const (
 )
 
 // New builds the admin handler over the proxy p, the metrics registry
-// (served on /metrics) and the events feed. rl reloads the config
-// file: in quick mode it is a Reloader without a file, and nil means the
-// same, so POST /reload answers 400. bound is the address the admin
-// listener is bound to (its net.Listener's Addr); nil means unknown, taken
-// as beyond loopback, so that every change needs the token.
-func New(p Proxy, metrics Registry, events Events, rl Reloader, bound net.Addr) *Handler {
+// (served on /metrics, which also gets promhttp's own handler-error
+// counter) and the events feed. rl reloads the config file: in quick mode
+// it is a Reloader without a file, and nil means the same, so POST /reload
+// answers 400. bound is the address the admin listener is bound to (its
+// net.Listener's Addr); nil means unknown, taken as beyond loopback, so
+// that every change needs the token.
+func New(p *proxy.Server, metrics *prometheus.Registry, events *observe.Hub, rl *reload.Reloader, bound net.Addr) *Handler {
 	h := &Handler{proxy: p, feed: events, reloader: rl, loopback: boundOnLoopback(bound), mux: http.NewServeMux(), postOnly: http.NewServeMux()}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)

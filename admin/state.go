@@ -85,16 +85,6 @@ func checkStatus(c *proxy.HealthChecker, h *UpstreamHealth) {
 	h.Check = cs
 }
 
-// findUpstream is the running upstream of that name; false when none.
-func findUpstream(l proxy.Live, name string) (proxy.LiveUpstream, bool) {
-	for _, u := range l.Upstreams {
-		if u.Name == name {
-			return u, true
-		}
-	}
-	return proxy.LiveUpstream{}, false
-}
-
 // TokenStatus is an upstream OAuth2 token's state: never the token.
 type TokenStatus struct {
 	// Valid: a token is held and has not expired.

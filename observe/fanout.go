@@ -1,8 +1,11 @@
 // Package observe is how breakwater is watched: Prometheus metrics
 // (Metrics), the admin /events stream (Hub), and the process logger
-// (NewLogger). Fanout joins the first two behind policy.Observer, so that
-// the data plane reports each thing once and neither Metrics nor the Hub
-// knows of the other.
+// (NewLogger). Fanout joins the first two behind the observer interfaces
+// the watched packages declare (proxy.Observer, reload.Observer), so that
+// each thing is reported once and neither Metrics nor the Hub knows of the
+// other. main passes it to proxy.New and reload.New, which is the compile
+// time check that it implements both (observe may not import proxy: the
+// proxy's own tests import observe).
 package observe
 
 import (

@@ -25,7 +25,7 @@ func (s *Server) tokenSource(reg *lifecycle.Registry, name string, u *config.Ups
 	}
 	o := u.Auth.OAuth2
 	return lifecycle.Get(reg, "token", name, tokenKey{s.keyer.Key(o)}, func() renewedSource {
-		return renewedSource{auth.New(name, o, s.tokenObs, auth.Timings{})}
+		return renewedSource{auth.New(name, o, s.metrics, auth.Timings{})}
 	}).Source
 }
 
@@ -93,8 +93,8 @@ func (s *Server) tokens() []*auth.Source {
 	return out
 }
 
-// TokenObserver is what an Observer may also implement to follow upstream
-// tokens (observe.Fanout does): token requests as they happen, and the
+// TokenObserver is the part of Observer that follows upstream tokens
+// (observe.Metrics implements it): token requests as they happen, and the
 // sources, read at scrape time.
 type TokenObserver interface {
 	auth.Observer

@@ -16,8 +16,8 @@ import (
 	"github.com/breakwater-proxy/breakwater/store"
 )
 
-// ClientObserver is what an Observer may also implement to count requests
-// by tier (observe.Metrics does). The tier label is bounded: the config's
+// ClientObserver is the part of Observer that counts requests by tier
+// (observe.Metrics implements it). The tier label is bounded: the config's
 // tier names, "anonymous" (no key, on a client_auth: optional route) and
 // "none" (refused as unauthorized).
 type ClientObserver interface {
@@ -196,9 +196,7 @@ func (s *Server) holdSlot(r *http.Request, rq *request, rt *route) (release func
 }
 
 func (s *Server) observeTier(route, tier, result string) {
-	if s.tierObs != nil {
-		s.tierObs.TierRequest(route, tier, result)
-	}
+	s.metrics.TierRequest(route, tier, result)
 }
 
 // TierUsage is one tier's live usage, for /routes and the dashboard.

@@ -63,12 +63,8 @@ var statuses = map[Kind]int{
 	kindClientClosed:        StatusClientClosed,
 }
 
-// classify maps any error to a kind and a status.
-func classify(err error) (Kind, int) {
-	k := kindOf(err)
-	return k, statuses[k]
-}
-
+// kindOf maps an error to its kind; failureKind, not this, decides a
+// failed request.
 func kindOf(err error) Kind {
 	switch {
 	case errors.Is(err, errBodyTooLarge):
@@ -104,7 +100,7 @@ func kindOf(err error) Kind {
 //   - a cancellation while the client is still here was the pipeline's
 //     own: the route timeout, which failsafe's executor reports as a bare
 //     context.Canceled (writing nothing would hand the client an empty 200);
-//   - otherwise classify's mapping.
+//   - otherwise kindOf's mapping.
 func failureKind(err, bodyErr error, clientGone bool) Kind {
 	if bodyErr != nil && !errors.Is(bodyErr, context.Canceled) {
 		return kindOf(bodyErr)

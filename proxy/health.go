@@ -33,9 +33,8 @@ const (
 	HealthUnhealthy = "unhealthy"
 )
 
-// HealthObserver is what an Observer may also implement to hear of
-// upstream health changes and mode changes (observe.Fanout does, for
-// /events).
+// HealthObserver is the part of Observer that hears of upstream health
+// changes and mode changes (observe.Fanout implements it, for /events).
 type HealthObserver interface {
 	// UpstreamHealthChanged reports a health check state change; result is
 	// the check that decided it ("ok", "status 503", "connect_error"…).
@@ -71,9 +70,7 @@ func (s *Server) SetUpstreamMode(name, mode string) bool {
 		return false
 	}
 	if t.upstreams[name].mode.cacheOnly.Swap(mode == ModeCacheOnly) != (mode == ModeCacheOnly) {
-		if ho, ok := s.metrics.(HealthObserver); ok {
-			ho.UpstreamModeChanged(name, mode)
-		}
+		s.metrics.UpstreamModeChanged(name, mode)
 	}
 	return true
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
 )
@@ -130,36 +131,71 @@ func TestSaneID(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
+// TestFailureKind is the one error mapping the request path uses:
+// failureKind decides a failed request's kind from the pipeline's error,
+// the client body's own failure and whether the client is still there;
+// statuses gives the kind's status.
+func TestFailureKind(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	cases := []struct {
-		name   string
-		err    error
-		kind   Kind
-		status int
+		name       string
+		err        error
+		bodyErr    error
+		clientGone bool
+		kind       Kind
+		status     int
 	}{
-		{"body too large", errBodyTooLarge, KindBodyTooLarge, 413},
-		{"body too large, wrapped", fmt.Errorf("write body: %w", errBodyTooLarge), KindBodyTooLarge, 413},
-		{"rate limited", errRateLimited, KindRateLimited, 429},
-		{"no route", errNoRoute, KindNoRoute, 404},
-		{"circuit open", &policy.RejectedError{Err: policy.ErrCircuitOpen}, KindCircuitOpen, 503},
-		{"bulkhead full", &policy.RejectedError{Err: policy.ErrBulkheadFull}, KindBulkheadFull, 503},
-		{"quota exhausted", &policy.RejectedError{Err: policy.ErrQuotaExhausted}, KindQuotaExhausted, 503},
-		{"route timeout", &policy.RejectedError{Err: policy.ErrTimeout}, KindTimeout, 504},
-		{"per-try timeout", &policy.RejectedError{Err: policy.ErrAttemptTimeout}, KindTimeout, 504},
-		{"client gone", context.Canceled, kindClientClosed, StatusClientClosed},
-		{"client gone, wrapped", fmt.Errorf("proxy: %w", context.Canceled), kindClientClosed, StatusClientClosed},
-		{"connection refused", refused, KindUpstreamUnreachable, 502},
-		{"reset mid-response", io.ErrUnexpectedEOF, KindUpstreamUnreachable, 502},
-		{"anything else", errors.New("tls: handshake failure"), KindUpstreamUnreachable, 502},
+		{"body too large", errBodyTooLarge, nil, false, KindBodyTooLarge, 413},
+		{"body too large, wrapped", fmt.Errorf("write body: %w", errBodyTooLarge), nil, false, KindBodyTooLarge, 413},
+		{"rate limited", errRateLimited, nil, false, KindRateLimited, 429},
+		{"no route", errNoRoute, nil, false, KindNoRoute, 404},
+		{"circuit open", &policy.RejectedError{Err: policy.ErrCircuitOpen}, nil, false, KindCircuitOpen, 503},
+		{"bulkhead full", &policy.RejectedError{Err: policy.ErrBulkheadFull}, nil, false, KindBulkheadFull, 503},
+		{"quota exhausted", &policy.RejectedError{Err: policy.ErrQuotaExhausted}, nil, false, KindQuotaExhausted, 503},
+		{"route timeout", &policy.RejectedError{Err: policy.ErrTimeout}, nil, false, KindTimeout, 504},
+		{"per-try timeout", &policy.RejectedError{Err: policy.ErrAttemptTimeout}, nil, false, KindTimeout, 504},
+		{"no token", fmt.Errorf("token: %w", auth.ErrUnavailable), nil, false, KindUpstreamAuthFailed, 502},
+		{"client gone", context.Canceled, nil, true, kindClientClosed, StatusClientClosed},
+		{"client gone, wrapped", fmt.Errorf("proxy: %w", context.Canceled), nil, true, kindClientClosed, StatusClientClosed},
+		// failsafe reports the route timeout as a bare cancellation: with
+		// the client still here, it is a timeout, never an empty 200.
+		{"cancelled, client here", context.Canceled, nil, false, KindTimeout, 504},
+		{"connection refused", refused, nil, false, KindUpstreamUnreachable, 502},
+		{"reset mid-response", io.ErrUnexpectedEOF, nil, false, KindUpstreamUnreachable, 502},
+		{"anything else", errors.New("tls: handshake failure"), nil, false, KindUpstreamUnreachable, 502},
+		// The client's body failing is the client's failure, whatever the
+		// attempt made of it; its cancellation alone decides nothing.
+		{"body stalled", io.ErrUnexpectedEOF, errBodyStalled, false, KindRequestTimeout, 408},
+		{"body malformed", refused, errMalformedBody, false, KindBadRequest, 400},
+		{"body too large mid-attempt", context.Canceled, errBodyTooLarge, false, KindBodyTooLarge, 413},
+		{"body cancelled", refused, context.Canceled, false, KindUpstreamUnreachable, 502},
 	}
 	for _, tc := range cases {
-		kind, status := classify(tc.err)
-		if kind != tc.kind || status != tc.status {
-			t.Errorf("%s: classify(%v) = %s %d, want %s %d", tc.name, tc.err, kind, status, tc.kind, tc.status)
+		kind := failureKind(tc.err, tc.bodyErr, tc.clientGone)
+		if status := statuses[kind]; kind != tc.kind || status != tc.status {
+			t.Errorf("%s: failureKind(%v, %v, %v) = %s %d, want %s %d", tc.name, tc.err, tc.bodyErr, tc.clientGone, kind, status, tc.kind, tc.status)
 		}
 		if kind != kindClientClosed && (titles[kind] == "" || details[kind] == "") {
 			t.Errorf("%s: kind %s has no title or detail", tc.name, kind)
+		}
+	}
+}
+
+// TestAbortKind: a response cut after it started is the client's when it
+// left or stalled, else the upstream's ("").
+func TestAbortKind(t *testing.T) {
+	cases := []struct {
+		gone, stalled bool
+		want          Kind
+	}{
+		{false, false, ""},
+		{true, false, kindClientClosed},
+		{false, true, kindClientStalled},
+		{true, true, kindClientStalled}, // net/http cancels the request on the failed write too
+	}
+	for _, tc := range cases {
+		if got := abortKind(tc.gone, tc.stalled); got != tc.want {
+			t.Errorf("abortKind(gone %v, stalled %v) = %q, want %q", tc.gone, tc.stalled, got, tc.want)
 		}
 	}
 }

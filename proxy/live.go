@@ -7,13 +7,21 @@ import (
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
 	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/store"
 )
 
-// Observer is what the data plane reports to: the policies' observations
-// and each request's own. observe.Fanout implements it with metrics and
-// the /events hub.
+// Observer is everything the data plane reports to, passed once to New:
+// the policies' observations, each request's own, the client tiers', the
+// upstream tokens', health checks' and the shared store's. observe.Fanout
+// implements it with metrics and the /events hub. It is one interface, not
+// a small one plus others found by type assertion, so that an observer
+// missing a method fails to compile rather than going unheard.
 type Observer interface {
 	policy.Observer
+	ClientObserver
+	TokenObserver
+	HealthObserver
+	store.Observer
 	// Request reports a finished request (route "" when none matched; tool
 	// "" when it called no MCP tool, else a bounded label: a name the
 	// config or the first mcp.max_tools calls gave, or "other").
@@ -43,14 +51,9 @@ type Live struct {
 	Breakers []*policy.Breaker
 	// Tiers are the client tiers' usage, sorted by name (none without tiers).
 	Tiers []TierUsage
-	// Store is the shared store's state; nil without a store block.
-	Store StoreState
-}
-
-// StoreState reports the shared store: "ok", or "fallback" with the error
-// that caused it. *store.Client implements it.
-type StoreState interface {
-	State() (state, reason string)
+	// Store is the shared store's client, whose State says "ok", or
+	// "fallback" with the error that caused it; nil without a store block.
+	Store *store.Client
 }
 
 // LiveRoute is one route's handles; a nil handle means the route has no
@@ -85,10 +88,7 @@ func (s *Server) Live() Live {
 	if t == nil {
 		return Live{}
 	}
-	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers, Tiers: t.tierUsage()}
-	if t.store != nil {
-		l.Store = t.store // a nil *store.Client would be a non-nil StoreState
-	}
+	l := Live{Config: t.cfg, Routes: make([]LiveRoute, 0, len(t.routes)), Breakers: t.breakers, Tiers: t.tierUsage(), Store: t.store}
 	for _, rt := range t.routes {
 		lr := LiveRoute{Name: rt.name, Upstream: rt.up.name, Breaker: rt.breaker, Bulkhead: rt.bulkhead, Limiter: rt.limiter}
 		if rt.cache != nil {

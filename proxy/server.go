@@ -1,8 +1,17 @@
 // Package proxy is breakwater's data plane: it matches a request to a
 // route, applies the route's ingress rate limit and cache, and forwards it
 // through httputil.ReverseProxy whose transport is the route's policy
-// pipeline. Every failure ends in classify (errors.go), the one place that
-// knows breakwater's error kinds.
+// pipeline.
+//
+// Failures are decided once each. A request refused before it is sent
+// (no route, rate limited, unauthorized…) is rejected with its kind where
+// the refusal happens. A failed attempt or a broken client body goes
+// through failureKind, which weighs the pipeline's error, the body's own
+// failure and whether the client is still there. A response cut after it
+// started gets abortKind's verdict in the access log only: its status is
+// already sent. errors.go holds the kinds and, per kind, the status
+// (statuses), title, detail and JSON-RPC code of breakwater's own error
+// answers.
 package proxy
 
 import (
@@ -28,30 +37,24 @@ import (
 // swaps its config atomically.
 type Server struct {
 	log     zerolog.Logger
-	metrics Observer
-	tierObs ClientObserver // metrics, when it counts by tier; nil otherwise
+	metrics Observer // metrics and /events: every observation goes here
 	buffers *bufferPool
 
 	mu       sync.Mutex // serialises Load
 	table    atomic.Pointer[table]
 	registry *lifecycle.Registry // everything a config built that may outlive it; Close closes it
 
-	tools    mcp.Labels              // the metrics' tool label values, kept across reloads
-	tracing  atomic.Pointer[tracing] // nil: no tracing block
-	keyer    auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
-	tokenObs auth.Observer           // nil: token requests are not reported
+	tools   mcp.Labels              // the metrics' tool label values, kept across reloads
+	tracing atomic.Pointer[tracing] // nil: no tracing block
+	keyer   auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
 }
 
 // New returns a Server with no config, reporting to obs
 // (observe.Fanout in breakwater); call Load before serving.
 func New(log zerolog.Logger, obs Observer) *Server {
 	s := &Server{log: log, metrics: obs, buffers: newBufferPool(), registry: lifecycle.New(), keyer: auth.NewKeyer()}
-	s.tierObs, _ = obs.(ClientObserver)
 	obs.FollowBreakers(s.breakers)
-	if to, ok := obs.(TokenObserver); ok {
-		s.tokenObs = to
-		to.FollowTokens(s.tokens)
-	}
+	obs.FollowTokens(s.tokens)
 	return s
 }
 

@@ -63,9 +63,8 @@ func (s *Server) buildStore(cfg *config.Config, reg *lifecycle.Registry) (*store
 	if cfg.Store == nil {
 		return nil, nil
 	}
-	obs, _ := s.metrics.(store.Observer)
 	c, err := lifecycle.TryGet(reg, "store", "", storeKey(cfg.Store), func() (storeClient, error) {
-		c, err := store.New(cfg.Store, obs)
+		c, err := store.New(cfg.Store, s.metrics)
 		return storeClient{c}, err
 	})
 	return c.Client, err

@@ -59,7 +59,6 @@ type upstream struct {
 // route is one config route with its policies built.
 type route struct {
 	name     string
-	cfg      *config.Route
 	match    matcher
 	up       *upstream
 	strip    string
@@ -182,8 +181,7 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *UpstreamMode { return &UpstreamMode{} })
 		if hc := u.HealthCheck; hc != nil {
 			cs := checkSettings{Check: *hc, URL: u.URL, Transport: settingsOf(u, target.Scheme)}
-			ho, _ := s.metrics.(HealthObserver)
-			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, ho) })
+			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, s.metrics) })
 		}
 		t.upstreams[name] = up
 	}
@@ -192,7 +190,7 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		e := rc.Effective
 		up := t.upstreams[rc.Upstream]
 		rt := &route{
-			name: rc.Name, cfg: rc, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
+			name: rc.Name, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
 			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
 			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
 			clientAuth: e.ClientAuth, forwardID: http.CanonicalHeaderKey(e.ForwardClientID),

@@ -1,8 +1,8 @@
 // Package reload swaps a new config file into a running proxy: on SIGHUP,
 // on POST /reload, and when the file changes (Watch). The new file is
 // parsed and validated first; a bad one keeps the running config. A good
-// one is swapped in atomically by the Target's Load (proxy.Server's
-// carries the stateful policies whose settings did not change).
+// one is swapped in atomically by proxy.Server's Load, which carries the
+// stateful policies whose settings did not change.
 package reload
 
 import (
@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/proxy"
 )
 
 // Result is the outcome of one load, as /health, /reload and the events
@@ -33,14 +34,6 @@ type Result struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Target is what a Reloader loads configs into: proxy.Server.
-type Target interface {
-	// Load swaps cfg in, or keeps the running config and says why not.
-	Load(cfg *config.Config) error
-	// Config is the running config (nil before the first Load).
-	Config() *config.Config
-}
-
 // Observer is told of every load: observe.Fanout counts it and publishes
 // the reload event.
 type Observer interface {
@@ -57,7 +50,7 @@ type Observer interface {
 type Reloader struct {
 	path string // "" in quick mode: nothing to reload
 	over config.Overrides
-	srv  Target
+	srv  *proxy.Server
 	obs  Observer
 	log  zerolog.Logger
 
@@ -79,7 +72,7 @@ var ErrNoFile = errors.New("no config file to reload (quick mode)")
 // New returns a Reloader for the file at path, read with the command
 // line's overrides. path "" means quick mode: Reload always fails with
 // ErrNoFile.
-func New(path string, over config.Overrides, srv Target, obs Observer, log zerolog.Logger) *Reloader {
+func New(path string, over config.Overrides, srv *proxy.Server, obs Observer, log zerolog.Logger) *Reloader {
 	return &Reloader{path: path, over: over, srv: srv, obs: obs, log: log}
 }
 
