@@ -5,13 +5,7 @@ import (
 	"sync"
 )
 
-// Capture tees a response body while it streams to the client; it is
-// CaptureNotify without the abandon callback.
-func Capture(body io.ReadCloser, max int64, done func(body []byte)) io.ReadCloser {
-	return CaptureNotify(body, max, done, nil)
-}
-
-// CaptureNotify tees a response body while it streams to the client. Reads
+// Capture tees a response body while it streams to the client. Reads
 // pass through unchanged, with the same sizes and errors and no waiting;
 // the bytes read are also copied into a buffer.
 //
@@ -34,7 +28,7 @@ func Capture(body io.ReadCloser, max int64, done func(body []byte)) io.ReadClose
 //
 // Read and Close may be called from different goroutines, as Close is used
 // to interrupt a blocked Read.
-func CaptureNotify(body io.ReadCloser, max int64, done func(body []byte), abandon func()) io.ReadCloser {
+func Capture(body io.ReadCloser, max int64, done func(body []byte), abandon func()) io.ReadCloser {
 	return &capture{body: body, max: max, done: done, abandon: abandon}
 }
 

@@ -106,7 +106,7 @@ func TestCapturePassesThroughAndCapturesWholeBody(t *testing.T) {
 	want := sha256.Sum256(data)
 	var rec recorder
 	src := rec.source(&choppy{r: bytes.NewReader(data), rnd: rand.New(rand.NewPCG(1, 2))})
-	body := CaptureNotify(src, 4<<20, rec.done, rec.abandon)
+	body := Capture(src, 4<<20, rec.done, rec.abandon)
 
 	got, n, err := readOdd(body)
 	if err != nil || n != len(data) || got != want {
@@ -136,7 +136,7 @@ func TestCapturePassesThroughAndCapturesWholeBody(t *testing.T) {
 func TestCaptureDataWithEOF(t *testing.T) {
 	// Bodies may return their last bytes together with io.EOF.
 	var rec recorder
-	body := Capture(io.NopCloser(iotest.DataErrReader(bytes.NewReader([]byte("hello")))), 5, rec.done)
+	body := Capture(io.NopCloser(iotest.DataErrReader(bytes.NewReader([]byte("hello")))), 5, rec.done, nil)
 	if got, err := io.ReadAll(body); err != nil || string(got) != "hello" {
 		t.Fatalf("ReadAll = %q, %v", got, err)
 	}
@@ -148,7 +148,7 @@ func TestCaptureDataWithEOF(t *testing.T) {
 
 func TestCaptureEmptyBody(t *testing.T) {
 	var rec recorder
-	body := Capture(http.NoBody, 10, rec.done)
+	body := Capture(http.NoBody, 10, rec.done, nil)
 	if _, err := io.ReadAll(body); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestCaptureAbandons(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var rec recorder
 			src := rec.source(&choppy{r: tt.src(), rnd: rand.New(rand.NewPCG(3, 4))})
-			body := CaptureNotify(src, tt.max, rec.done, rec.abandon)
+			body := Capture(src, tt.max, rec.done, rec.abandon)
 			got, err := tt.read(body)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("client read error %v, want %v", err, tt.wantErr)
@@ -252,7 +252,7 @@ func TestCaptureAbandons(t *testing.T) {
 func TestCaptureNoLimit(t *testing.T) {
 	data := randomBytes(100_000)
 	var rec recorder
-	if _, err := io.ReadAll(Capture(io.NopCloser(bytes.NewReader(data)), 0, rec.done)); err != nil {
+	if _, err := io.ReadAll(Capture(io.NopCloser(bytes.NewReader(data)), 0, rec.done, nil)); err != nil {
 		t.Fatal(err)
 	}
 	rec.want(t, 1, 0)
@@ -267,7 +267,7 @@ func TestCaptureNoLimit(t *testing.T) {
 func TestCaptureCloseInterruptsRead(t *testing.T) {
 	pr, pw := io.Pipe()
 	var rec recorder
-	body := CaptureNotify(pr, 1<<20, rec.done, rec.abandon)
+	body := Capture(pr, 1<<20, rec.done, rec.abandon)
 	go func() { _, _ = pw.Write([]byte("partial")) }()
 	buf := make([]byte, 64)
 	if n, err := body.Read(buf); err != nil || string(buf[:n]) != "partial" {
@@ -328,7 +328,7 @@ func TestCaptureOverRealSockets(t *testing.T) {
 			t.Fatalf("ContentLength %d: want a chunked body", resp.ContentLength)
 		}
 		var rec recorder
-		body := CaptureNotify(resp.Body, 1<<20, rec.done, rec.abandon)
+		body := Capture(resp.Body, 1<<20, rec.done, rec.abandon)
 		got, n, err := readOdd(bufio.NewReaderSize(body, 16))
 		_ = body.Close()
 		if err != nil || n != len(data) || got != sha256.Sum256(data) {
@@ -346,7 +346,7 @@ func TestCaptureOverRealSockets(t *testing.T) {
 			t.Fatal(err)
 		}
 		var rec recorder
-		body := CaptureNotify(resp.Body, 1<<20, rec.done, rec.abandon)
+		body := Capture(resp.Body, 1<<20, rec.done, rec.abandon)
 		got, err := io.ReadAll(body)
 		_ = body.Close()
 		if !errors.Is(err, io.ErrUnexpectedEOF) {

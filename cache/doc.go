@@ -11,7 +11,7 @@
 //     bounded by bytes.
 //   - Policy, Rules, RequestRules, Storable (policy.go): the cache key and
 //     what may be looked up, stored, and served as fresh or stale.
-//   - Capture, CaptureNotify (capture.go): tee a response body into an entry
+//   - Capture (capture.go): tee a response body into an entry
 //     while it streams to the client.
 //   - Group, Flight (group.go): one upstream request per key while the entry
 //     is missing or expired; the others share its response.
@@ -47,7 +47,7 @@
 //			if !policy.Storable(resp) { flight.Done(nil); return }
 //			status, header := resp.StatusCode, resp.Header.Clone() // hop-by-hop already gone
 //			answered := time.Now()
-//			resp.Body = cache.CaptureNotify(resp.Body, policy.MaxEntrySize,
+//			resp.Body = cache.Capture(resp.Body, policy.MaxEntrySize,
 //				func(body []byte) {
 //					e := &cache.Entry{Status: status, Header: header, Body: body, Stored: answered}
 //					st.Set(key, e) // first Set, then Done: see Flight.Done

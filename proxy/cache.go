@@ -143,7 +143,7 @@ func captureResponse(resp *http.Response, cp *capture) {
 	header.Del("X-Breakwater-Cache")
 	header.Del("RateLimit")
 	header.Del("RateLimit-Policy")
-	resp.Body = cache.CaptureNotify(resp.Body, cp.c.policy.MaxEntrySize, func(body []byte) {
+	resp.Body = cache.Capture(resp.Body, cp.c.policy.MaxEntrySize, func(body []byte) {
 		e := &cache.Entry{Status: status, Header: header, Body: body, Stored: answered}
 		cp.c.store.Set(cp.key, e)
 		if cp.flight != nil && cp.done.CompareAndSwap(false, true) {

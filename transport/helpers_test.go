@@ -162,3 +162,10 @@ func (t *H1) open() int {
 	}
 	return n
 }
+
+// idleCount is how many connections wait in p's idle list.
+func (p *pool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}

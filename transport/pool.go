@@ -223,10 +223,3 @@ func closeAll(conns []net.Conn) {
 		nc.Close()
 	}
 }
-
-// idleCount is for tests.
-func (p *pool) idleCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
-}
