@@ -80,6 +80,10 @@ upstreams:
     auth: { oauth2: { token_url: "https://auth.example/token", client_id: id, grant: refresh_token, refresh_token_file: ` + fifo + ` } }
 routes: [{ name: r, match: { path_prefix: / }, upstream: up }]
 `, []string{"upstreams.up.auth.oauth2.refresh_token_file", fifo, "named pipe"}},
+		{"tls.ca_file naming a named pipe", `version: 1
+upstreams: { up: { url: "https://127.0.0.1:9", tls: { ca_file: ` + fifo + ` } } }
+routes: [{ name: r, match: { path_prefix: / }, upstream: up }]
+`, []string{"upstreams.up.tls.ca_file", "named pipe"}},
 		{"${file:} naming a symlink to a regular file", `version: 1
 upstreams:
   up: { url: "` + up + `", headers: { set: { X-Key: "${file:` + link + `}" } } }
@@ -108,6 +112,17 @@ routes: [{ name: r, match: { path_prefix: / }, upstream: up }]
 				t.Errorf("%s: output lacks %q:\n%s", c.name, w, out)
 			}
 		}
+	}
+}
+
+// The config file itself a named pipe: validate refuses it at once (it
+// read the pipe, waiting for a writer forever).
+func TestConfigFileMustBeRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := mkfifo(t, filepath.Join(dir, "breakwater.yaml"))
+	code, out := validateWithin(t, dir, fifo)
+	if code != 1 || !strings.Contains(out, "named pipe") || !strings.Contains(out, fifo) {
+		t.Errorf("validate on a named pipe: exit %d, want 1 naming the file and the pipe:\n%s", code, out)
 	}
 }
 

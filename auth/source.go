@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -504,33 +503,10 @@ func errText(err error) string {
 	return "write failed"
 }
 
-// WriteFileAtomic replaces path with data, mode 0600: written to a
-// temporary file in the same directory, synced, then renamed over path,
-// so a reader (or a crash) sees the old token or the new one, never half.
+// WriteFileAtomic replaces path with data, mode 0600, through a symlink
+// to its target (config.WriteAtomic).
 func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // a no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return config.WriteAtomic(path, data, 0o600)
 }
 
 // paramsTransport adds auth.oauth2.params to every token request's form:

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -44,7 +43,7 @@ func Issue(path, id, tier string) (string, error) {
 	if !validID(tier) {
 		return "", errors.New("-tier: a tier name from the config's tiers")
 	}
-	path, err := linkTarget(path)
+	path, err := config.LinkTarget(path)
 	if err != nil {
 		return "", err
 	}
@@ -82,7 +81,7 @@ func Issue(path, id, tier string) (string, error) {
 	if k, err := Parse(path, text, nil); err != nil || k.Lookup(key) == nil {
 		return "", fmt.Errorf("cannot append to %s safely (is its clients list in an unusual form?)", path)
 	}
-	if err := writeAtomic(path, text, mode); err != nil {
+	if err := config.WriteAtomic(path, text, mode); err != nil {
 		return "", err
 	}
 	return key, nil
@@ -116,57 +115,4 @@ func appendClient(text []byte, id, tier, hash string) ([]byte, error) {
 	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
 	s += fmt.Sprintf("%s- { id: %s, tier: %s, key_sha256: %q }\n", indent, q(id), q(tier), hash)
 	return []byte(s), nil
-}
-
-// maxLinks bounds the symlinks linkTarget follows, as the kernel does.
-const maxLinks = 40
-
-// linkTarget is the file path names once symlinks are followed: where a
-// rewrite must go for the link to stay a link. A link to a file not there
-// yet names where it is to be created.
-func linkTarget(path string) (string, error) {
-	if t, err := filepath.EvalSymlinks(path); err == nil {
-		return t, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", err
-	}
-	for range maxLinks {
-		st, err := os.Lstat(path)
-		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
-			return path, nil
-		}
-		dest, err := os.Readlink(path)
-		if err != nil {
-			return "", err
-		}
-		if !filepath.IsAbs(dest) {
-			dest = filepath.Join(filepath.Dir(path), dest)
-		}
-		path = dest
-	}
-	return "", fmt.Errorf("%s: more than %d symlinks in a row", path, maxLinks)
-}
-
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

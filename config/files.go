@@ -2,11 +2,16 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
+
+// maxPEMSize bounds a CA bundle (Debian's whole bundle is about 220 KiB).
+const maxPEMSize = 4 << 20
 
 // ErrTooLarge is ReadRegular's error for a file larger than its limit.
 var ErrTooLarge = errors.New("the file is too large")
@@ -102,4 +107,66 @@ func (v *validator) keysFileMode(file string) {
 	if st, err := os.Stat(file); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o022 != 0 {
 		v.warnf("clients.keys_file", "%s is writable by group or others (mode %04o): anyone who can write it can add a client; chmod go-w it", file, st.Mode().Perm())
 	}
+}
+
+// maxLinks bounds the symlinks LinkTarget follows, as the kernel does.
+const maxLinks = 40
+
+// linkTarget is the file path names once symlinks are followed: where a
+// rewrite must go for the link to stay a link. A link to a file not there
+// yet names where it is to be created.
+func LinkTarget(path string) (string, error) {
+	if t, err := filepath.EvalSymlinks(path); err == nil {
+		return t, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	for range maxLinks {
+		st, err := os.Lstat(path)
+		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		dest, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(filepath.Dir(path), dest)
+		}
+		path = dest
+	}
+	return "", fmt.Errorf("%s: more than %d symlinks in a row", path, maxLinks)
+}
+
+// WriteAtomic replaces the file path names with data, at mode: written
+// to a temporary file beside it, synced, then renamed over it, so that a
+// reader sees the old text or the new, never half. A symlink stays a
+// symlink: the file it leads to is the one replaced (a Kubernetes Secret
+// mount, a keys file kept elsewhere).
+func WriteAtomic(path string, data []byte, mode fs.FileMode) error {
+	path, err := LinkTarget(path)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -32,15 +32,12 @@ const maxFileSize = 4 << 20
 // On failure the error is a Problems holding every error found; warnings
 // are returned either way.
 func Load(path string, o Overrides) (*Config, []Problem, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, nil, Problems{{File: path, Msg: "cannot read config: " + errors.Unwrap(err).Error()}}
-	}
-	if st.Size() > maxFileSize {
+	// A regular file only: a named pipe would block the read forever.
+	data, err := ReadRegular(path, maxFileSize)
+	switch {
+	case errors.Is(err, ErrTooLarge):
 		return nil, nil, Problems{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", maxFileSize)}}
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
+	case err != nil:
 		return nil, nil, Problems{{File: path, Msg: "cannot read config: " + err.Error()}}
 	}
 	return Parse(path, data, os.LookupEnv, o)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -175,7 +174,8 @@ func (v *validator) upstream(path string, u *Upstream) {
 		v.errorf(path+".host_header", "want upstream or client, got %q", u.HostHeader)
 	}
 	if f := u.TLS.CAFile; f != "" {
-		if pem, err := os.ReadFile(f); err != nil {
+		if pem, err := ReadRegular(f, maxPEMSize); err != nil {
+			// A regular file only: a named pipe would hang validate and a reload.
 			v.errorf(path+".tls.ca_file", "cannot read: %v", err)
 		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
 			v.errorf(path+".tls.ca_file", "no PEM certificates in %s", f)
