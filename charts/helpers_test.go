@@ -270,9 +270,13 @@ func get(v any, path ...any) any {
 	return v
 }
 
-// parseManifests decodes a multi-document YAML stream.
+// parseManifests decodes a multi-document YAML stream, after checking
+// every document against its Kubernetes API type (checkKubernetes).
 func parseManifests(t *testing.T, text string) []object {
 	t.Helper()
+	for _, err := range checkKubernetes(text) {
+		t.Errorf("not a valid Kubernetes manifest: %v", err)
+	}
 	dec := yaml.NewDecoder(strings.NewReader(text))
 	var out []object
 	for {
