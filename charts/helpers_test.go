@@ -35,7 +35,7 @@ import (
 )
 
 // helmVersion is the Helm release installed from the Go module proxy; the
-// Makefile's HELM_VERSION says the same.
+// Makefile's chart-test comment names it too.
 const helmVersion = "v3.22.0"
 
 // kubeVersion is what `helm template` assumes of the cluster: the chart
