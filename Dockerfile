@@ -3,7 +3,11 @@
 # breakwater's container image: a static binary on distroless, run as the
 # distroless "nonroot" user (65532). Build it with `make docker`, or:
 #
-#   docker build --build-arg VERSION=v1.2.3 -t breakwater:v1.2.3 .
+#   docker build --build-arg VERSION=v1.2.3 --build-arg REVISION=$(git rev-parse HEAD) -t breakwater:v1.2.3 .
+#
+# Without a Docker engine, `make image` builds the same image (tools/image:
+# user, entrypoint, ports, labels and environment as here, which
+# tools/image's TestDockerfileAgrees checks) into bin/breakwater-image.tar.
 #
 # The config is read from $BREAKWATER_CONFIG (/etc/breakwater/breakwater.yaml):
 # mount yours there (the Helm chart mounts a ConfigMap).
@@ -42,10 +46,12 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="breakwater" \
       org.opencontainers.image.description="A resilience sidecar for HTTP APIs: retries, circuit breakers, rate limits, quotas, caching and fallbacks from one YAML file" \
       org.opencontainers.image.source="https://github.com/breakwater-proxy/breakwater" \
-      org.opencontainers.image.version="${VERSION}"
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/breakwater /usr/local/bin/breakwater
 ENV BREAKWATER_CONFIG=/etc/breakwater/breakwater.yaml
 USER 65532:65532

@@ -4,16 +4,18 @@
 // security settings), and that every embedded breakwater config passes
 // `breakwater validate`.
 //
-// Helm and promtool come from the Go module proxy (go install
-// helm.sh/helm/v3/cmd/helm@helmVersion, and
-// github.com/prometheus/prometheus/cmd/promtool@promtoolVersion), once,
-// into the repository's git-ignored bin/; $HELM and $PROMTOOL override
-// them. The tests that need them are skipped, saying why, only when the
-// module proxy cannot be reached.
+// Helm comes from the Go module proxy (go install
+// helm.sh/helm/v3/cmd/helm@helmVersion), once, into the repository's
+// git-ignored bin/; $HELM overrides it. The tests that need it are skipped,
+// saying why, only when the module proxy cannot be reached. The
+// PrometheusRule is checked with Prometheus's rule parser as a library
+// (rules_test.go), and every manifest is decoded strictly into the
+// Kubernetes API types (strict_test.go).
 package charts_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -32,7 +35,7 @@ import (
 )
 
 // helmVersion is the Helm release installed from the Go module proxy; the
-// Makefile's HELM_VERSION says the same.
+// Makefile's chart-test comment names it too.
 const helmVersion = "v3.22.0"
 
 // kubeVersion is what `helm template` assumes of the cluster: the chart
@@ -49,11 +52,6 @@ var root = func() string {
 
 var chartDir = filepath.Join(root, "charts", "breakwater")
 
-// promtoolVersion is the Prometheus Go module whose promtool checks the
-// chart's PrometheusRule (Prometheus 3.x is v0.3xx.y as a Go module); the
-// Makefile's PROMTOOL_VERSION says the same.
-const promtoolVersion = "v0.316.0"
-
 // goTool is a command installed from the Go module proxy into the
 // repository's git-ignored bin/, once per test binary; env names a
 // variable that points at one already installed instead.
@@ -66,18 +64,11 @@ type goTool struct {
 	err  error
 }
 
-var (
-	helmTool     = &goTool{name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: helmVersion, env: "HELM"}
-	promtoolTool = &goTool{name: "promtool", pkg: "github.com/prometheus/prometheus/cmd/promtool", version: promtoolVersion, env: "PROMTOOL"}
-)
+var helmTool = &goTool{name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: helmVersion, env: "HELM"}
 
 // helm returns the path of the helm binary, installing it into bin/ the
 // first time.
 func helm(t *testing.T) string { return helmTool.get(t) }
-
-// promtool returns the path of Prometheus's promtool, installing it into
-// bin/ the first time.
-func promtool(t *testing.T) string { return promtoolTool.get(t) }
 
 func (g *goTool) get(t *testing.T) string {
 	t.Helper()
@@ -95,14 +86,18 @@ func (g *goTool) get(t *testing.T) string {
 			return
 		}
 		t.Logf("installing %s %s from the Go module proxy into bin/ (once; it takes a few minutes)", g.name, g.version)
-		cmd := exec.Command(testkit.GoTool(), "install", g.pkg+"@"+g.version)
-		cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(root, "bin"), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
+		ctx, cancel := installContext(t)
+		defer cancel()
+		start := time.Now()
+		out, err := goInstall(ctx, testkit.GoTool(), filepath.Join(root, "bin"), g.pkg+"@"+g.version)
+		t.Logf("go install %s@%s: %v after %s", g.pkg, g.version, err, time.Since(start).Round(time.Second))
 		switch {
 		case err == nil:
 			g.path = bin
 		case proxyUnreachable(string(out)):
 			g.skip = fmt.Sprintf("cannot install %s %s: the Go module proxy is unreachable:\n%s", g.name, g.version, lastLines(string(out), 5))
+		case ctx.Err() != nil:
+			g.err = fmt.Errorf("go install %s@%s did not finish before the test's deadline and was killed with its compilers; run it by hand, or set $%s:\n%s", g.pkg, g.version, g.env, lastLines(string(out), 20))
 		default:
 			g.err = fmt.Errorf("go install %s@%s: %v\n%s", g.pkg, g.version, err, lastLines(string(out), 20))
 		}
@@ -114,6 +109,30 @@ func (g *goTool) get(t *testing.T) string {
 		t.Fatal(g.err)
 	}
 	return g.path
+}
+
+// installContext ends an install a minute before the test binary's
+// -timeout would (or after 15 minutes without one), so that the test ends
+// with a message and kills the install rather than dying in a panic that
+// leaves it compiling.
+func installContext(t *testing.T) (context.Context, context.CancelFunc) {
+	deadline, ok := t.Deadline()
+	if !ok {
+		deadline = time.Now().Add(15 * time.Minute)
+	}
+	return context.WithDeadline(context.Background(), deadline.Add(-time.Minute))
+}
+
+// goInstall runs `go install pkg` with GOBIN=bin and returns its output.
+// When ctx ends first, the go command and every compiler and linker it
+// started (its process group) are killed: a test that gives up on the
+// install leaves nothing running.
+func goInstall(ctx context.Context, goTool, bin, pkg string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, goTool, "install", "-ldflags=-s -w", pkg)
+	cmd.Env = append(os.Environ(), "GOBIN="+bin)
+	killGroupOnCancel(cmd)
+	cmd.WaitDelay = 10 * time.Second
+	return cmd.CombinedOutput()
 }
 
 var netErrors = regexp.MustCompile(`dial tcp|no such host|connection refused|i/o timeout|network is unreachable|TLS handshake timeout|proxyconnect|Service Unavailable|502 Bad Gateway`)
@@ -251,9 +270,13 @@ func get(v any, path ...any) any {
 	return v
 }
 
-// parseManifests decodes a multi-document YAML stream.
+// parseManifests decodes a multi-document YAML stream, after checking
+// every document against its Kubernetes API type (checkKubernetes).
 func parseManifests(t *testing.T, text string) []object {
 	t.Helper()
+	for _, err := range checkKubernetes(text) {
+		t.Errorf("not a valid Kubernetes manifest: %v", err)
+	}
 	dec := yaml.NewDecoder(strings.NewReader(text))
 	var out []object
 	for {
