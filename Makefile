@@ -5,7 +5,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/breakwater
 
-.PHONY: help build run demo demo-fleet test vet fmt-check unit browser-deps redis-deps certs-deps chart-test image-test image docker bench bench-go fuzz chaos clean
+.PHONY: help build run demo demo-fleet test vet deadcode fmt-check unit browser-deps redis-deps certs-deps chart-test image-test image docker bench bench-go fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,11 +22,17 @@ demo: ## the main job: flaky upstream, straight vs through breakwater, side by s
 demo-fleet: build redis-deps ## three replicas against one quota, without and with the shared store
 	$(GO) run ./examples/demo/fleet -binary $(BIN)
 
-test: browser-deps redis-deps vet fmt-check chart-test image-test unit ## everything CI runs: vet, gofmt, chart and image checks, go test -race (unit, end-to-end)
+test: browser-deps redis-deps vet fmt-check deadcode chart-test image-test unit ## everything CI runs: vet, gofmt, dead code, chart and image checks, go test -race (unit, end-to-end)
 
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags pprof .
+
+# Production code that no main package reaches is test-only code living in
+# the product: scripts/deadcode.sh lists it (golang.org/x/tools' deadcode,
+# pinned, installed into bin/).
+deadcode: ## fail on functions reachable from no main package
+	sh scripts/deadcode.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
