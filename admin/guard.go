@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 
 	"github.com/breakwater-proxy/breakwater/config"
@@ -31,7 +30,7 @@ import (
 // does not take, token or not, and 401 for a change without the token.
 // Only a request that would reach a handler is asked for credentials.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.loopback && !loopbackHost(r.Host) {
+	if h.loopback && !config.IsLoopback(r.Host) {
 		h.writeJSON(w, http.StatusForbidden, errorBody{"this admin listener is on loopback: the request must be for a loopback host name or address (Host)"})
 		return
 	}
@@ -135,29 +134,6 @@ func sameOrigin(r *http.Request) bool {
 	return ok && norm(origin) == norm(strings.ToLower(r.Host))
 }
 
-// loopbackHost reports whether a Host header names loopback: localhost
-// (or "localhost."), 127.0.0.0/8 or ::1, with or without a port.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		host = host[1 : len(host)-1]
-	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
 // boundOnLoopback reports whether the listener's address is a loopback
 // one; nil (unknown) is not.
-func boundOnLoopback(a net.Addr) bool {
-	if a == nil {
-		return false
-	}
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.IsLoopback()
-	}
-	return config.IsLoopback(a.String())
-}
+func boundOnLoopback(a net.Addr) bool { return a != nil && config.IsLoopback(a.String()) }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -102,18 +103,24 @@ func (v *validator) listenAddr(path, addr string) {
 	}
 }
 
-// IsLoopback reports whether a listen address binds loopback only:
-// 127.0.0.0/8, ::1 or localhost. ":9901" binds every interface.
+// IsLoopback reports whether addr — a listen address, a listener's
+// address or a request's Host, with or without a port — names loopback
+// only: 127.0.0.0/8, ::1 (an IPv4-mapped form too) or localhost (in any
+// case, with or without the root's trailing dot). ":9901" binds every
+// interface, so it is not. The one loopback test: validation, the admin
+// guard's Host check and its bound-address rules all use it.
 func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
 	}
-	if host == "localhost" {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func (v *validator) admin() {
