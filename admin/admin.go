@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/health"
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
@@ -284,7 +285,7 @@ type upstreamBody struct {
 // fresh or stale cache and fallback only) or back to normal.
 func (h *Handler) upstreamMode(w http.ResponseWriter, r *http.Request) {
 	name, mode := r.PathValue("name"), r.URL.Query().Get("mode")
-	if mode != proxy.ModeNormal && mode != proxy.ModeCacheOnly {
+	if mode != health.ModeNormal && mode != health.ModeCacheOnly {
 		h.writeJSON(w, http.StatusBadRequest, errorBody{"mode must be cache_only or normal"})
 		return
 	}

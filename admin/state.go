@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/auth"
+	"github.com/breakwater-proxy/breakwater/health"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/proxy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
@@ -69,7 +70,7 @@ type CheckStatus struct {
 
 // checkStatus reads a health checker; an upstream that fails its checks
 // is unhealthy whatever its breakers say.
-func checkStatus(c *proxy.HealthChecker, h *UpstreamHealth) {
+func checkStatus(c *health.Checker, h *UpstreamHealth) {
 	st := c.Status()
 	cs := &CheckStatus{Status: st.Status, Result: st.Result, LatencyMs: float64(st.Latency.Microseconds()) / 1000,
 		NextCheckIn: max(time.Until(st.NextCheck).Seconds(), 0), Failures: st.Failures, Successes: st.Successes}
@@ -79,7 +80,7 @@ func checkStatus(c *proxy.HealthChecker, h *UpstreamHealth) {
 	if !st.LastChange.IsZero() {
 		cs.LastChange = &st.LastChange
 	}
-	if st.Status == proxy.HealthUnhealthy {
+	if st.Status == health.Unhealthy {
 		h.Status = "unhealthy"
 	}
 	h.Check = cs

@@ -78,7 +78,7 @@ func (f *Fanout) Reloaded(ok bool, reason, hash string, errs []string) {
 }
 
 // UpstreamHealthChanged publishes an upstream's health check verdict
-// (proxy.HealthObserver): from and to are unknown, healthy or unhealthy;
+// (health.Observer): from and to are unknown, healthy or unhealthy;
 // result is the check that decided it.
 func (f *Fanout) UpstreamHealthChanged(upstream, from, to, result string) {
 	f.hub.Publish("upstream_health", map[string]any{"upstream": upstream, "from": from, "to": to, "result": result})

@@ -42,7 +42,7 @@ func (s renewedSource) Close(ctx context.Context) error {
 // withAuth puts an upstream's credentials in front of a route's pipeline.
 //
 // Why above the pipeline rather than around the base transport
-// (newBaseTransport): the retry after a 401 must be an attempt like any
+// (transport.NewBase): the retry after a 401 must be an attempt like any
 // other — it spends the upstream's quota, asks the breaker, holds a
 // bulkhead slot and is counted in upstream_attempts_total — and only the
 // pipeline does all that; a wrapper below it would send the second request

@@ -45,7 +45,7 @@ func benchUpstream(b *testing.B) *httptest.Server {
 	return s
 }
 
-// benchTransport is configured like proxy/transport.go's newTransport
+// benchTransport is configured like transport.NewBase's net/http transport
 // with an upstream's defaults.
 func benchTransport() *http.Transport {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}

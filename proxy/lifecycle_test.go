@@ -24,7 +24,7 @@ func ownGoroutines() []string {
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		for _, mark := range []string{
-			"proxy.(*HealthChecker)", "store.(*Client).probe", "auth.(*Source).fetch",
+			"health.(*Checker)", "store.(*Client).probe", "auth.(*Source).fetch",
 			"go.opentelemetry.io/otel/sdk/trace", "lifecycle.",
 		} {
 			if strings.Contains(g, mark) {

@@ -6,6 +6,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/health"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/store"
 )
@@ -20,7 +21,7 @@ type Observer interface {
 	policy.Observer
 	ClientObserver
 	TokenObserver
-	HealthObserver
+	health.Observer
 	store.Observer
 	// Request reports a finished request (route "" when none matched; tool
 	// "" when it called no MCP tool, else a bounded label: a name the
@@ -77,9 +78,9 @@ type LiveUpstream struct {
 	// Token is the upstream's OAuth2 token source; nil without auth.oauth2.
 	Token *auth.Source
 	// Mode is the upstream's operating mode (never nil).
-	Mode *UpstreamMode
+	Mode *health.Mode
 	// Check is the upstream's health checker; nil without health_check.
-	Check *HealthChecker
+	Check *health.Checker
 }
 
 // Live reads the running table.

@@ -118,7 +118,7 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 		// A request that matched no route takes no tool label.
 		routeName, tool = rq.route.name, s.tools.Label(rq.call.tool)
 	}
-	if rq.span != nil {
+	if rq.span.Started() {
 		rq.endSpan(r, routeName, status)
 	}
 	s.metrics.Request(routeName, r.Method, status, rq.outcome, tool, d)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/health"
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 	"github.com/breakwater-proxy/breakwater/observe"
 	"github.com/breakwater-proxy/breakwater/proxy"
@@ -81,7 +82,7 @@ routes:
 		}
 		resp.Body.Close()
 	}
-	if !srv.SetUpstreamMode("api", proxy.ModeCacheOnly) {
+	if !srv.SetUpstreamMode("api", health.ModeCacheOnly) {
 		t.Fatal("no upstream api")
 	}
 

@@ -5,12 +5,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/clients"
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/tracing"
 )
 
 // request is everything the proxy knows about one request. It is made
@@ -38,12 +37,9 @@ type request struct {
 	callErr  error
 	ahead    readAhead // the body read before sending, for the call and for replay
 
-	// span is the request's trace span, nil without tracing; spanCtx
-	// carries it as the attempts' parent, tracer makes them; traceID is
-	// for error bodies and the access log.
-	span    trace.Span
-	spanCtx context.Context
-	tracer  trace.Tracer
+	// span is the request's trace span, not Started without tracing;
+	// traceID is for error bodies and the access log.
+	span    tracing.Span
 	traceID string
 	body    clientBody // the client's body reader, when there is a body
 

@@ -12,6 +12,11 @@
 // already sent. errors.go holds the kinds and, per kind, the status
 // (statuses), title, detail and JSON-RPC code of breakwater's own error
 // answers.
+//
+// What the request path asks but does not run lives beside it: an
+// upstream's connections (transport.NewBase), its health checks and mode
+// (health), the tracer's exporter (tracing); proxy builds them into the
+// table and calls them per request.
 package proxy
 
 import (
@@ -31,6 +36,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
+	"github.com/breakwater-proxy/breakwater/tracing"
 )
 
 // Server is the data-plane handler. It is safe for concurrent use; Load
@@ -44,9 +50,9 @@ type Server struct {
 	table    atomic.Pointer[table]
 	registry *lifecycle.Registry // everything a config built that may outlive it; Close closes it
 
-	tools   mcp.Labels              // the metrics' tool label values, kept across reloads
-	tracing atomic.Pointer[tracing] // nil: no tracing block
-	keyer   auth.Keyer              // fingerprints auth blocks, secrets included (proxy/auth.go)
+	tools   mcp.Labels                     // the metrics' tool label values, kept across reloads
+	tracing atomic.Pointer[tracing.Tracer] // nil: no tracing block
+	keyer   auth.Keyer                     // fingerprints auth blocks, secrets included (proxy/auth.go)
 }
 
 // New returns a Server with no config, reporting to obs
@@ -67,9 +73,9 @@ func (s *Server) Load(cfg *config.Config) error {
 	defer s.mu.Unlock()
 	reg := s.registry.Next()
 	t, err := s.build(cfg, reg)
-	var tr *tracing
+	var tr *tracing.Tracer
 	if err == nil {
-		tr, err = tracingOf(cfg.Tracing, reg)
+		tr, err = tracing.Of(cfg.Tracing, reg)
 	}
 	if err != nil {
 		reg.Discard()

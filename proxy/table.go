@@ -16,11 +16,13 @@ import (
 	"github.com/breakwater-proxy/breakwater/auth"
 	"github.com/breakwater-proxy/breakwater/cache"
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/health"
 	"github.com/breakwater-proxy/breakwater/lifecycle"
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 	"github.com/breakwater-proxy/breakwater/store"
+	"github.com/breakwater-proxy/breakwater/transport"
 )
 
 // table is one config's routing: immutable once built, swapped atomically
@@ -47,13 +49,13 @@ type upstream struct {
 	hostFromClient bool
 	set            [][2]string // header name, value (secrets revealed here only)
 	remove         []string
-	transport      baseTransport
+	transport      *transport.Base
 	quota          UpstreamQuota    // nil without a quota
 	concurrency    *policy.Bulkhead // one set of slots for every route to it; nil = none
 	token          *auth.Source     // nil: no auth.oauth2
 	tools          *mcp.Tools       // its latest tools/list; nil: no route to it reads the call
-	mode           *UpstreamMode    // never nil; carried across reloads by name
-	check          *HealthChecker   // nil: no health_check (proxy/health.go)
+	mode           *health.Mode     // never nil; carried across reloads by name
+	check          *health.Checker  // nil: no health_check
 }
 
 // route is one config route with its policies built.
@@ -150,14 +152,10 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
-		var buildErr error
-		tr := lifecycle.Get(reg, "transport", name, settingsOf(u, target.Scheme), func() baseTransport {
-			tr, err := newBaseTransport(settingsOf(u, target.Scheme))
-			buildErr = err
-			return tr
-		})
-		if buildErr != nil {
-			return nil, fmt.Errorf("upstream %s: %w", name, buildErr)
+		tc := transport.ConfigOf(u, target.Scheme)
+		tr, err := lifecycle.TryGet(reg, "transport", name, tc, func() (*transport.Base, error) { return transport.NewBase(tc) })
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
 		up := &upstream{name: name, target: target, hostFromClient: u.HostHeader == "client", transport: tr, remove: u.Headers.Remove}
 		for k, v := range u.Headers.Set {
@@ -178,10 +176,10 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 			up.concurrency = lifecycle.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
 		}
 		up.token = s.tokenSource(reg, name, u)
-		up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *UpstreamMode { return &UpstreamMode{} })
+		up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *health.Mode { return health.NewMode(name, s.metrics) })
 		if hc := u.HealthCheck; hc != nil {
-			cs := checkSettings{Check: *hc, URL: u.URL, Transport: settingsOf(u, target.Scheme)}
-			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *HealthChecker { return newHealthChecker(name, cs, tr, s.metrics) })
+			cs := health.Settings{Check: *hc, URL: u.URL, Transport: tc}
+			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *health.Checker { return health.NewChecker(name, cs, tr, s.metrics) })
 		}
 		t.upstreams[name] = up
 	}

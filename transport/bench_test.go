@@ -16,7 +16,7 @@ import (
 	"github.com/breakwater-proxy/breakwater/internal/testkit"
 )
 
-// H1 against net/http's Transport (configured as proxy/transport.go does),
+// H1 against net/http's Transport (configured as NewBase does),
 // in front of the same tiny loopback upstream, with requests shaped as
 // ReverseProxy sends them (cancellable context, a 1xx trace, User-Agent
 // suppressed).

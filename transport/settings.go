@@ -11,6 +11,12 @@
 // H1 reads the raw header block and strips them itself. And a proxy that
 // sends one request at a time per connection does not need Transport's two
 // goroutines per connection and channel hand-offs per request.
+//
+// NewBase builds an upstream's base transport from its config (Config):
+// Dual, or net/http's alone for https and transport: standard, as a
+// lifecycle item whose pool a reload keeps while the settings stay. It
+// is what the policy pipeline and the health checks (package health) send
+// through. The package imports config and lifecycle, never proxy.
 package transport
 
 import "time"

@@ -1,6 +1,6 @@
 // Command bareproxy is the benchmark's floor for a Go proxy: a bare
 // httputil.ReverseProxy with the same transport settings breakwater gives
-// an upstream (proxy/transport.go), and nothing else.
+// an upstream (transport.NewBase), and nothing else.
 package main
 
 import (
