@@ -522,7 +522,7 @@ routes:
   - name: mcp
     match: { path: /mcp }
     upstream: tools
-    retry: off
+    retry: { tools: annotated }
 `
 
 // tierView is a tier card as the page shows it.
@@ -605,6 +605,12 @@ func TestDashboardTiersQueuesToolsInBrowser(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if req.Method == "tools/list" {
+			// Tool labels come from the config and from the tools/list
+			// answers breakwater asked for (SPEC Part 3), never from calls.
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"flaky_tool"},{"name":"search_posts"},{"name":"get_post"}]}}`, req.ID)
+			return
+		}
 		if req.Method == "tools/call" && req.Params.Arguments.Fail {
 			w.WriteHeader(http.StatusInternalServerError)
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32603,"message":"tool crashed"}}`, req.ID)
@@ -677,6 +683,9 @@ func TestDashboardTiersQueuesToolsInBrowser(t *testing.T) {
 		got, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		want, wantBody := http.StatusOK, `"done"`
+		if method == "tools/list" {
+			wantBody = `"tools"`
+		}
 		if fail {
 			want, wantBody = http.StatusInternalServerError, "tool crashed"
 		}
@@ -722,8 +731,10 @@ func TestDashboardTiersQueuesToolsInBrowser(t *testing.T) {
 		}
 	}
 
-	// MCP traffic before the page opens: flaky_tool 4 calls (1 crashes),
-	// search_posts 3, get_post 1, and a tools/list (no tool).
+	// MCP traffic before the page opens: a tools/list (no tool; it teaches
+	// the labels), then flaky_tool 4 calls (1 crashes), search_posts 3,
+	// get_post 1.
+	rpc("tools/list", "", false)
 	for range 3 {
 		rpc("tools/call", "search_posts", false)
 	}
@@ -732,7 +743,6 @@ func TestDashboardTiersQueuesToolsInBrowser(t *testing.T) {
 		rpc("tools/call", "flaky_tool", false)
 	}
 	rpc("tools/call", "get_post", false)
-	rpc("tools/list", "", false)
 
 	// Tier traffic: bob once; alice until the 1h window (3 a client)
 	// has refused her twice. Her first refusals are the 4s window's (2,
