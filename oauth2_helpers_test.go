@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +34,7 @@ type provider struct {
 	mu       sync.Mutex
 	seen     map[string]bool // every access token the API was sent
 	last     string          // the last one
+	issued   []string        // every access token the token endpoint issued
 	secrets  []string        // client secrets the token endpoint was sent
 	audience []string        // the audience params it was sent
 	apiKeys  []string        // X-Api-Key values the API was sent
@@ -64,7 +67,16 @@ func newProvider(t *testing.T, clientID, secret string, life time.Duration) *pro
 		p.secrets = append(p.secrets, sec)
 		p.audience = append(p.audience, r.PostForm.Get("audience"))
 		p.mu.Unlock()
-		_ = p.srv.HandleTokenRequest(w, r)
+		rec := &teeWriter{ResponseWriter: w}
+		_ = p.srv.HandleTokenRequest(rec, r)
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		if json.Unmarshal(rec.body.Bytes(), &tok) == nil && tok.AccessToken != "" {
+			p.mu.Lock()
+			p.issued = append(p.issued, tok.AccessToken)
+			p.mu.Unlock()
+		}
 	})
 	mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
 		if err := p.srv.HandleAuthorizeRequest(w, r); err != nil {
@@ -107,6 +119,33 @@ func newProvider(t *testing.T, clientID, secret string, life time.Duration) *pro
 // SetSecret registers (or rotates) a client's secret.
 func (p *provider) SetSecret(clientID, secret string) {
 	_ = p.clients.Set(clientID, &models.Client{ID: clientID, Secret: secret, Domain: "http://127.0.0.1"})
+}
+
+// teeWriter keeps a copy of what a handler writes.
+type teeWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *teeWriter) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
+}
+
+// RevokeAll voids every access token issued so far, the one breakwater
+// holds included, whether or not the API has seen it yet.
+func (p *provider) RevokeAll(t *testing.T) map[string]bool {
+	p.mu.Lock()
+	toks := append([]string(nil), p.issued...)
+	p.mu.Unlock()
+	revoked := map[string]bool{}
+	for _, tok := range toks {
+		if err := p.mgr.RemoveAccessToken(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		revoked[tok] = true
+	}
+	return revoked
 }
 
 // Revoke voids the last access token the API saw.
