@@ -95,8 +95,9 @@ func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // finish writes the access-log line and counts the request. It runs from a
 // defer: ReverseProxy aborts a broken stream by panicking with
 // http.ErrAbortHandler, and that request must be logged too.
-func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
+func (s *Server) finish(r *http.Request, rq *request) {
 	rec := recover()
+	w := &rq.lw
 	d := time.Since(rq.start)
 	status := w.status
 	if rec != nil {
@@ -125,7 +126,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
-	if t := s.table.Load(); t == nil || t.cfg.Log.AccessLog {
+	// The table the request started on decides, not one a reload swapped
+	// in meanwhile.
+	if t := rq.table; t == nil || t.accessLog {
 		ev := s.log.Info()
 		if status >= 500 || (rec != nil && rq.errKind != kindClientClosed) {
 			ev = s.log.Warn()

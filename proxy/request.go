@@ -26,6 +26,7 @@ type request struct {
 	client   context.Context // the server's own: ends only when the client leaves
 	deadline time.Time       // the route's timeout, one clock for cache waits and the pipeline
 	id       string
+	table    *table // the table the request started on: its route's, its log settings
 	route    *route
 	trace    policy.Trace
 	rpc      *jsonrpcRequest // the id an error answer carries; nil: the problem form
@@ -53,6 +54,7 @@ type request struct {
 	caller   *clients.Client
 	tier     *tierState
 	tierName string
+	tierSlot bool // holds one of the caller's max_concurrent slots (release)
 
 	outcome  string // upstream, cache_hit, stale, fallback, rejected
 	cacheRes string // hit, miss, stale ("" = no cache)
