@@ -27,10 +27,10 @@ type logWriter struct {
 	// set here, as the header goes out, because ReverseProxy clears the
 	// header map after relaying a 1xx (100 Continue).
 	closeConn bool
+	stalled   bool // a write passed its deadline: the client stopped reading
 
 	conn     writeDeadliner // nil: no deadline can be set
 	deadline idleDeadline   // the route's stream_idle_timeout
-	stalled  bool           // a write passed its deadline: the client stopped reading
 }
 
 // writeDeadliner is the server's ResponseWriter, HTTP/1 or HTTP/2.

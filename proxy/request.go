@@ -36,6 +36,10 @@ type request struct {
 	jsonrpc  mcp.Body
 	call     rpcCall
 	callRead bool
+	// tierSlot: the request holds one of its caller's max_concurrent
+	// slots (release). Here, beside callRead, it fits in padding: a
+	// request stays within its allocation's size class.
+	tierSlot bool
 	callErr  error
 	ahead    readAhead // the body read before sending, for the call and for replay
 
@@ -54,7 +58,6 @@ type request struct {
 	caller   *clients.Client
 	tier     *tierState
 	tierName string
-	tierSlot bool // holds one of the caller's max_concurrent slots (release)
 
 	outcome  string // upstream, cache_hit, stale, fallback, rejected
 	cacheRes string // hit, miss, stale ("" = no cache)

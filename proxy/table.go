@@ -239,41 +239,15 @@ func (s *Server) buildRoute(t *table, rc *config.Route, reg *lifecycle.Registry)
 		clientAuth: clientAuthOf(e.ClientAuth), forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
 		priority: policy.ParsePriority(e.Priority),
 	}
-	if cb := e.CircuitBreaker; cb != nil {
-		if e.SharedBreaker {
-			rt.breaker = lifecycle.Get(reg, "breaker/upstream", up.name, cb, func() *policy.Breaker {
-				return policy.NewBreaker(up.name, "upstream", cb, s.metrics)
-			})
-		} else {
-			rt.breaker = lifecycle.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
-				return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
-			})
-		}
-	}
+	rt.breaker = s.routeBreaker(rc, reg)
 	if b := e.Bulkhead; b != nil {
 		rt.bulkhead = lifecycle.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
 	}
 	if l := e.RateLimit; l != nil {
-		rt.windows = l.Windows()
-		if len(rt.windows) > 0 && l.Shared && t.store != nil {
-			rt.limiter = sharedLimiter(reg, t.store, t.storeKey(), rc.Name, l)
-		} else if len(rt.windows) > 0 {
-			rt.limiter = lifecycle.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
-		}
-		rt.limitKey, rt.maxWait, rt.sharedTier = limitKey(l.Key, t.trusted), l.MaxWait.D(), l.Shared
+		rt.limitWith(t, l, reg)
 	}
 	if c := e.Cache; c != nil {
-		var store cache.Store
-		if c.Shared && t.store != nil {
-			store = sharedCache(reg, t.store, t.storeKey(), rc.Name, c)
-		} else {
-			store = lifecycle.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
-		}
-		rt.cache = &routeCache{
-			policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
-				HostFromClient: up.hostFromClient, ShareClients: !c.PerClient},
-			store: store, group: cache.NewGroup(maxCoalesceWaiters),
-		}
+		rt.cache = newRouteCache(t, rt, c, reg)
 	}
 	if up.token != nil {
 		// retry.max_body, or its default without retry: DetectBody
@@ -306,6 +280,53 @@ func (s *Server) buildRoute(t *table, rc *config.Route, reg *lifecycle.Registry)
 	}
 	rt.steps = admission(t, rt, e.RateLimit)
 	return rt
+}
+
+// routeBreaker is rc's circuit breaker: the upstream's, shared by every
+// route to it, or the route's own; nil without one.
+func (s *Server) routeBreaker(rc *config.Route, reg *lifecycle.Registry) *policy.Breaker {
+	e := rc.Effective
+	cb := e.CircuitBreaker
+	switch {
+	case cb == nil:
+		return nil
+	case e.SharedBreaker:
+		return lifecycle.Get(reg, "breaker/upstream", rc.Upstream, cb, func() *policy.Breaker {
+			return policy.NewBreaker(rc.Upstream, "upstream", cb, s.metrics)
+		})
+	}
+	return lifecycle.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
+		return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
+	})
+}
+
+// limitWith gives rt its rate limit l: the limiter of its windows (on the
+// store when shared and there is one), the key it counts by, and the
+// settings its admission step reads.
+func (rt *route) limitWith(t *table, l *config.RateLimit, reg *lifecycle.Registry) {
+	rt.windows = l.Windows()
+	if len(rt.windows) > 0 && l.Shared && t.store != nil {
+		rt.limiter = sharedLimiter(reg, t.store, t.storeKey(), rt.name, l)
+	} else if len(rt.windows) > 0 {
+		rt.limiter = lifecycle.Get(reg, "ratelimit", rt.name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
+	}
+	rt.limitKey, rt.maxWait, rt.sharedTier = limitKey(l.Key, t.trusted), l.MaxWait.D(), l.Shared
+}
+
+// newRouteCache is rt's cache c: its store (on the store server when
+// shared and there is one), policy and coalescing group.
+func newRouteCache(t *table, rt *route, c *config.Cache, reg *lifecycle.Registry) *routeCache {
+	var store cache.Store
+	if c.Shared && t.store != nil {
+		store = sharedCache(reg, t.store, t.storeKey(), rt.name, c)
+	} else {
+		store = lifecycle.Get(reg, "cache", rt.name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+	}
+	return &routeCache{
+		policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
+			HostFromClient: rt.up.hostFromClient, ShareClients: !c.PerClient},
+		store: store, group: cache.NewGroup(maxCoalesceWaiters),
+	}
 }
 
 // limitKey resolves a rate limit's key (none | client_ip | header:NAME |
