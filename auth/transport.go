@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/internal/drain"
+	"github.com/breakwater-proxy/breakwater/internal/ending"
 )
 
 // Transport sends each request with the upstream's token as
@@ -111,7 +112,7 @@ func (t *Transport) within(req *http.Request, get func(context.Context) (string,
 		}
 	}
 	tok, err := get(ctx)
-	if err != nil && ctx.Err() != nil && req.Context().Err() == nil {
+	if err != nil && ending.Of(context.Cause(ctx), req.Context()) == ending.Timeout {
 		err = &Error{Upstream: t.Source.name, Cause: "it did not answer within the route's timeout"}
 	}
 	return tok, err

@@ -12,6 +12,7 @@ import (
 	"github.com/failsafe-go/failsafe-go"
 
 	"github.com/breakwater-proxy/breakwater/internal/drain"
+	"github.com/breakwater-proxy/breakwater/internal/ending"
 )
 
 // attempt sends one request upstream: budget (for a retry or hedge) →
@@ -275,7 +276,7 @@ func (st *reqState) attemptError(err error, timedOut, abandoned bool) *attemptEr
 	case timedOut || errors.Is(err, ErrAttemptTimeout):
 		ae.kind = kindTimeout
 	case st.ctx.Err() != nil:
-		if errors.Is(context.Cause(st.ctx), ErrTimeout) && st.req.Context().Err() == nil {
+		if st.ending() == ending.Timeout {
 			ae.kind = kindTimeout // the route ran out of time waiting on the upstream
 		} else {
 			ae.kind = kindCanceled

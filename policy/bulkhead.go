@@ -43,13 +43,6 @@ type waiter struct {
 	err  error
 }
 
-// Why a bulkhead turned a caller away, as the error's detail says it.
-const (
-	detailQueueFull  = "Too many requests are in progress or waiting for this route or upstream: the queue is full, so this one was turned away at once."
-	detailWaitRanOut = "Too many requests are in progress for this route or upstream: this one waited its maximum time in the queue without getting a slot."
-	detailShed       = "Too many requests are waiting for this route or upstream: this one gave its place in the queue to a higher-priority request."
-)
-
 // NewBulkhead builds a bulkhead from a resolved config block. name labels
 // its queue metrics (the route's, or the upstream's for its concurrency);
 // obs nil reports nothing.
@@ -79,7 +72,7 @@ func (b *Bulkhead) Max() int { return b.max }
 
 // acquire takes a slot, waiting in the queue at priority prio for at most
 // max_wait (and never past ctx's deadline). It fails with a
-// *RejectedError wrapping ErrBulkheadFull whose Detail says why, or with
+// *RejectedError wrapping ErrBulkheadFull whose Reason says why, or with
 // ctx's error when ctx ends first.
 func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 	b.mu.Lock()
@@ -94,21 +87,21 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 	}
 	if b.maxWait <= 0 || b.maxQueue <= 0 {
 		b.mu.Unlock()
-		return &RejectedError{Err: ErrBulkheadFull, Detail: detailQueueFull}
+		return &RejectedError{Err: ErrBulkheadFull, Reason: QueueFull}
 	}
 	if wait <= 0 { // the route's own time is up: nothing left to wait with
 		b.mu.Unlock()
-		return &RejectedError{Err: ErrBulkheadFull, Detail: detailWaitRanOut}
+		return &RejectedError{Err: ErrBulkheadFull, Reason: WaitRanOut}
 	}
 	if len(b.waiters) >= b.maxQueue {
 		// The newest waiter of the lowest priority is last in line.
 		last := b.waiters[len(b.waiters)-1]
 		if last.prio >= prio {
 			b.mu.Unlock()
-			return &RejectedError{Err: ErrBulkheadFull, Detail: detailQueueFull}
+			return &RejectedError{Err: ErrBulkheadFull, Reason: QueueFull}
 		}
 		b.waiters = b.waiters[:len(b.waiters)-1]
-		last.err = &RejectedError{Err: ErrBulkheadFull, Detail: detailShed}
+		last.err = &RejectedError{Err: ErrBulkheadFull, Reason: Shed}
 		close(last.done)
 	}
 	w := &waiter{prio: prio, done: make(chan struct{})}
@@ -130,7 +123,7 @@ func (b *Bulkhead) await(ctx context.Context, w *waiter, wait time.Duration) err
 	case clock.Woken:
 		return w.err
 	case clock.Elapsed:
-		gaveUp = &RejectedError{Err: ErrBulkheadFull, Detail: detailWaitRanOut}
+		gaveUp = &RejectedError{Err: ErrBulkheadFull, Reason: WaitRanOut}
 	case clock.Done:
 		gaveUp = ctx.Err()
 	}

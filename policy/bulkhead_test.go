@@ -37,12 +37,12 @@ func queued(b *Bulkhead, prio Priority, label string, order chan<- string, errs 
 	}()
 }
 
-func detailOf(t *testing.T, err error) string {
+func reasonOf(t *testing.T, err error) Reason {
 	t.Helper()
 	if !errors.Is(err, ErrBulkheadFull) {
 		t.Fatalf("err = %v, want ErrBulkheadFull", err)
 	}
-	return DetailOf(err)
+	return ReasonOf(err)
 }
 
 // The Bar of issue 15: three low-priority waiters queued before three
@@ -91,7 +91,7 @@ func TestBulkheadFullQueueShedsNewestLowerPriority(t *testing.T) {
 	queued(b, High, "high", order, errs) // the queue is full: low2, the newest low, goes
 	select {
 	case err := <-errs:
-		if d := detailOf(t, err); d != detailShed {
+		if d := reasonOf(t, err); d != Shed {
 			t.Errorf("shed detail = %q", d)
 		}
 	case <-time.After(10 * time.Second):
@@ -113,7 +113,7 @@ func TestBulkheadFullQueueTurnsAwayEqualPriority(t *testing.T) {
 	queued(b, High, "high", order, errs)
 	awaitWaiters(t, b, 1)
 	err := b.acquire(context.Background(), High) // nobody lower to shed
-	if d := detailOf(t, err); d != detailQueueFull {
+	if d := reasonOf(t, err); d != QueueFull {
 		t.Errorf("detail = %q, want the queue-full one", d)
 	}
 	b.release()
@@ -126,7 +126,7 @@ func TestBulkheadWaitRunsOut(t *testing.T) {
 	b := newTestBulkhead(1, 5, 20*time.Millisecond)
 	_ = b.acquire(context.Background(), Normal)
 	err := b.acquire(context.Background(), High)
-	if d := detailOf(t, err); d != detailWaitRanOut {
+	if d := reasonOf(t, err); d != WaitRanOut {
 		t.Errorf("detail = %q, want the wait-ran-out one", d)
 	}
 	if n := b.Waiting(); n != 0 {
@@ -137,7 +137,7 @@ func TestBulkheadWaitRunsOut(t *testing.T) {
 func TestBulkheadNoWaitRejectsAtOnce(t *testing.T) {
 	for _, b := range []*Bulkhead{newTestBulkhead(1, 5, 0), newTestBulkhead(1, 0, time.Minute)} {
 		_ = b.acquire(context.Background(), Normal)
-		if d := detailOf(t, b.acquire(context.Background(), High)); d != detailQueueFull {
+		if d := reasonOf(t, b.acquire(context.Background(), High)); d != QueueFull {
 			t.Errorf("detail = %q, want the queue-full one", d)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/failsafe-go/failsafe-go"
 
 	"github.com/breakwater-proxy/breakwater/config"
+	"github.com/breakwater-proxy/breakwater/internal/ending"
 )
 
 // Parts are the stateful pieces a pipeline uses. They outlive a reload
@@ -125,7 +126,7 @@ func (p *Pipeline) RoundTrip(req *http.Request) (*http.Response, error) {
 	if p.bulkhead != nil || p.concurrency != nil {
 		if err := st.takeSlots(); err != nil {
 			timer.Stop()
-			st.cancel(nil)
+			st.cancel(errFinished)
 			return nil, err
 		}
 	}
@@ -225,14 +226,14 @@ func (st *reqState) finish() {
 	st.releaseSlots()
 	st.finished.Store(true)
 	if st.drains.Load() == 0 {
-		st.cancel(nil)
+		st.cancel(errFinished)
 	}
 }
 
 // drained is called as a discarded body is closed.
 func (st *reqState) drained() {
 	if st.drains.Add(-1) == 0 && st.finished.Load() {
-		st.cancel(nil)
+		st.cancel(errFinished)
 	}
 }
 
@@ -369,13 +370,23 @@ type deadlineCtx struct {
 func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // ctxError is the error for a context that ended: the route's timeout, or
-// the client going away.
+// anything else (the client going away) as context.Canceled.
 func (st *reqState) ctxError() error {
-	if errors.Is(context.Cause(st.ctx), ErrTimeout) && st.req.Context().Err() == nil {
+	if st.ending() == ending.Timeout {
 		return &RejectedError{Err: ErrTimeout}
 	}
 	return context.Canceled
 }
+
+// ending is why the request's context ended, if it did (ending.Of).
+func (st *reqState) ending() ending.Reason {
+	return ending.Of(context.Cause(st.ctx), st.req.Context())
+}
+
+// errFinished ends a request's context once it is done with: its own end,
+// which ending.Of tells from the route's timeout (a late hedge failing
+// under it is nobody's failure).
+var errFinished = errors.New("request finished")
 
 // fillTrace adds what the request went through to the caller's Trace:
 // added, not set, because one request may pass the pipeline twice (the

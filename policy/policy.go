@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/breakwater-proxy/breakwater/internal/ending"
 )
 
 // Errors the pipeline returns instead of a response. The proxy maps each to
@@ -40,7 +42,9 @@ var (
 	// ErrQuotaExhausted: no upstream quota token within max_wait or the route's time.
 	ErrQuotaExhausted = errors.New("upstream quota exhausted")
 	// ErrTimeout: the route's total timeout passed before response headers.
-	ErrTimeout = errors.New("route timeout")
+	// It is ending.ErrTimeout, the cause the pipeline's timer cancels the
+	// request with, so that ending.Of tells it from a client that left.
+	ErrTimeout = ending.ErrTimeout
 	// ErrAttemptTimeout: one attempt passed retry.per_try_timeout.
 	ErrAttemptTimeout = errors.New("attempt timed out")
 )
@@ -50,10 +54,29 @@ var (
 type RejectedError struct {
 	Err        error
 	RetryAfter time.Duration
-	// Detail says in plain words why, for the caller (a bulkhead's queue
-	// was full, or the wait ran out); "" leaves it to the error's kind.
-	Detail string
+	// Reason says which of the sentinel's causes it was (a bulkhead's
+	// queue was full, or the wait ran out); the caller words it for its
+	// users. Zero: the sentinel says all there is.
+	Reason Reason
 }
+
+// Reason is why a policy turned a request away, where its sentinel error
+// has more than one cause.
+type Reason uint8
+
+const (
+	// Unspecified: the sentinel says all there is.
+	Unspecified Reason = iota
+	// QueueFull: every slot was taken and the bulkhead's queue was full
+	// (or it has none), so the caller was turned away at once.
+	QueueFull
+	// WaitRanOut: the caller waited max_wait (or what was left of the
+	// route's timeout) in the queue without getting a slot.
+	WaitRanOut
+	// Shed: the caller gave its place in a full queue to a
+	// higher-priority one.
+	Shed
+)
 
 func (e *RejectedError) Error() string {
 	if e.RetryAfter > 0 {
@@ -73,13 +96,13 @@ func RetryAfterOf(err error) time.Duration {
 	return 0
 }
 
-// DetailOf returns the Detail an error carries, if any.
-func DetailOf(err error) string {
+// ReasonOf returns the Reason an error carries, if any.
+func ReasonOf(err error) Reason {
 	var re *RejectedError
 	if errors.As(err, &re) {
-		return re.Detail
+		return re.Reason
 	}
-	return ""
+	return Unspecified
 }
 
 // Observer receives what the pipeline does. Calls are synchronous on the

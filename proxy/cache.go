@@ -39,11 +39,18 @@ func (cp *capture) release() {
 	}
 }
 
-// serveCached answers from the cache, or joins a coalesced miss; it
+// answerFromCache answers from the cache, or joins a coalesced miss; it
 // returns false when the request must go upstream, with rq.stale set when
 // an old entry may answer a failure and rq.capture when the answer is to
 // be stored.
-func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request, rt *route) bool {
+//
+// As an admission step it returns the opposite: true when the request
+// goes on upstream.
+func (s *Server) serveCached(r *http.Request, rq *request) bool {
+	return !s.answerFromCache(&rq.lw, r, rq, rq.route)
+}
+
+func (s *Server) answerFromCache(w http.ResponseWriter, r *http.Request, rq *request, rt *route) bool {
 	c := rt.cache
 	lookup, store := c.policy.Rules(r)
 	if !lookup && !store {
@@ -97,7 +104,7 @@ func (s *Server) serveCached(w http.ResponseWriter, r *http.Request, rq *request
 // identity"): nobody on a route without client_auth, else the caller that
 // identify found, or anonymous.
 func cacheCaller(rt *route, rq *request) string {
-	if rt.clientAuth == "none" {
+	if rt.clientAuth == authNone {
 		return ""
 	}
 	var id string

@@ -97,22 +97,16 @@ func buildClients(cfg *config.Config, reg *lifecycle.Registry, sc *store.Client)
 // removes the key from the request (it is never forwarded), and refuses a
 // request that presents no valid key where one is required, or an unknown
 // or disabled one anywhere (a caller who thinks it is identified should
-// learn that it is not). A client_auth: none route identifies no one, but
-// a known key sent to it is removed all the same. false means the request
-// was answered.
-func (s *Server) identify(r *http.Request, rq *request, t *table, rt *route) bool {
-	ct := t.clients
-	if rt.clientAuth == "none" {
-		ct.keys.RemoveKnown(r.Header, ct.header)
-		return true
-	}
+// learn that it is not). false means the request was answered.
+func (s *Server) identify(r *http.Request, rq *request) bool {
+	ct, rt := rq.table.clients, rq.route
 	key := clients.FromRequest(r.Header, ct.header)
 	r.Header.Del(ct.header)
 	c := ct.keys.Lookup(key)
 	if c != nil && c.Disabled {
 		c = nil
 	}
-	if c == nil && (key != "" || rt.clientAuth == "required") {
+	if c == nil && (key != "" || rt.clientAuth == authRequired) {
 		s.observeTier(rt.name, "none", "unauthorized")
 		rq.lw.Header().Set("WWW-Authenticate", `Bearer realm="breakwater"`)
 		s.rejectUnread(r, rq, KindUnauthorized, rt.detectMax, 0)
@@ -126,41 +120,56 @@ func (s *Server) identify(r *http.Request, rq *request, t *table, rt *route) boo
 	return true
 }
 
+// dropKnownKey is the identity step of a client_auth: none route: it
+// identifies no one, but a known key sent to it is removed all the same.
+func (s *Server) dropKnownKey(r *http.Request, rq *request) bool {
+	ct := rq.table.clients
+	ct.keys.RemoveKnown(r.Header, ct.header)
+	return true
+}
+
 // limitClient applies the caller's tier on a route whose rate_limit has
 // key: client: the tier's windows, per client id. Anonymous callers of an
 // optional route get the route's own windows, by client IP. false means
 // the request was answered.
-func (s *Server) limitClient(r *http.Request, rq *request, t *table, rt *route) bool {
-	ts := rq.tier
+func (s *Server) limitClient(r *http.Request, rq *request) bool {
+	ts, rt := rq.tier, rq.route
 	if ts == nil {
 		if rt.limiter == nil {
 			return true
 		}
-		return s.takeRoute(r, rq, rt, rt.limiter, rt.name, rt.windows, t.trusted.clientIP(r))
+		return s.limitRoute(r, rq)
 	}
 	limiter := ts.limiter
-	if rt.limit.Shared && ts.shared != nil {
+	if rt.sharedTier && ts.shared != nil {
 		limiter = ts.shared
 	}
 	if limiter == nil {
 		return true
 	}
-	if !s.takeRoute(r, rq, rt, limiter, ts.name, ts.windows, rq.caller.ID) {
+	if !s.take(r, rq, limiter, ts.name, ts.windows, rq.caller.ID) {
 		s.observeTier(rt.name, ts.name, "rate_limited")
 		return false
 	}
 	return true
 }
 
-// takeRoute spends from limiter for key, writes the RateLimit headers
-// under name and refuses (429) or waits as the Decision says. false means
-// the request was answered.
+// limitRoute applies the route's own rate limit, by the route's key.
+func (s *Server) limitRoute(r *http.Request, rq *request) bool {
+	rt := rq.route
+	return s.take(r, rq, rt.limiter, rt.name, rt.windows, rt.limitKey(r))
+}
+
+// take spends from limiter for key, writes the RateLimit headers under
+// name and refuses (429) or waits as the Decision says. false means the
+// request was answered.
 //
 // A JSON-RPC batch takes one token per element (rq.weight); a batch
 // refused part way keeps what it spent.
-func (s *Server) takeRoute(r *http.Request, rq *request, rt *route, limiter RateLimiter, name string, ws []config.Window, key string) bool {
+func (s *Server) take(r *http.Request, rq *request, limiter RateLimiter, name string, ws []config.Window, key string) bool {
+	rt := rq.route
 	for range rq.weight() {
-		d := limiter.Take(key, rt.limit.MaxWait.D())
+		d := limiter.Take(key, rt.maxWait)
 		ratelimit.SetWindowsHeaders(rq.lw.Header(), name, ws, d)
 		if !d.Allowed {
 			s.metrics.RouteRateLimited(rt.name)
@@ -179,20 +188,21 @@ func (s *Server) takeRoute(r *http.Request, rq *request, rt *route, limiter Rate
 // max_concurrent: its own requests in flight end soon or not at all.
 const concurrencyRetry = time.Second
 
-// holdSlot takes one of the caller's max_concurrent slots; release gives
-// it back. ok false means the request was answered (429).
-func (s *Server) holdSlot(r *http.Request, rq *request, rt *route) (release func(), ok bool) {
-	ts := rq.tier
-	if ts == nil || ts.cfg.MaxConcurrent <= 0 {
-		return func() {}, true
+// holdSlot takes one of the caller's max_concurrent slots, given back by
+// request.release, and counts the caller admitted. false means the
+// request was answered (429).
+func (s *Server) holdSlot(r *http.Request, rq *request) bool {
+	ts, rt := rq.tier, rq.route
+	if ts != nil && ts.cfg.MaxConcurrent > 0 {
+		if !ts.conc.Acquire(rq.caller.ID, ts.cfg.MaxConcurrent) {
+			s.observeTier(rt.name, ts.name, "max_concurrent")
+			s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, concurrencyRetry)
+			return false
+		}
+		rq.tierSlot = true
 	}
-	if !ts.conc.Acquire(rq.caller.ID, ts.cfg.MaxConcurrent) {
-		s.observeTier(rt.name, ts.name, "max_concurrent")
-		s.rejectUnread(r, rq, KindRateLimited, rt.detectMax, concurrencyRetry)
-		return nil, false
-	}
-	id := rq.caller.ID
-	return func() { ts.conc.Release(id) }, true
+	s.observeTier(rt.name, rq.tierName, "admitted")
+	return true
 }
 
 func (s *Server) observeTier(route, tier, result string) {

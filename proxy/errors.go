@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/breakwater-proxy/breakwater/auth"
+	"github.com/breakwater-proxy/breakwater/internal/ending"
 	"github.com/breakwater-proxy/breakwater/policy"
 	"github.com/breakwater-proxy/breakwater/ratelimit"
 )
@@ -97,19 +98,37 @@ func kindOf(err error) Kind {
 // its failure was:
 //   - a client body that broke (too large, malformed, stalled) is the
 //     client's failure, whatever the attempt made of it;
-//   - a cancellation while the client is still here was the pipeline's
-//     own: the route timeout, which failsafe's executor reports as a bare
-//     context.Canceled (writing nothing would hand the client an empty 200);
+//   - a cancellation is the client leaving, or the route's timeout, as
+//     ending.Of decides against the client's own context: failsafe's
+//     executor reports the route timeout as a bare context.Canceled
+//     (writing nothing would hand the client an empty 200);
 //   - otherwise kindOf's mapping.
-func failureKind(err, bodyErr error, clientGone bool) Kind {
+func failureKind(err, bodyErr error, client context.Context) Kind {
 	if bodyErr != nil && !errors.Is(bodyErr, context.Canceled) {
 		return kindOf(bodyErr)
 	}
 	k := kindOf(err)
-	if k == kindClientClosed && !clientGone {
+	if k == kindClientClosed && ending.Of(err, client) == ending.Timeout {
 		return KindTimeout
 	}
 	return k
+}
+
+// failureDetail is a failed request's own detail, "" for its kind's:
+// which upstream's token endpoint failed and how, or why a bulkhead turned
+// the request away (policy gives the reason, the words are ours).
+func failureDetail(kind Kind, err error) string {
+	if kind == KindUpstreamAuthFailed {
+		return authDetail(err)
+	}
+	return bulkheadDetails[policy.ReasonOf(err)]
+}
+
+// bulkheadDetails word a bulkhead's reasons (policy.Reason) for the client.
+var bulkheadDetails = map[policy.Reason]string{
+	policy.QueueFull:  "Too many requests are in progress or waiting for this route or upstream: the queue is full, so this one was turned away at once.",
+	policy.WaitRanOut: "Too many requests are in progress for this route or upstream: this one waited its maximum time in the queue without getting a slot.",
+	policy.Shed:       "Too many requests are waiting for this route or upstream: this one gave its place in the queue to a higher-priority request.",
 }
 
 // abortKind decides a request whose response was cut after it started
@@ -195,7 +214,7 @@ type errorReply struct {
 	retryAfter time.Duration
 	route      string
 	requestID  string
-	mode       string          // auto | problem | jsonrpc
+	mode       errorMode       // the route's errors setting; auto without a route
 	detail     string          // "" = the kind's own detail
 	rpc        *jsonrpcRequest // nil when the request was not JSON-RPC
 	traceID    string          // "" without tracing
@@ -210,7 +229,7 @@ func (e errorReply) write(w http.ResponseWriter) {
 		h.Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.retryAfter), 10))
 	}
 	var body []byte
-	if e.mode == "jsonrpc" || (e.mode != "problem" && e.rpc != nil) {
+	if e.mode == errorsJSONRPC || (e.mode == errorsAuto && e.rpc != nil) {
 		h.Set("Content-Type", "application/json")
 		body = e.jsonrpcBody()
 	} else {

@@ -170,8 +170,14 @@ func TestFailureKind(t *testing.T) {
 		{"body too large mid-attempt", context.Canceled, errBodyTooLarge, false, KindBodyTooLarge, 413},
 		{"body cancelled", refused, context.Canceled, false, KindUpstreamUnreachable, 502},
 	}
+	gone, leave := context.WithCancel(context.Background())
+	leave()
 	for _, tc := range cases {
-		kind := failureKind(tc.err, tc.bodyErr, tc.clientGone)
+		client := context.Background()
+		if tc.clientGone {
+			client = gone
+		}
+		kind := failureKind(tc.err, tc.bodyErr, client)
 		if status := statuses[kind]; kind != tc.kind || status != tc.status {
 			t.Errorf("%s: failureKind(%v, %v, %v) = %s %d, want %s %d", tc.name, tc.err, tc.bodyErr, tc.clientGone, kind, status, tc.kind, tc.status)
 		}

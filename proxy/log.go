@@ -27,10 +27,10 @@ type logWriter struct {
 	// set here, as the header goes out, because ReverseProxy clears the
 	// header map after relaying a 1xx (100 Continue).
 	closeConn bool
+	stalled   bool // a write passed its deadline: the client stopped reading
 
 	conn     writeDeadliner // nil: no deadline can be set
 	deadline idleDeadline   // the route's stream_idle_timeout
-	stalled  bool           // a write passed its deadline: the client stopped reading
 }
 
 // writeDeadliner is the server's ResponseWriter, HTTP/1 or HTTP/2.
@@ -95,8 +95,9 @@ func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // finish writes the access-log line and counts the request. It runs from a
 // defer: ReverseProxy aborts a broken stream by panicking with
 // http.ErrAbortHandler, and that request must be logged too.
-func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
+func (s *Server) finish(r *http.Request, rq *request) {
 	rec := recover()
+	w := &rq.lw
 	d := time.Since(rq.start)
 	status := w.status
 	if rec != nil {
@@ -125,7 +126,9 @@ func (s *Server) finish(w *logWriter, r *http.Request, rq *request) {
 	if rq.cacheRes != "" {
 		s.metrics.CacheLookup(routeName, rq.cacheRes)
 	}
-	if t := s.table.Load(); t == nil || t.cfg.Log.AccessLog {
+	// The table the request started on decides, not one a reload swapped
+	// in meanwhile.
+	if t := rq.table; t == nil || t.accessLog {
 		ev := s.log.Info()
 		if status >= 500 || (rec != nil && rq.errKind != kindClientClosed) {
 			ev = s.log.Warn()

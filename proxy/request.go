@@ -25,6 +25,7 @@ type request struct {
 	client   context.Context // the server's own: ends only when the client leaves
 	deadline time.Time       // the route's timeout, one clock for cache waits and the pipeline
 	id       string
+	table    *table // the table the request started on: its route's, its log settings
 	route    *route
 	trace    policy.Trace
 	rpc      *jsonrpcRequest // the id an error answer carries; nil: the problem form
@@ -34,6 +35,10 @@ type request struct {
 	jsonrpc  mcp.Body
 	call     rpcCall
 	callRead bool
+	// tierSlot: the request holds one of its caller's max_concurrent
+	// slots (release). Here, beside callRead, it fits in padding: a
+	// request stays within its allocation's size class.
+	tierSlot bool
 	callErr  error
 	ahead    readAhead // the body read before sending, for the call and for replay
 

@@ -116,131 +116,27 @@ func (s *Server) Config() *config.Config {
 	return nil
 }
 
-// ServeHTTP handles one data-plane request. In order: bound the client's
-// body, match a route (CONNECT and TRACE only where a route lists them),
-// the route's rate limit, its cache, then the route's ReverseProxy whose
-// transport is the route's policy pipeline.
+// ServeHTTP handles one data-plane request: the table's checks match it
+// to a route (admit: header size, body bounds, path, route, JSON-RPC
+// call), the route's admission steps run in order (admission: identify,
+// rate limit, tier slot, clock, body, cache, fail fast), and the route's
+// ReverseProxy, whose transport is the route's policy pipeline, sends what
+// they let through. Whichever refuses the request answers it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rq := &request{start: time.Now(), outcome: "upstream"}
-	lw := &rq.lw
-	lw.ResponseWriter = w
-	defer s.finish(lw, r, rq)
-	t := s.table.Load()
-	rq.id = requestID(r)
-	if tr := s.tracing.Load(); tr != nil {
-		rq.startSpan(tr, r)
-	}
-	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
-		// A chunked request may have come with a Content-Length that Go
-		// dropped (RFC 9112 §6.3: Transfer-Encoding wins, and the server
-		// must close the connection after responding), so bytes after its
-		// last chunk are never read as a next request: no smuggling.
-		lw.closeConn = true
-	}
-	if headerSize(r) > t.maxHeader {
-		// net/http allows 4 KiB beyond MaxHeaderBytes; the limit is the
-		// configured number.
-		lw.closeConn = true
-		s.reject(rq, KindHeadersTooLarge, 0)
+	rq := &request{start: time.Now(), outcome: "upstream", table: s.table.Load()}
+	rq.lw.ResponseWriter = w
+	defer s.finish(r, rq)
+	defer rq.release()
+	r, ok := s.admit(w, r, rq)
+	if !ok {
 		return
 	}
-
-	ctx := r.Context()
-	rq.client = ctx
-	if r.Body != nil && r.Body != http.NoBody {
-		// A body that breaks, stalls or grows past max_body ends the
-		// request: cancelling it tells the pipeline the attempt failed on
-		// our side, so that no breaker counts it against the upstream.
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		rq.body = clientBody{rc: r.Body, left: t.maxBody, rq: rq, cancel: cancel, deadline: idleDeadline{idle: t.bodyIdle}}
-		rq.body.conn, _ = w.(readDeadliner)
-	}
-	r = r.WithContext(context.WithValue(ctx, requestKey{}, rq))
-	if rq.body.rc != nil {
-		r.Body = &rq.body
-	}
-
-	urlPath := cleanPath(r.URL.Path)
-	if urlPath != r.URL.Path {
-		r.URL.Path, r.URL.RawPath = urlPath, ""
-	}
-	rt, err := t.match(r, rq, urlPath)
-	if err != nil {
-		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
-		return
-	}
-	if rt == nil {
-		kind := KindNoRoute
-		if refusedMethod(r.Method) {
-			kind = KindMethodNotAllowed
-		}
-		s.rejectUnread(r, rq, kind, t.detectMax, 0)
-		return
-	}
-	rq.route = rt
-	lw.deadline.idle = rt.idle
-	lw.conn, _ = w.(writeDeadliner)
-	if r.ContentLength > t.maxBody {
-		s.reject(rq, KindBodyTooLarge, 0)
-		return
-	}
-	refuseUpgrade(r)
-	// The JSON-RPC call, from the body alone, before anything counts it
-	// (a batch counts once per element).
-	if err := rq.readCall(r, rt.detectMax, t.batches); err != nil {
-		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
-		return
-	}
-
-	if !s.identify(r, rq, t, rt) {
-		return
-	}
-	switch {
-	case rt.limit != nil && rt.limit.Key == "client":
-		if !s.limitClient(r, rq, t, rt) {
-			return
-		}
-	case rt.limiter != nil:
-		if !s.takeRoute(r, rq, rt, rt.limiter, rt.name, rt.windows, rt.limitKey(r)) {
+	for _, step := range rq.route.steps {
+		if !step(s, r, rq) {
 			return
 		}
 	}
-	if rq.tier != nil {
-		release, ok := s.holdSlot(r, rq, rt)
-		if !ok {
-			return
-		}
-		defer release()
-	}
-	if rt.clientAuth != "none" {
-		s.observeTier(rt.name, rq.tierName, "admitted")
-	}
-	// The route's one clock starts here: it bounds a coalesced cache wait
-	// and the pipeline together.
-	rq.deadline = time.Now().Add(rt.timeout)
-	rq.trace.Deadline = rq.deadline
-	rq.trace.Priority = rt.priority
-	if rq.tier != nil {
-		rq.trace.Priority = max(rq.trace.Priority, rq.tier.priority) // the higher of the two
-	}
-	if err := rt.prepareBody(r, rq); err != nil {
-		s.reject(rq, failureKind(err, rq.bodyFailure(), rq.clientGone()), 0)
-		return
-	}
-	rt.decideRepeat(r, rq)
-	if rt.cache != nil {
-		if s.serveCached(lw, r, rq, rt) {
-			return
-		}
-		// Waiters are released on every path, an aborted stream's panic included.
-		defer rq.capture.release()
-	}
-	if s.failFast(r, rq, rt) {
-		return
-	}
-	rt.proxy.ServeHTTP(lw, r)
+	rq.route.proxy.ServeHTTP(&rq.lw, r)
 }
 
 // modifyResponse runs on the upstream's answer before anything reaches the
@@ -273,11 +169,9 @@ func (s *Server) errorHandler(_ http.ResponseWriter, r *http.Request, err error)
 		s.answerInstead(r, rq, "") // the upstream's own 5xx is no error of ours
 		return
 	}
-	kind := failureKind(err, rq.bodyFailure(), rq.clientGone())
-	if kind == KindUpstreamAuthFailed {
-		rq.detail = authDetail(err)
-	} else if d := policy.DetailOf(err); d != "" {
-		rq.detail = d // a bulkhead says whether its queue was full or the wait ran out
+	kind := failureKind(err, rq.bodyFailure(), rq.client)
+	if d := failureDetail(kind, err); d != "" {
+		rq.detail = d
 	}
 	if clientsFault(kind) || !s.answerInstead(r, rq, kind) {
 		s.reject(rq, kind, policy.RetryAfterOf(err))
@@ -322,12 +216,12 @@ func (s *Server) answerInstead(r *http.Request, rq *request, kind Kind) bool {
 // JSON-RPC client is answered in JSON-RPC; a body that stalls or breaks
 // meanwhile decides the answer instead.
 func (s *Server) rejectUnread(r *http.Request, rq *request, kind Kind, limit int64, retryAfter time.Duration) {
-	if rq.route == nil || rq.route.errors != "problem" {
+	if rq.route == nil || rq.route.errors != errorsProblem {
 		// A batch read here is answered (with id null) in the kind that
 		// stands; a body that broke, stalled or is refused decides instead.
 		err := rq.readCall(r, limit, true)
 		if err != nil && !errors.Is(err, errBodyTooLarge) { // too large to tell: the kind stands
-			kind, retryAfter = failureKind(err, err, rq.clientGone()), 0
+			kind, retryAfter = failureKind(err, err, rq.client), 0
 		}
 	}
 	s.reject(rq, kind, retryAfter)
@@ -348,17 +242,13 @@ func (s *Server) reject(rq *request, kind Kind, retryAfter time.Duration) {
 	case KindMethodNotAllowed:
 		w.Header().Set("Allow", allowedMethods)
 	}
-	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, mode: "auto", detail: rq.detail, traceID: rq.traceID}
+	reply := errorReply{kind: kind, status: statuses[kind], retryAfter: retryAfter, requestID: rq.id, rpc: rq.rpc, detail: rq.detail, traceID: rq.traceID}
 	if rq.route != nil {
 		reply.route, reply.mode = rq.route.name, rq.route.errors
 	}
 	w.Header().Set("X-Request-Id", rq.id)
 	reply.write(w)
 }
-
-// clientGone reports whether the client left (its own context ended, not
-// the one the proxy cancels when the body fails).
-func (rq *request) clientGone() bool { return rq.client.Err() != nil }
 
 // refusedMethod: CONNECT would open a tunnel and TRACE reflects the
 // request, injected credentials included; neither is forwarded unless a

@@ -40,6 +40,7 @@ type table struct {
 	batches   bool          // mcp.batches: allow
 	clients   *clientTable  // keys file, key header and tiers; never nil once built
 	store     *store.Client // nil without a store block (store.go)
+	accessLog bool          // log.access_log
 }
 
 // upstream is one config upstream, ready to send to.
@@ -68,18 +69,29 @@ type route struct {
 	pipeline *policy.Pipeline
 	breaker  *policy.Breaker
 	bulkhead *policy.Bulkhead
-	limiter  RateLimiter
-	limit    *config.RateLimit
-	limitKey func(*http.Request) string // the rate limit's key, resolved at build time
-	windows  []config.Window            // the rate limit's own windows (none for key: client alone)
-	// clientAuth is required, optional or none; forwardID the header that
-	// carries the client's id upstream ("" = none).
-	clientAuth, forwardID string
+	// steps are the route's admission, in order, chosen at build time
+	// from its config (admission.go): what the route does not use is not
+	// in the list, so no request asks.
+	steps []step
+	// limiter is the route's own rate limit (nil: none), windows its
+	// windows, limitKey the key it counts by (for key: client, an
+	// anonymous caller's IP); maxWait is rate_limit.max_wait and
+	// sharedTier says a key: client limit spends from the tier's buckets
+	// on the store.
+	limiter    RateLimiter
+	windows    []config.Window
+	limitKey   func(*http.Request) string
+	maxWait    time.Duration
+	sharedTier bool
+	// clientAuth is how the route identifies its callers; forwardID the
+	// header that carries the client's id upstream ("" = none).
+	clientAuth clientAuth
+	forwardID  string
 	// priority is the route's place in the queues; a caller's tier may raise it.
 	priority policy.Priority
 	cache    *routeCache
 	fallback *config.Fallback
-	errors   string
+	errors   errorMode
 	timeout  time.Duration
 	idle     time.Duration // stream_idle_timeout, both directions
 	// detectMax is how much of a JSON POST is read to tell a JSON-RPC
@@ -130,138 +142,27 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 		trusted: parseTrusted(cfg.Server.TrustedProxies), maxBody: int64(cfg.Server.MaxBody),
 		maxHeader: int64(cfg.Server.MaxHeaderBytes), bodyIdle: cfg.Server.BodyIdleTimeout.D(),
 		detectMax: min(int64(cfg.Server.MaxBody), int64(config.DefaultDetectBody)),
-		batches:   cfg.MCP.Batches == "allow",
+		batches:   cfg.MCP.Batches == "allow", accessLog: cfg.Log.AccessLog,
 	}
 	sc, err := s.buildStore(cfg, reg)
 	if err != nil {
 		return nil, err
 	}
 	t.store = sc
-	ct, err := buildClients(cfg, reg, sc)
-	if err != nil {
+	if t.clients, err = buildClients(cfg, reg, sc); err != nil {
 		return nil, err
 	}
-	t.clients = ct
-	skey := ""
-	if sc != nil {
-		skey = storeKey(cfg.Store)
-	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
-		u := cfg.Upstreams[name]
-		target, err := url.Parse(u.URL)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", name, err)
+		if t.upstreams[name], err = s.buildUpstream(t, name, cfg.Upstreams[name], reg); err != nil {
+			return nil, err
 		}
-		tc := transport.ConfigOf(u, target.Scheme)
-		tr, err := lifecycle.TryGet(reg, "transport", name, tc, func() (*transport.Base, error) { return transport.NewBase(tc) })
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", name, err)
-		}
-		up := &upstream{name: name, target: target, hostFromClient: u.HostHeader == "client", transport: tr, remove: u.Headers.Remove}
-		for k, v := range u.Headers.Set {
-			up.set = append(up.set, [2]string{http.CanonicalHeaderKey(k), v.Reveal()})
-		}
-		if u.Quota != nil {
-			q := *u.Quota
-			obs := quotaQueue{obs: s.metrics, upstream: name}
-			if q.Shared && sc != nil {
-				up.quota = sharedQuota(reg, sc, skey, name, q, obs)
-			} else {
-				up.quota = lifecycle.Get(reg, "quota", name, q, func() *ratelimit.Quota {
-					return ratelimit.NewQuota(q, ratelimit.NewBucket(q), obs)
-				})
-			}
-		}
-		if c := u.Concurrency; c != nil {
-			up.concurrency = lifecycle.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
-		}
-		up.token = s.tokenSource(reg, name, u)
-		up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *health.Mode { return health.NewMode(name, s.metrics) })
-		if hc := u.HealthCheck; hc != nil {
-			cs := health.Settings{Check: *hc, URL: u.URL, Transport: tc}
-			up.check = lifecycle.Get(reg, "health_check", name, cs, func() *health.Checker { return health.NewChecker(name, cs, tr, s.metrics) })
-		}
-		t.upstreams[name] = up
 	}
 	seenBreaker := map[*policy.Breaker]bool{}
 	for _, rc := range cfg.Routes {
-		e := rc.Effective
-		up := t.upstreams[rc.Upstream]
-		rt := &route{
-			name: rc.Name, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
-			limit: e.RateLimit, fallback: e.Fallback, errors: e.Errors, timeout: e.Timeout.D(),
-			idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
-			clientAuth: e.ClientAuth, forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
-			priority: policy.ParsePriority(e.Priority),
-		}
-		if cb := e.CircuitBreaker; cb != nil {
-			if e.SharedBreaker {
-				rt.breaker = lifecycle.Get(reg, "breaker/upstream", up.name, cb, func() *policy.Breaker {
-					return policy.NewBreaker(up.name, "upstream", cb, s.metrics)
-				})
-			} else {
-				rt.breaker = lifecycle.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
-					return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
-				})
-			}
-			if !seenBreaker[rt.breaker] {
-				seenBreaker[rt.breaker] = true
-				t.breakers = append(t.breakers, rt.breaker)
-			}
-		}
-		if b := e.Bulkhead; b != nil {
-			rt.bulkhead = lifecycle.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
-		}
-		if l := e.RateLimit; l != nil {
-			rt.windows = l.Windows()
-			if len(rt.windows) > 0 && l.Shared && sc != nil {
-				rt.limiter = sharedLimiter(reg, sc, skey, rc.Name, l)
-			} else if len(rt.windows) > 0 {
-				rt.limiter = lifecycle.Get(reg, "ratelimit", rc.Name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
-			}
-			rt.limitKey = limitKey(l.Key, t.trusted)
-		}
-		if c := e.Cache; c != nil {
-			var store cache.Store
-			if c.Shared && sc != nil {
-				store = sharedCache(reg, sc, skey, rc.Name, c)
-			} else {
-				store = lifecycle.Get(reg, "cache", rc.Name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
-			}
-			rt.cache = &routeCache{
-				policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
-					HostFromClient: up.hostFromClient, ShareClients: !c.PerClient},
-				store: store, group: cache.NewGroup(maxCoalesceWaiters),
-			}
-		}
-		if up.token != nil {
-			// retry.max_body, or its default without retry: DetectBody
-			// is exactly that.
-			rt.authReplay = int64(e.DetectBody)
-		}
-		if annotated := e.Retry != nil && e.Retry.Tools == "annotated"; annotated || rt.match.needsCall() {
-			if up.tools == nil {
-				// Carried across reloads while the upstream's URL stays: a
-				// reload must not forget the list until the next tools/list.
-				up.tools = lifecycle.Get(reg, "tool_hints", up.name, up.target.String(), func() *mcp.Tools { return &mcp.Tools{} })
-			}
-			rt.tools = up.tools
-			if annotated {
-				rt.hints = up.tools
-			}
-		}
-		parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Concurrency: up.concurrency}
-		if up.quota != nil {
-			parts.Quota = up.quota
-		}
-		rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
-		rt.proxy = &httputil.ReverseProxy{
-			Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
-			Transport:      withAuth(up.token, rt.pipeline),
-			ModifyResponse: s.modifyResponse,
-			ErrorHandler:   s.errorHandler,
-			BufferPool:     s.buffers,
-			ErrorLog:       log.New(io.Discard, "", 0), // every error is logged once, in the access log
+		rt := s.buildRoute(t, rc, reg)
+		if rt.breaker != nil && !seenBreaker[rt.breaker] {
+			seenBreaker[rt.breaker] = true
+			t.breakers = append(t.breakers, rt.breaker)
 		}
 		t.routes = append(t.routes, rt)
 	}
@@ -275,11 +176,162 @@ func (s *Server) build(cfg *config.Config, reg *lifecycle.Registry) (*table, err
 	return t, nil
 }
 
-// limitKey resolves a rate limit's key (none | client_ip | header:NAME)
-// into the function that reads it from a request.
+// storeKey is what t's shared pieces are keyed on in the registry ("":
+// no store).
+func (t *table) storeKey() string {
+	if t.store == nil {
+		return ""
+	}
+	return storeKey(t.cfg.Store)
+}
+
+// buildUpstream makes upstream name ready to send to.
+func (s *Server) buildUpstream(t *table, name string, u *config.Upstream, reg *lifecycle.Registry) (*upstream, error) {
+	target, err := url.Parse(u.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", name, err)
+	}
+	tc := transport.ConfigOf(u, target.Scheme)
+	tr, err := lifecycle.TryGet(reg, "transport", name, tc, func() (*transport.Base, error) { return transport.NewBase(tc) })
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", name, err)
+	}
+	up := &upstream{name: name, target: target, hostFromClient: u.HostHeader == "client", transport: tr, remove: u.Headers.Remove}
+	for k, v := range u.Headers.Set {
+		up.set = append(up.set, [2]string{http.CanonicalHeaderKey(k), v.Reveal()})
+	}
+	if u.Quota != nil {
+		q := *u.Quota
+		obs := quotaQueue{obs: s.metrics, upstream: name}
+		if q.Shared && t.store != nil {
+			up.quota = sharedQuota(reg, t.store, t.storeKey(), name, q, obs)
+		} else {
+			up.quota = lifecycle.Get(reg, "quota", name, q, func() *ratelimit.Quota {
+				return ratelimit.NewQuota(q, ratelimit.NewBucket(q), obs)
+			})
+		}
+	}
+	if c := u.Concurrency; c != nil {
+		up.concurrency = lifecycle.Get(reg, "concurrency", name, c, func() *policy.Bulkhead { return policy.NewBulkhead(name, c, s.metrics) })
+	}
+	up.token = s.tokenSource(reg, name, u)
+	up.mode = lifecycle.Get(reg, "upstream_mode", name, nil, func() *health.Mode { return health.NewMode(name, s.metrics) })
+	if hc := u.HealthCheck; hc != nil {
+		cs := health.Settings{Check: *hc, URL: u.URL, Transport: tc}
+		up.check = lifecycle.Get(reg, "health_check", name, cs, func() *health.Checker { return health.NewChecker(name, cs, tr, s.metrics) })
+	}
+	return up, nil
+}
+
+// buildRoute makes one route: its policies, its admission steps and the
+// ReverseProxy that sends what they admit.
+func (s *Server) buildRoute(t *table, rc *config.Route, reg *lifecycle.Registry) *route {
+	e := rc.Effective
+	up := t.upstreams[rc.Upstream]
+	rt := &route{
+		name: rc.Name, match: newMatcher(rc.Match), up: up, strip: rc.StripPrefix,
+		fallback: e.Fallback, errors: errorModeOf(e.Errors), timeout: e.Timeout.D(),
+		idle: e.StreamIdleTimeout.D(), detectMax: int64(e.DetectBody),
+		clientAuth: clientAuthOf(e.ClientAuth), forwardID: http.CanonicalHeaderKey(e.ForwardClientID),
+		priority: policy.ParsePriority(e.Priority),
+	}
+	rt.breaker = s.routeBreaker(rc, reg)
+	if b := e.Bulkhead; b != nil {
+		rt.bulkhead = lifecycle.Get(reg, "bulkhead", rc.Name, b, func() *policy.Bulkhead { return policy.NewBulkhead(rc.Name, b, s.metrics) })
+	}
+	if l := e.RateLimit; l != nil {
+		rt.limitWith(t, l, reg)
+	}
+	if c := e.Cache; c != nil {
+		rt.cache = newRouteCache(t, rt, c, reg)
+	}
+	if up.token != nil {
+		// retry.max_body, or its default without retry: DetectBody
+		// is exactly that.
+		rt.authReplay = int64(e.DetectBody)
+	}
+	if annotated := e.Retry != nil && e.Retry.Tools == "annotated"; annotated || rt.match.needsCall() {
+		if up.tools == nil {
+			// Carried across reloads while the upstream's URL stays: a
+			// reload must not forget the list until the next tools/list.
+			up.tools = lifecycle.Get(reg, "tool_hints", up.name, up.target.String(), func() *mcp.Tools { return &mcp.Tools{} })
+		}
+		rt.tools = up.tools
+		if annotated {
+			rt.hints = up.tools
+		}
+	}
+	parts := policy.Parts{Breaker: rt.breaker, Bulkhead: rt.bulkhead, Concurrency: up.concurrency}
+	if up.quota != nil {
+		parts.Quota = up.quota
+	}
+	rt.pipeline = policy.NewPipeline(rc, up.transport, parts, s.metrics, requestTrace)
+	rt.proxy = &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { rt.rewrite(pr, t.trusted) },
+		Transport:      withAuth(up.token, rt.pipeline),
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.errorHandler,
+		BufferPool:     s.buffers,
+		ErrorLog:       log.New(io.Discard, "", 0), // every error is logged once, in the access log
+	}
+	rt.steps = admission(t, rt, e.RateLimit)
+	return rt
+}
+
+// routeBreaker is rc's circuit breaker: the upstream's, shared by every
+// route to it, or the route's own; nil without one.
+func (s *Server) routeBreaker(rc *config.Route, reg *lifecycle.Registry) *policy.Breaker {
+	e := rc.Effective
+	cb := e.CircuitBreaker
+	switch {
+	case cb == nil:
+		return nil
+	case e.SharedBreaker:
+		return lifecycle.Get(reg, "breaker/upstream", rc.Upstream, cb, func() *policy.Breaker {
+			return policy.NewBreaker(rc.Upstream, "upstream", cb, s.metrics)
+		})
+	}
+	return lifecycle.Get(reg, "breaker/route", rc.Name, cb, func() *policy.Breaker {
+		return policy.NewBreaker(rc.Name, "route", cb, s.metrics)
+	})
+}
+
+// limitWith gives rt its rate limit l: the limiter of its windows (on the
+// store when shared and there is one), the key it counts by, and the
+// settings its admission step reads.
+func (rt *route) limitWith(t *table, l *config.RateLimit, reg *lifecycle.Registry) {
+	rt.windows = l.Windows()
+	if len(rt.windows) > 0 && l.Shared && t.store != nil {
+		rt.limiter = sharedLimiter(reg, t.store, t.storeKey(), rt.name, l)
+	} else if len(rt.windows) > 0 {
+		rt.limiter = lifecycle.Get(reg, "ratelimit", rt.name, l, func() *ratelimit.Limiter { return ratelimit.NewLimiter(rt.windows) })
+	}
+	rt.limitKey, rt.maxWait, rt.sharedTier = limitKey(l.Key, t.trusted), l.MaxWait.D(), l.Shared
+}
+
+// newRouteCache is rt's cache c: its store (on the store server when
+// shared and there is one), policy and coalescing group.
+func newRouteCache(t *table, rt *route, c *config.Cache, reg *lifecycle.Registry) *routeCache {
+	var store cache.Store
+	if c.Shared && t.store != nil {
+		store = sharedCache(reg, t.store, t.storeKey(), rt.name, c)
+	} else {
+		store = lifecycle.Get(reg, "cache", rt.name, c, func() cache.Store { return cache.NewMemory(int64(c.MaxSize)) })
+	}
+	return &routeCache{
+		policy: cache.Policy{TTL: c.TTL.D(), StaleIfError: c.StaleIfError.D(), MaxEntrySize: int64(c.MaxEntrySize), Vary: c.Vary,
+			HostFromClient: rt.up.hostFromClient, ShareClients: !c.PerClient},
+		store: store, group: cache.NewGroup(maxCoalesceWaiters),
+	}
+}
+
+// limitKey resolves a rate limit's key (none | client_ip | header:NAME |
+// client) into the function that reads it from a request. Under key:
+// client that is the caller's IP: an anonymous caller of an optional
+// route counts by it (an identified one counts by its id, limitClient).
 func limitKey(key string, trusted trustedNets) func(*http.Request) string {
 	switch {
-	case key == "client_ip":
+	case key == "client_ip", key == "client":
 		return trusted.clientIP
 	case strings.HasPrefix(key, "header:"):
 		name := http.CanonicalHeaderKey(strings.TrimPrefix(key, "header:"))
