@@ -111,7 +111,7 @@ func (p *e2e) send(t *testing.T, method, path string, body io.Reader) (*http.Res
 	return resp, b
 }
 
-func TestE2EBodiesOverMaxBodyAreSentOnceIntact(t *testing.T) {
+func TestSocketsBodiesOverMaxBodyAreSentOnceIntact(t *testing.T) {
 	testkit.CheckLeaks(t)
 	var mu sync.Mutex
 	var sums []string
@@ -162,7 +162,7 @@ func TestE2EBodiesOverMaxBodyAreSentOnceIntact(t *testing.T) {
 	}
 }
 
-func TestE2EPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
+func TestSocketsPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
 	testkit.CheckLeaks(t)
 	addr := testkit.FreeAddr(t)
 	body := patterned(256 << 10)
@@ -216,7 +216,7 @@ func TestE2EPOSTToARefusingPortIsRetriedUntilItListens(t *testing.T) {
 	}
 }
 
-func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
+func TestSocketsUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 	testkit.CheckLeaks(t)
 	for _, tc := range []struct {
 		name, retryAfter string
@@ -262,7 +262,7 @@ func TestE2EUpstreamAnswersPassThroughWhenRetriesEnd(t *testing.T) {
 	}
 }
 
-func TestE2ERouteTimeoutIs504(t *testing.T) {
+func TestSocketsRouteTimeoutIs504(t *testing.T) {
 	testkit.CheckLeaks(t)
 	u := testkit.NewUpstream(t, func(_ int64, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	p := startE2E(t, testkit.OneRoute(u.URL, `
@@ -275,7 +275,7 @@ func TestE2ERouteTimeoutIs504(t *testing.T) {
 	}
 }
 
-func TestE2EOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
+func TestSocketsOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
 	testkit.CheckLeaks(t)
 	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
@@ -326,7 +326,7 @@ func TestE2EOpenBreakerAnswersCircuitOpenAtOnce(t *testing.T) {
 	}
 }
 
-func TestE2EUpstreamBreakerIsSharedByItsRoutes(t *testing.T) {
+func TestSocketsUpstreamBreakerIsSharedByItsRoutes(t *testing.T) {
 	testkit.CheckLeaks(t)
 	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
@@ -358,7 +358,7 @@ routes:
 	}
 }
 
-func TestE2EFallbackAnswersWhenThePipelineFails(t *testing.T) {
+func TestSocketsFallbackAnswersWhenThePipelineFails(t *testing.T) {
 	testkit.CheckLeaks(t)
 	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -418,7 +418,7 @@ routes:
 	}
 }
 
-func TestE2EResetsBeforeAndAfterHeaders(t *testing.T) {
+func TestSocketsResetsBeforeAndAfterHeaders(t *testing.T) {
 	testkit.CheckLeaks(t)
 	u := testkit.NewUpstream(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		conn, buf, err := http.NewResponseController(w).Hijack()

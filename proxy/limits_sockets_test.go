@@ -26,7 +26,7 @@ import (
 )
 
 // Issue 4, limits and graceful degradation, end to end: the route rate
-// limit, the upstream quota and the cache (cache_e2e_test.go), each seen
+// limit, the upstream quota and the cache (cache_sockets_test.go), each seen
 // from a client in front of a real listener, with upstreams we control.
 
 // limProxy is a proxy.Server serving one config behind a real listener.
