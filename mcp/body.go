@@ -118,7 +118,7 @@ func (b Body) CheckHeaders(h http.Header) error {
 // with ambiguous keys returns ErrAmbiguous, with ErrorID set when the id
 // could still be read.
 func Read(body []byte) (Body, error) {
-	body = bytes.TrimSpace(body)
+	body = trimJSON(body)
 	if len(body) == 0 {
 		return Body{}, nil
 	}
@@ -155,6 +155,22 @@ func Read(body []byte) (Body, error) {
 		return Body{}, nil
 	}
 	return b, nil
+}
+
+// Unreadable reports whether body is meant as JSON (it starts with an
+// object or an array) but is no one strict JSON value: data after it, NaN,
+// a syntax error, nesting too deep. Lenient servers execute some of these
+// (Python's json.loads takes NaN, a Go handler's json.Decoder stops after
+// the first value) while Read finds no JSON-RPC in them.
+func Unreadable(body []byte) bool {
+	body = trimJSON(body)
+	return len(body) > 0 && (body[0] == '{' || body[0] == '[') && !json.Valid(body)
+}
+
+// trimJSON drops a leading UTF-8 byte order mark, which Python's
+// json.loads and Express's body parser skip too, and white space.
+func trimJSON(body []byte) []byte {
+	return bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")))
 }
 
 // readMessage reads one JSON-RPC message. rpc says the object is meant as

@@ -20,6 +20,7 @@ func TestRead(t *testing.T) {
 		{name: "call, string id", body: `{"jsonrpc":"2.0","id":"a-1","method":"tools/list","params":{}}`, errorID: `"a-1"`, msgs: []msg{{"tools/list", ""}}},
 		{name: "call, null id", body: `{"jsonrpc":"2.0","id":null,"method":"x"}`, errorID: "null", msgs: []msg{{"x", ""}}},
 		{name: "leading whitespace", body: " \n\t{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"x\"}\n", errorID: "2", msgs: []msg{{"x", ""}}},
+		{name: "byte order mark", body: "\xef\xbb\xbf{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"x\"}", errorID: "2", msgs: []msg{{"x", ""}}},
 		{name: "escaped key", body: `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"na\u006de":"b"}}`, errorID: "2", msgs: []msg{{"tools/call", "b"}}},
 		{name: "resources/read names its uri", body: `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a","name":"x"}}`, errorID: "2", msgs: []msg{{"resources/read", "file:///a"}}},
 		{name: "positional params", body: `{"jsonrpc":"2.0","id":2,"method":"x","params":[1,2]}`, errorID: "2", msgs: []msg{{"x", ""}}},
@@ -123,6 +124,25 @@ func TestPartialID(t *testing.T) {
 	} {
 		if got := PartialID([]byte(body)); string(got) != want {
 			t.Errorf("%s: id %s, want %q", body, got, want)
+		}
+	}
+}
+
+// TestUnreadable: what a lenient server may still read as a call, though
+// it is no strict JSON, against what is plainly no JSON at all.
+func TestUnreadable(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"method":"x"} junk`:               true,
+		`{"jsonrpc":"2.0","id":1,"method":"x"}{"id":2}`:            true,
+		`{"jsonrpc":"2.0","id":1,"method":"x","params":{"n":NaN}}`: true,
+		"\xef\xbb\xbf[{\"id\":1},]":                                true,
+		`{"jsonrpc":"2.0","id":1,"method":"x"}` + "\n":             false,
+		"\xef\xbb\xbf{}":          false,
+		`hello {"jsonrpc":"2.0"}`: false,
+		``:                        false,
+	} {
+		if got := Unreadable([]byte(body)); got != want {
+			t.Errorf("Unreadable(%q) = %v, want %v", body, got, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/breakwater-proxy/breakwater/mcp"
 	"github.com/breakwater-proxy/breakwater/policy"
@@ -35,6 +36,32 @@ func (rq *request) readCall(r *http.Request, limit int64, batches bool) error {
 	if rq.callRead || !mayBeJSONRPC(r) {
 		return rq.callErr
 	}
+	return rq.readBodyCall(r, limit, batches, false)
+}
+
+// readRouteCall is readCall for a route that matches on the call, which
+// must not take a call it cannot read for no call: a lenient server still
+// executes a tools/call sent as text/plain, in a PUT, gzipped, or as JSON
+// only it parses. So any body is read, whatever the method and
+// Content-Type, and one that is encoded (Content-Encoding) or meant as
+// JSON but not strict JSON (mcp.Unreadable) is refused.
+func (rq *request) readRouteCall(r *http.Request, limit int64, batches bool) error {
+	if rq.callRead || r.Body == nil || r.Body == http.NoBody {
+		return rq.callErr
+	}
+	for _, v := range r.Header.Values("Content-Encoding") {
+		if !strings.EqualFold(strings.TrimSpace(v), "identity") {
+			rq.callRead = true
+			rq.refuse(detailEncoded)
+			return rq.callErr
+		}
+	}
+	return rq.readBodyCall(r, limit, batches, true)
+}
+
+// readBodyCall reads the body, up to limit, and what it says as JSON-RPC;
+// strict: a body meant as JSON that is no strict JSON is refused.
+func (rq *request) readBodyCall(r *http.Request, limit int64, batches, strict bool) error {
 	if err := rq.readAhead(r, limit); err != nil {
 		if errors.Is(err, errBodyStalled) {
 			// Answered in JSON-RPC if its id came before the stall.
@@ -60,6 +87,8 @@ func (rq *request) readCall(r *http.Request, limit int64, batches bool) error {
 	switch {
 	case err != nil:
 		rq.refuse(detailAmbiguous)
+	case strict && body.Messages == nil && mcp.Unreadable(rq.ahead.buf):
+		rq.refuse(detailUnreadable)
 	case body.Batch && !batches:
 		rq.refuse(detailBatch)
 	case errors.As(body.CheckHeaders(r.Header), &he):
@@ -71,8 +100,10 @@ func (rq *request) readCall(r *http.Request, limit int64, batches bool) error {
 // Details of a refused JSON-RPC body, read by clients and the language
 // models behind them.
 const (
-	detailAmbiguous = "The JSON-RPC body names jsonrpc, id, method, params or params.name twice, or in another letter case; send each once, spelled in lower case."
-	detailBatch     = "The body is a JSON-RPC batch, which is not accepted here (MCP removed batches in its 2025-06-18 revision); send each request on its own."
+	detailAmbiguous  = "The JSON-RPC body names jsonrpc, id, method, params or params.name twice, or in another letter case; send each once, spelled in lower case."
+	detailUnreadable = "The body is not one strict JSON value (data after it, NaN, a syntax error), so breakwater cannot read which JSON-RPC method or tool it calls, which decides its route."
+	detailEncoded    = "The body has a Content-Encoding, so breakwater cannot read which JSON-RPC method or tool it calls, which decides its route; send it unencoded."
+	detailBatch      = "The body is a JSON-RPC batch, which is not accepted here (MCP removed batches in its 2025-06-18 revision); send each request on its own."
 )
 
 // refuse records why the body is refused.

@@ -349,20 +349,21 @@ func limitKey(key string, trusted trustedNets) func(*http.Request) string {
 // on the JSON-RPC call has the body read for it (readCall), once, and only
 // when its other conditions hold. The body alone decides: Mcp-* headers
 // never do. The error is the body's own failure during that read, a body
-// refused (errRefusedRPC), or a JSON body too large to tell which call it
-// makes where a route depends on it: padding a call past the read limit
-// must not slip it past the route meant for it.
+// refused (errRefusedRPC: also one it cannot read, readRouteCall), or a
+// body too large to tell which call it makes where a route depends on it:
+// padding a call past the read limit, or sending it in a form breakwater
+// does not read, must not slip it past the route meant for it.
 func (t *table) match(r *http.Request, rq *request, urlPath string) (*route, error) {
 	for _, rt := range t.routes {
 		if !rt.match.match(r, urlPath) {
 			continue
 		}
 		if rt.match.needsCall() {
-			if err := rq.readCall(r, t.detectMax, t.batches); err != nil {
+			if err := rq.readRouteCall(r, t.detectMax, t.batches); err != nil {
 				return nil, err
 			}
-			if !rq.callRead && mayBeJSONRPC(r) {
-				rq.detail = fmt.Sprintf("The JSON body is over %d bytes: too large for breakwater to read which JSON-RPC method or tool it calls, which decides its route.", t.detectMax)
+			if !rq.callRead && r.Body != nil && r.Body != http.NoBody {
+				rq.detail = fmt.Sprintf("The body is over %d bytes: too large for breakwater to read which JSON-RPC method or tool it calls, which decides its route.", t.detectMax)
 				return nil, errBodyTooLarge
 			}
 			if !rt.match.matchCall(rq.jsonrpc) {
