@@ -136,3 +136,54 @@ routes:
 		}
 	}
 }
+
+// TestTrustForgedClientIDUnderAnotherSpelling: on an optional route with
+// forward_client_id, an anonymous caller's X-Client-Id is dropped; so must
+// be the same header spelled with underscores (X_Client_Id), which a CGI
+// or WSGI server (gunicorn before 22, PHP) reads as the same variable,
+// HTTP_X_CLIENT_ID. The upstream here reads headers as such a server does.
+func TestTrustForgedClientIDUnderAnotherSpelling(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // the HTTP_X_CLIENT_ID values the upstream saw
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		for k, v := range r.Header {
+			if strings.ToUpper(strings.ReplaceAll(k, "-", "_")) == "X_CLIENT_ID" {
+				seen = append(seen, v...)
+			}
+		}
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	keysFile := filepath.Join(t.TempDir(), "clients.yaml")
+	if err := exec.Command(binary, "keys", "new", "-id", "alice", "-tier", "free", "-file", keysFile).Run(); err != nil {
+		t.Fatalf("keys new: %v", err)
+	}
+	b := startBW(t, `version: 1
+clients: { keys_file: `+keysFile+` }
+tiers: { free: { rate_limits: [100/1s] } }
+upstreams: { api: { url: `+up.URL+` } }
+routes:
+  - name: api
+    match: { path: / }
+    upstream: api
+    client_auth: optional
+    forward_client_id: X-Client-Id
+`)
+	for _, name := range []string{"X-Client-Id", "X_Client_Id", "X_CLIENT_ID", "x_client-id"} {
+		req, _ := http.NewRequest(http.MethodGet, b.URL+"/", nil)
+		req.Header[name] = []string{"alice"}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		mu.Lock()
+		t.Logf("%s: %d, the upstream read HTTP_X_CLIENT_ID %q", name, resp.StatusCode, seen)
+		if resp.StatusCode != http.StatusOK || len(seen) > 0 {
+			t.Errorf("anonymous caller's %s: %d, the upstream read HTTP_X_CLIENT_ID %q; want 200 and nothing", name, resp.StatusCode, seen)
+		}
+		seen = nil
+		mu.Unlock()
+	}
+}

@@ -425,9 +425,20 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest, trusted trustedNets) {
 	if rt.forwardID != "" {
 		// Whatever the client sent in this header is dropped: only
 		// breakwater says who the client is.
-		delete(out.Header, rt.forwardID)
+		dropSpellings(out.Header, rt.forwardID)
 		if rq != nil && rq.caller != nil {
 			out.Header[rt.forwardID] = []string{rq.caller.ID}
+		}
+	}
+}
+
+// dropSpellings removes the header name (canonical) in every spelling
+// that an upstream may read as it: CGI and WSGI servers (gunicorn before
+// 22, PHP) read X_Client_Id as X-Client-Id, both HTTP_X_CLIENT_ID.
+func dropSpellings(h http.Header, name string) {
+	for k := range h {
+		if len(k) == len(name) && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), name) {
+			delete(h, k)
 		}
 	}
 }
