@@ -69,10 +69,7 @@ func lenientServer(t *testing.T) (url string, executed func(tool string) int) {
 // executes delete_post.
 func TestTrustMCPUnreadableCallIsNotRoutedAsNoCall(t *testing.T) {
 	url, executed := lenientServer(t)
-	keysFile := filepath.Join(t.TempDir(), "clients.yaml")
-	if err := exec.Command(binary, "keys", "new", "-id", "alice", "-tier", "free", "-file", keysFile).Run(); err != nil {
-		t.Fatalf("keys new: %v", err)
-	}
+	keysFile := aliceKeysFile(t)
 	b := startBW(t, `version: 1
 clients: { keys_file: `+keysFile+` }
 tiers: { free: { rate_limits: [100/1s] } }
@@ -155,10 +152,7 @@ func TestTrustForgedClientIDUnderAnotherSpelling(t *testing.T) {
 		mu.Unlock()
 		_, _ = io.WriteString(w, "ok")
 	}))
-	keysFile := filepath.Join(t.TempDir(), "clients.yaml")
-	if err := exec.Command(binary, "keys", "new", "-id", "alice", "-tier", "free", "-file", keysFile).Run(); err != nil {
-		t.Fatalf("keys new: %v", err)
-	}
+	keysFile := aliceKeysFile(t)
 	b := startBW(t, `version: 1
 clients: { keys_file: `+keysFile+` }
 tiers: { free: { rate_limits: [100/1s] } }
@@ -186,4 +180,14 @@ routes:
 		seen = nil
 		mu.Unlock()
 	}
+}
+
+// aliceKeysFile is a keys file with one client, alice, of tier free.
+func aliceKeysFile(t *testing.T) string {
+	t.Helper()
+	keysFile := filepath.Join(t.TempDir(), "clients.yaml")
+	if err := exec.Command(binary, "keys", "new", "-id", "alice", "-tier", "free", "-file", keysFile).Run(); err != nil {
+		t.Fatalf("keys new: %v", err)
+	}
+	return keysFile
 }
