@@ -202,7 +202,7 @@ func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duratio
 func (q *Quota) pace(ctx context.Context, grantAt time.Time) (retry bool, err error) {
 	now, paceAt, pauseCh := q.release()
 	for paceAt.After(now) {
-		out := clock.Wait(ctx, q.clock, paceAt.Sub(now), pauseCh)
+		out := clock.Until(ctx, q.clock, paceAt, pauseCh)
 		if out == clock.Done {
 			q.src.Refund()
 			return false, ctx.Err()
@@ -379,9 +379,11 @@ func (q *Quota) sleep(ctx context.Context, w *quotaWaiter) (retry bool, err erro
 	defer q.obs.Waiting(w.prio, -1)
 	for {
 		q.mu.Lock()
-		d := w.grantAt.Sub(q.clock.Now())
+		at := w.grantAt
 		q.mu.Unlock()
-		done := clock.Wait(ctx, q.clock, d, w.moved) == clock.Done
+		// Until the slot, not for the time to it: the clock may move
+		// between the reading and the timer (a test's clock does).
+		done := clock.Until(ctx, q.clock, at, w.moved) == clock.Done
 		q.mu.Lock()
 		if w.shed != nil {
 			q.mu.Unlock()
