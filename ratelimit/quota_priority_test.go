@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,16 +135,59 @@ func TestQuotaLeaverMovesTheQueueUp(t *testing.T) {
 }
 
 // served advances clock by step and expects the next answer on out to be
-// label's token, granted after it waited waited on the clock.
+// label's token ("": anyone's), granted after it waited waited on the clock.
 func served(t *testing.T, clock *fakeClock, out <-chan grant, step time.Duration, label string, waited time.Duration) {
 	t.Helper()
 	clock.Advance(step)
 	select {
 	case g := <-out:
-		if g.err != nil || g.label != label || g.waited != waited {
+		if g.err != nil || label != "" && g.label != label || g.waited != waited {
 			t.Fatalf("at +%v: %s (%v) after %v, want %s after %v", step, g.label, g.err, g.waited, label, waited)
 		}
 	case <-time.After(10 * time.Second): // real time: nobody was woken
-		t.Fatalf("nobody served %v on (want %s)", step, label)
+		t.Fatalf("nobody served %v on (want %q)", step, label)
 	}
+}
+
+// Two callers whose reservations cross — the first has its token from the
+// source but is not yet queued when the second takes the next one and
+// queues — are given the source's two slots, 100ms and 200ms. The first
+// used to be queued an interval after the second (300ms), leaving the
+// token at 100ms unused and every later one an interval late: 40 tokens
+// at 10/s then took 4s, not 3.9s (TestQuotaSpreadsTokensAtTheRate failed
+// that way in about a third of the package's -race runs).
+func TestQuotaCrossedArrivalsLeaveNoSlotUnused(t *testing.T) {
+	clock := newFakeClock()
+	cfg := quotaConfig(config.Rate{N: 10, Period: time.Second}, 1, time.Minute)
+	src := &heldSource{Bucket: NewBucket(cfg), held: make(chan struct{}), release: make(chan struct{})}
+	q := newQuota(cfg, src, nil, clock)
+	_, _ = q.WaitPriority(context.Background(), 0) // the burst token
+	src.hold.Store(true)
+	out := make(chan grant, 2)
+	queueFor(q, 0, "first", out)
+	<-src.held // first has the token due at 100ms, and is not queued yet
+	queueFor(q, 0, "second", out)
+	waitingFor(t, q, 1) // second has the one at 200ms, and is queued
+	close(src.release)
+	waitingFor(t, q, 2)
+	served(t, clock, out, 100*time.Millisecond, "", 100*time.Millisecond)
+	served(t, clock, out, 100*time.Millisecond, "", 200*time.Millisecond)
+}
+
+// heldSource is a Bucket whose next Take, once hold is set, signals held
+// as it returns and waits for release.
+type heldSource struct {
+	*Bucket
+	hold    atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (s *heldSource) Take(now, at, limit time.Time) (time.Time, error) {
+	due, err := s.Bucket.Take(now, at, limit)
+	if s.hold.CompareAndSwap(true, false) {
+		s.held <- struct{}{}
+		<-s.release
+	}
+	return due, err
 }

@@ -409,10 +409,16 @@ func TestQuotaLateSleeperHoldsBackTheNextOnes(t *testing.T) {
 	clock.Advance(100 * time.Millisecond) // 300ms: the bucket has a token
 	w, err := q.reserve(clock.Now(), time.Minute, 0)
 	if err != nil || w == nil || !w.grantAt.Equal(at(315*time.Millisecond)) {
-		t.Errorf("reserve at 300ms: %v, %+v, want the token at 315ms", err, w)
-	} else {
-		q.served(w)
+		t.Fatalf("reserve at 300ms: %v, %+v, want the token at 315ms", err, w)
 	}
+	// The next, due at 400ms, is an interval after that one: slots never
+	// fall within an interval of each other.
+	w2, err := q.reserve(clock.Now(), time.Minute, 0)
+	if err != nil || w2 == nil || !w2.grantAt.Equal(at(415*time.Millisecond)) {
+		t.Fatalf("a second reserve at 300ms: %v, %+v, want the token at 415ms", err, w2)
+	}
+	q.served(w)
+	q.served(w2)
 	// Once an interval has passed, sleepers go at once again.
 	clock.Advance(200 * time.Millisecond)
 	if now, paceAt, _ := q.release(); !paceAt.Equal(now) {
