@@ -28,6 +28,7 @@ type Bulkhead struct {
 	max      int
 	maxQueue int
 	maxWait  time.Duration
+	clock    clock.Clock // clock.Real; tests set their own
 
 	mu      sync.Mutex
 	used    int
@@ -50,7 +51,7 @@ func NewBulkhead(name string, c *config.Bulkhead, obs Observer) *Bulkhead {
 	if obs == nil {
 		obs = NopObserver{}
 	}
-	return &Bulkhead{name: name, obs: obs, max: c.MaxConcurrent, maxQueue: c.MaxQueue, maxWait: c.MaxWait.D()}
+	return &Bulkhead{name: name, obs: obs, max: c.MaxConcurrent, maxQueue: c.MaxQueue, maxWait: c.MaxWait.D(), clock: clock.Real}
 }
 
 // InFlight is the number of slots taken.
@@ -83,7 +84,7 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 	}
 	wait := b.maxWait
 	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(dl))
+		wait = min(wait, dl.Sub(b.clock.Now()))
 	}
 	if b.maxWait <= 0 || b.maxQueue <= 0 {
 		b.mu.Unlock()
@@ -109,17 +110,17 @@ func (b *Bulkhead) acquire(ctx context.Context, prio Priority) error {
 	b.mu.Unlock()
 
 	b.obs.QueueWaiting("bulkhead", b.name, prio, 1)
-	start := time.Now()
+	start := b.clock.Now()
 	err := b.await(ctx, w, wait)
 	b.obs.QueueWaiting("bulkhead", b.name, prio, -1)
-	b.obs.QueueWaited("bulkhead", b.name, prio, time.Since(start))
+	b.obs.QueueWaited("bulkhead", b.name, prio, b.clock.Now().Sub(start))
 	return err
 }
 
 // await waits for w's slot, for at most wait.
 func (b *Bulkhead) await(ctx context.Context, w *waiter, wait time.Duration) error {
 	var gaveUp error
-	switch clock.Wait(ctx, clock.Real, wait, w.done) {
+	switch clock.Wait(ctx, b.clock, wait, w.done) {
 	case clock.Woken:
 		return w.err
 	case clock.Elapsed:

@@ -122,17 +122,51 @@ func TestBulkheadFullQueueTurnsAwayEqualPriority(t *testing.T) {
 	}
 }
 
+// A waiter is turned away when max_wait has passed on the bulkhead's
+// clock, not before; it leaves the queue, and its wait is reported.
 func TestBulkheadWaitRunsOut(t *testing.T) {
-	b := newTestBulkhead(1, 5, 20*time.Millisecond)
+	clock := testkit.NewClock()
+	waited := &waitedObserver{}
+	b := newTestBulkhead(1, 5, time.Minute)
+	b.clock, b.obs = clock, waited
 	_ = b.acquire(context.Background(), Normal)
-	err := b.acquire(context.Background(), High)
-	if d := reasonOf(t, err); d != WaitRanOut {
-		t.Errorf("detail = %q, want the wait-ran-out one", d)
+	done := make(chan error, 1)
+	go func() { done <- b.acquire(context.Background(), High) }()
+	testkit.WaitFor(t, 10*time.Second, "the waiter's timer", func() bool { return clock.Timers() == 1 })
+
+	clock.Advance(time.Minute - time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("answered %v with 1ms of its wait left", err)
+	default:
+	}
+	if n := b.Waiting(); n != 1 {
+		t.Fatalf("waiting = %d with 1ms of the wait left, want 1", n)
+	}
+	clock.Advance(time.Millisecond)
+	select {
+	case err := <-done:
+		if d := reasonOf(t, err); d != WaitRanOut {
+			t.Errorf("detail = %q, want the wait-ran-out one", d)
+		}
+	case <-time.After(10 * time.Second): // real time: the timer did not wake it
+		t.Fatal("still waiting once max_wait had passed")
 	}
 	if n := b.Waiting(); n != 0 {
 		t.Errorf("waiting = %d after the wait ran out, want 0", n)
 	}
+	if waited.d != time.Minute {
+		t.Errorf("reported wait %v, want the minute of max_wait", waited.d)
+	}
 }
+
+// waitedObserver keeps the last queue wait reported.
+type waitedObserver struct {
+	NopObserver
+	d time.Duration
+}
+
+func (o *waitedObserver) QueueWaited(_, _ string, _ Priority, d time.Duration) { o.d = d }
 
 func TestBulkheadNoWaitRejectsAtOnce(t *testing.T) {
 	for _, b := range []*Bulkhead{newTestBulkhead(1, 5, 0), newTestBulkhead(1, 0, time.Minute)} {

@@ -202,7 +202,7 @@ func (q *Quota) WaitPriority(ctx context.Context, prio int) (waited time.Duratio
 func (q *Quota) pace(ctx context.Context, grantAt time.Time) (retry bool, err error) {
 	now, paceAt, pauseCh := q.release()
 	for paceAt.After(now) {
-		out := clock.Wait(ctx, q.clock, paceAt.Sub(now), pauseCh)
+		out := clock.Until(ctx, q.clock, paceAt, pauseCh)
 		if out == clock.Done {
 			q.src.Refund()
 			return false, ctx.Err()
@@ -276,26 +276,30 @@ func (q *Quota) reserve(start time.Time, budget time.Duration, prio int) (w *quo
 	if q.perSec > 0 {
 		// Not within one interval of a sleeper released late (see release).
 		grantAt = later(grantAt, q.lastSlept.Add(q.durationFor(1)))
-		// Nor of the last slot promised: two waiters held back to the same
-		// time by the rule above would otherwise share a slot, and which
-		// goes first would be the timers' choice, not their priority.
-		if n := len(q.waiters); n > 0 {
-			grantAt = later(grantAt, q.waiters[n-1].grantAt.Add(q.durationFor(1)))
-		}
 	}
-	if !grantAt.After(now) {
+	if len(q.waiters) == 0 && !grantAt.After(now) {
 		q.mu.Unlock()
 		return nil, nil
 	}
-	// The new slot joins the others; the arrival takes the one at its place
-	// in line, which is earlier than the new slot when it goes ahead of
-	// lower-priority waiters.
+	// The new slot joins the others in time order: it can be earlier than
+	// slots promised meanwhile to callers whose Take came after this one's
+	// (Take is not under q.mu). Slots stay one interval apart: two waiters
+	// held back to the same time by the rule above would otherwise share
+	// one, and which goes first would be the timers' choice, not their
+	// priority. The arrival takes the slot at its place in line, which is
+	// earlier than the new slot when it goes ahead of lower-priority
+	// waiters or arrived before them.
 	slots := make([]time.Time, 0, len(q.waiters)+1)
 	for _, o := range q.waiters {
 		slots = append(slots, o.grantAt)
 	}
 	i, _ := slices.BinarySearchFunc(slots, grantAt, time.Time.Compare)
 	slots = slices.Insert(slots, i, grantAt)
+	if q.perSec > 0 {
+		for j := max(i, 1); j < len(slots); j++ {
+			slots[j] = later(slots[j], slots[j-1].Add(q.durationFor(1)))
+		}
+	}
 	w = &quotaWaiter{prio: prio, deadline: start.Add(budget), moved: make(chan struct{}, 1)}
 	q.waiters = QueueByPriority(q.waiters, w, func(w *quotaWaiter) int { return w.prio })
 	pos := slices.Index(q.waiters, w)
@@ -379,9 +383,11 @@ func (q *Quota) sleep(ctx context.Context, w *quotaWaiter) (retry bool, err erro
 	defer q.obs.Waiting(w.prio, -1)
 	for {
 		q.mu.Lock()
-		d := w.grantAt.Sub(q.clock.Now())
+		at := w.grantAt
 		q.mu.Unlock()
-		done := clock.Wait(ctx, q.clock, d, w.moved) == clock.Done
+		// Until the slot, not for the time to it: the clock may move
+		// between the reading and the timer (a test's clock does).
+		done := clock.Until(ctx, q.clock, at, w.moved) == clock.Done
 		q.mu.Lock()
 		if w.shed != nil {
 			q.mu.Unlock()

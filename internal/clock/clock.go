@@ -13,6 +13,11 @@ type Clock interface {
 	Now() time.Time
 	// NewTimer returns a timer that fires once, d from now.
 	NewTimer(d time.Duration) Timer
+	// NewTimerAt returns a timer that fires once the clock reaches t (at
+	// once if it has). On a clock moved by hand a timer set for a time
+	// cannot miss a move that falls between reading Now and setting a
+	// timer for the difference, as NewTimer(t.Sub(Now())) can.
+	NewTimerAt(t time.Time) Timer
 }
 
 // Timer is a stoppable one-shot timer, as time.Timer.
@@ -29,6 +34,8 @@ type realClock struct{}
 func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+func (realClock) NewTimerAt(t time.Time) Timer { return realTimer{time.NewTimer(time.Until(t))} }
 
 type realTimer struct{ t *time.Timer }
 
@@ -53,7 +60,20 @@ func Wait(ctx context.Context, c Clock, d time.Duration, wake <-chan struct{}) O
 	if d <= 0 {
 		return Elapsed
 	}
-	t := c.NewTimer(d)
+	return wait(ctx, c.NewTimer(d), wake)
+}
+
+// Until is Wait until c reaches t rather than for a duration; t not after
+// c's now has elapsed at once. A waiter whose deadline is a time (a slot)
+// uses it, so that on a clock moved by hand it never wakes late.
+func Until(ctx context.Context, c Clock, t time.Time, wake <-chan struct{}) Outcome {
+	if !t.After(c.Now()) {
+		return Elapsed
+	}
+	return wait(ctx, c.NewTimerAt(t), wake)
+}
+
+func wait(ctx context.Context, t Timer, wake <-chan struct{}) Outcome {
 	defer t.Stop()
 	select {
 	case <-t.C():

@@ -33,8 +33,20 @@ func (c *Clock) Now() time.Time {
 func (c *Clock) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ft := &fakeTimer{c: c, at: c.t.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
+	return c.timerAt(c.t.Add(d))
+}
+
+// NewTimerAt returns a timer that fires when the clock reaches t.
+func (c *Clock) NewTimerAt(t time.Time) clock.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timerAt(t)
+}
+
+// timerAt is a timer for at, fired now if at has come. c.mu is held.
+func (c *Clock) timerAt(at time.Time) *fakeTimer {
+	ft := &fakeTimer{c: c, at: at, ch: make(chan time.Time, 1)}
+	if !at.After(c.t) {
 		ft.ch <- c.t
 		return ft
 	}
