@@ -14,7 +14,7 @@ import (
 // Five seconds are few: on a machine busy compiling other packages (a
 // cold `make test`), breakwater's 600 ms per-try timeouts can fire on
 // scheduling delays alone, open the breaker twice and fail the order POSTs,
-// which have no fallback. One such run was seen in ten. So a run that
+// which have no fallback (seen once in about fifteen runs). So a run that
 // misses the point is logged and run once more; the test fails only when
 // both miss it.
 func TestDemo(t *testing.T) {
